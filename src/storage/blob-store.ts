@@ -1,0 +1,20 @@
+/**
+ * Content-addressed block storage. Every blob is stored under its IPFS CID
+ * (CIDv1, raw codec / dag-pb root, sha2-256), exactly as `ipfs add --cid-version=1 --raw-leaves`
+ * with Kubo's 256 KiB chunker would address it, so the blocks can be published to Kubo as-is.
+ */
+
+export interface AbortOptions {
+  signal?: AbortSignal;
+}
+
+export interface BlobStore {
+  /** Store `bytes` (chunked into IPFS blocks when over 256 KiB) and return the root CID string. Durable on return. */
+  put(bytes: Uint8Array, options?: AbortOptions): Promise<string>;
+  /** Read the whole blob back, verifying every block against its CID. Raises StorageError `VLM_BLOB_NOT_FOUND` (not-found). */
+  get(cid: string, options?: AbortOptions): Promise<Uint8Array>;
+  has(cid: string, options?: AbortOptions): Promise<boolean>;
+  /** Every raw block (CID string, bytes) — used to publish to Kubo or replicate. */
+  blocks(options?: AbortOptions): AsyncIterable<{ cid: string; bytes: Uint8Array }>;
+  close(): Promise<void>;
+}
