@@ -1,0 +1,65 @@
+/**
+ * Configuration from the environment, validated once at start. A bad value stops the
+ * server with a message naming the variable (never its value when it is a secret).
+ */
+import path from 'node:path';
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  /** Public FHIR base URL used in links, without trailing slash (e.g. http://127.0.0.1:8080/fhir). */
+  baseUrl: string;
+  bodyLimit: number;
+  masterKey: string | undefined;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly variable: string, message: string) {
+    super(`${variable}: ${message}`);
+  }
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const value = Number(raw.trim());
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+/** Read and validate the configuration; raises ConfigError naming the bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const host = (env.HOST ?? '127.0.0.1').trim();
+  if (!host || /\s/.test(host)) throw new ConfigError('HOST', 'must be a host name or address');
+  const port = integer(env, 'PORT', 8080, 0, 65535);
+  const dataDir = path.resolve(env.VELLUM_DATA_DIR?.trim() || './data');
+  const bodyLimit = integer(env, 'VELLUM_BODY_LIMIT', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024);
+  const logLevel = (env.VELLUM_LOG_LEVEL ?? 'info').trim();
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('VELLUM_LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+
+  let baseUrl: string;
+  const rawBase = env.VELLUM_BASE_URL?.trim();
+  if (rawBase) {
+    let url: URL;
+    try {
+      url = new URL(rawBase);
+    } catch {
+      throw new ConfigError('VELLUM_BASE_URL', `is not an absolute URL: "${rawBase}"`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('VELLUM_BASE_URL', 'must be http or https');
+    if (url.search || url.hash) throw new ConfigError('VELLUM_BASE_URL', 'must not have a query or fragment');
+    baseUrl = url.toString().replace(/\/+$/, '');
+  } else {
+    const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+    baseUrl = `http://${shownHost}:${port}/fhir`;
+  }
+  // An empty VELLUM_MASTER_KEY is an error (loadMasterKey rejects it), not "use the key file".
+  const masterKey = env.VELLUM_MASTER_KEY;
+  return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel };
+}

@@ -1,0 +1,96 @@
+/**
+ * The FHIR layer's error catalogue: every failure becomes an OperationOutcome with an HTTP status
+ * and an issue code (http://hl7.org/fhir/R4/valueset-issue-type.html). Storage errors are mapped by
+ * category in one table; anything else is a fault: 500 with a generic message, details in the log.
+ */
+import { isStorageError, type StorageErrorCategory } from '../storage/errors.ts';
+
+export type IssueCode =
+  | 'invalid'
+  | 'structure'
+  | 'required'
+  | 'value'
+  | 'invariant'
+  | 'security'
+  | 'login'
+  | 'forbidden'
+  | 'processing'
+  | 'not-supported'
+  | 'duplicate'
+  | 'multiple-matches'
+  | 'not-found'
+  | 'deleted'
+  | 'too-long'
+  | 'conflict'
+  | 'exception'
+  | 'timeout'
+  | 'transient'
+  | 'informational'
+  | 'incomplete'
+  | 'business-rule'
+  | 'code-invalid'
+  | 'throttled';
+
+export interface Issue {
+  severity: 'fatal' | 'error' | 'warning' | 'information';
+  code: IssueCode;
+  diagnostics?: string;
+  expression?: string[];
+  /** Vellum's own error code (VLM_…), carried as issue.details.coding. */
+  vellumCode?: string;
+}
+
+export const VELLUM_ERROR_SYSTEM = 'https://vellum.dev/fhir/CodeSystem/error';
+
+export class FhirError extends Error {
+  override readonly name = 'FhirError';
+  constructor(
+    readonly status: number,
+    readonly issues: Issue[],
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(issues[0]?.diagnostics ?? `HTTP ${status}`);
+  }
+}
+
+/** Raise a coded FHIR error in one line: `throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', 'Patient/1 is not known')`. */
+export function fhirError(status: number, code: IssueCode, vellumCode: string, diagnostics: string, expression?: string[]): FhirError {
+  return new FhirError(status, [{ severity: 'error', code, vellumCode, diagnostics, ...(expression ? { expression } : {}) }]);
+}
+
+const CATEGORY: Record<StorageErrorCategory, { status: number; code: IssueCode }> = {
+  'not-found': { status: 404, code: 'not-found' },
+  gone: { status: 410, code: 'deleted' },
+  conflict: { status: 409, code: 'conflict' },
+  invalid: { status: 400, code: 'invalid' },
+  unavailable: { status: 503, code: 'transient' },
+  fault: { status: 500, code: 'exception' },
+};
+
+/** Turn any thrown value into a FhirError; `fault` is true when the details belong in the log only. */
+export function toFhirError(err: unknown): { error: FhirError; fault: boolean } {
+  if (err instanceof FhirError) return { error: err, fault: err.status >= 500 };
+  if (isStorageError(err)) {
+    const mapped = CATEGORY[err.category];
+    const fault = mapped.status >= 500;
+    return {
+      error: fhirError(mapped.status, mapped.code, err.code, fault ? 'The server could not complete the request' : err.message),
+      fault,
+    };
+  }
+  return { error: fhirError(500, 'exception', 'VLM_FAULT', 'The server could not complete the request'), fault: true };
+}
+
+/** Build an OperationOutcome resource from issues. */
+export function operationOutcome(issues: Issue[]): Record<string, unknown> {
+  return {
+    resourceType: 'OperationOutcome',
+    issue: issues.map((i) => ({
+      severity: i.severity,
+      code: i.code,
+      ...(i.vellumCode ? { details: { coding: [{ system: VELLUM_ERROR_SYSTEM, code: i.vellumCode }] } } : {}),
+      ...(i.diagnostics ? { diagnostics: i.diagnostics } : {}),
+      ...(i.expression?.length ? { expression: i.expression } : {}),
+    })),
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * history — http://hl7.org/fhir/R4/http.html#history
+ * GET [base]/[type]/[id]/_history, [base]/[type]/_history, [base]/_history: every version,
+ * newest first, as a `history` Bundle with request/response per entry. `_since`, `_at`, `_count`.
+ * Pages are cut from a snapshot (the highest version sequence number when the first page was
+ * served), so `next` links keep returning the same versions while others write.
+ */
+import type { VersionRecord } from '../../storage/index-store.ts';
+import { dateRange } from '../dates.ts';
+import { fhirError } from '../errors.ts';
+import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
+import type { FhirServices } from '../services.ts';
+import { checkId } from './common.ts';
+import { pageCount, pageLinks } from './paging.ts';
+
+function requestOf(record: VersionRecord): { method: string; url: string } {
+  switch (record.method) {
+    case 'create':
+      return record.versionId === 1 ? { method: 'POST', url: record.type } : { method: 'PUT', url: `${record.type}/${record.id}` };
+    case 'update':
+      return { method: 'PUT', url: `${record.type}/${record.id}` };
+    case 'patch':
+      return { method: 'PATCH', url: `${record.type}/${record.id}` };
+    case 'delete':
+      return { method: 'DELETE', url: `${record.type}/${record.id}` };
+  }
+}
+
+function statusOf(record: VersionRecord): string {
+  if (record.deleted) return '204 No Content';
+  return record.versionId === 1 || record.method === 'create' ? '201 Created' : '200 OK';
+}
+
+function nonNegative(request: FhirRequest, name: string): number | undefined {
+  const raw = queryValue(request, name);
+  if (raw === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(raw)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', `${name} must be a whole number`, [name]);
+  return Number(raw);
+}
+
+export async function history(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
+  const type = request.resourceType;
+  const id = request.id === undefined ? undefined : checkId(request.id);
+  if (type && id) {
+    const current = await services.repository.index.current(type, id);
+    if (!current) throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', `${type}/${id} is not known`);
+  }
+  let since: number | undefined;
+  const sinceRaw = queryValue(request, '_since');
+  if (sinceRaw !== undefined) {
+    const range = dateRange(sinceRaw);
+    if (!range) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_since must be an instant', ['_since']);
+    since = range.low;
+  }
+  let at: { low: number; high: number } | undefined;
+  const atRaw = queryValue(request, '_at');
+  if (atRaw !== undefined) {
+    at = dateRange(atRaw);
+    if (!at) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_at must be a date or dateTime', ['_at']);
+  }
+  const count = pageCount(request);
+  const offset = nonNegative(request, '_offset') ?? 0;
+  const maxSeq = nonNegative(request, '_snapshot') ?? (await services.repository.index.lastSeq());
+  const page = await services.repository.index.history({ type, id, since, at, maxSeq, count, offset });
+  const entry = [];
+  for (const record of page.records) {
+    const resource = record.deleted ? undefined : await services.loadResource(record, request.signal);
+    entry.push({
+      fullUrl: `${request.baseUrl}/${record.type}/${record.id}`,
+      ...(resource ? { resource } : {}),
+      request: requestOf(record),
+      response: {
+        status: statusOf(record),
+        etag: `W/"${record.versionId}"`,
+        lastModified: new Date(record.lastUpdated).toISOString(),
+      },
+    });
+  }
+  const path = [type, id, '_history'].filter(Boolean).join('/');
+  const keep = request.query.filter(([n]) => ['_since', '_at', '_format', '_pretty'].includes(n));
+  return {
+    status: 200,
+    resource: {
+      resourceType: 'Bundle',
+      type: 'history',
+      total: page.total,
+      link: pageLinks(`${request.baseUrl}/${path}`, keep, { count, offset, snapshot: maxSeq, total: page.total, returned: page.records.length }),
+      entry,
+    },
+  };
+}

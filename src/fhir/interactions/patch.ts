@@ -1,0 +1,74 @@
+/**
+ * patch — http://hl7.org/fhir/R4/http.html#patch
+ * PATCH [base]/[type]/[id] with `application/json-patch+json` (RFC 6902). The patched
+ * resource is validated like any update; the patch may not change resourceType or id.
+ * If-Match → 412 on mismatch. Conditional patch PATCH [base]/[type]?criteria is supported too.
+ */
+import jsonPatch from 'fast-json-patch';
+import type { VersionRecord } from '../../storage/index-store.ts';
+import { fhirError } from '../errors.ts';
+import type { FhirRequest, FhirResource, FhirResponse } from '../request.ts';
+import type { FhirServices } from '../services.ts';
+import type { WriteContext } from '../writer.ts';
+import { checkIfMatch, requireCurrent, writeResponse } from './common.ts';
+import { findMatches } from './conditional.ts';
+
+function applyPatch(resource: FhirResource, operations: unknown): FhirResource {
+  if (!Array.isArray(operations)) {
+    throw fhirError(400, 'structure', 'VLM_FHIR_PATCH_NOT_ARRAY', 'A JSON Patch document is an array of operations');
+  }
+  const error = jsonPatch.validate(operations as jsonPatch.Operation[], structuredClone(resource));
+  if (error) {
+    const code = error.name === 'TEST_OPERATION_FAILED' ? 'VLM_FHIR_PATCH_TEST_FAILED' : 'VLM_FHIR_PATCH_INVALID';
+    throw fhirError(error.name === 'TEST_OPERATION_FAILED' ? 422 : 400, 'invalid', code, `JSON Patch operation ${error.index} failed`);
+  }
+  const result = jsonPatch.applyPatch(structuredClone(resource), operations as jsonPatch.Operation[], false, false).newDocument;
+  if (!result || typeof result !== 'object' || Array.isArray(result)) {
+    throw fhirError(422, 'processing', 'VLM_FHIR_PATCH_NOT_RESOURCE', 'The patched document is not a resource');
+  }
+  const patched = result as FhirResource;
+  if (patched.resourceType !== resource.resourceType || patched.id !== resource.id) {
+    throw fhirError(422, 'processing', 'VLM_FHIR_PATCH_IDENTITY', 'A patch may not change resourceType or id');
+  }
+  return patched;
+}
+
+async function patchRecord(
+  services: FhirServices,
+  request: FhirRequest,
+  context: WriteContext,
+  current: VersionRecord,
+): Promise<FhirResponse> {
+  checkIfMatch(request, current);
+  const resource = await services.loadResource(current, request.signal);
+  const patched = applyPatch(resource!, request.body);
+  delete patched.meta?.versionId;
+  delete patched.meta?.lastUpdated;
+  const [written] = await services.writer.commit(
+    [{ method: 'patch', type: current.type, id: current.id, resource: patched, expectedVersion: current.versionId }],
+    context,
+  );
+  return writeResponse(request, 200, written!.record, written!.resource, 'Patched');
+}
+
+function requirePatchBody(request: FhirRequest): void {
+  if (request.contentType !== 'application/json-patch+json') {
+    throw fhirError(415, 'not-supported', 'VLM_FHIR_PATCH_MEDIA_TYPE', 'PATCH takes application/json-patch+json');
+  }
+}
+
+export async function patch(services: FhirServices, request: FhirRequest, context: WriteContext): Promise<FhirResponse> {
+  requirePatchBody(request);
+  return services.writer.exclusive(async () =>
+    patchRecord(services, request, context, await requireCurrent(services, request.resourceType!, request.id!)),
+  );
+}
+
+export async function conditionalPatch(services: FhirServices, request: FhirRequest, context: WriteContext): Promise<FhirResponse> {
+  requirePatchBody(request);
+  return services.writer.exclusive(async () => {
+    const [match] = await findMatches(services, request.resourceType!, request.query, 'criteria');
+    if (!match) throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', 'No resource matches the criteria');
+    return patchRecord(services, request, context, match);
+  });
+}

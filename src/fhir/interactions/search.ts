@@ -1,0 +1,126 @@
+/**
+ * search — http://hl7.org/fhir/R4/http.html#search, http://hl7.org/fhir/R4/search.html
+ * GET [base]/[type]?params and POST [base]/[type]/_search (form-encoded, merged with the URL
+ * query). A `searchset` Bundle with `fullUrl`, `search.mode`, `total` and paging links.
+ * Unknown parameters are ignored and reported in an OperationOutcome entry, or rejected with 400
+ * under `Prefer: handling=strict`. Malformed values are 400 naming the parameter.
+ */
+import type { IndexQuery } from '../../storage/search-types.ts';
+import { FhirError, fhirError } from '../errors.ts';
+import { elementsList, subset, summaryMode } from '../format.ts';
+import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
+import { parseSearchRequest } from '../search/parse.ts';
+import type { FhirServices } from '../services.ts';
+import { DEFAULT_COUNT, MAX_COUNT, pageLinks } from './paging.ts';
+
+/** Parameters that shape the result rather than select resources (handled here, not by the parser). */
+const RESULT_PARAMS = new Set(['_count', '_offset', '_summary', '_elements', '_format', '_pretty', '_total', '_snapshot']);
+
+/** Plan the index query of a search on `type`; 400 for malformed values. */
+export function planQuery(
+  services: FhirServices,
+  type: string,
+  params: [string, string][],
+  baseUrl: string,
+): { query: IndexQuery; unknown: string[] } {
+  const selecting = params.filter(([name]) => !RESULT_PARAMS.has(name));
+  const parsed = parseSearchRequest(services.registry, type, selecting, { baseUrl });
+  if (parsed.errors.length) {
+    throw new FhirError(
+      400,
+      parsed.errors.map((e) => ({
+        severity: 'error' as const,
+        code: 'invalid' as const,
+        vellumCode: 'VLM_FHIR_BAD_SEARCH_PARAMETER',
+        diagnostics: `Search parameter ${e.param}: ${e.code}`,
+        expression: [e.param],
+      })),
+    );
+  }
+  return { query: parsed.query, unknown: parsed.unknown };
+}
+
+function strict(request: FhirRequest): boolean {
+  return /(?:^|[;,\s])handling\s*=\s*strict/.test(request.headers['prefer'] ?? '');
+}
+
+function whole(request: FhirRequest, name: string, fallback: number): number {
+  const raw = queryValue(request, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d{1,9}$/.test(raw)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', `${name} must be a whole number`, [name]);
+  return Number(raw);
+}
+
+export async function search(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
+  const type = request.resourceType!;
+  // POST _search: form parameters join the URL's (http://hl7.org/fhir/R4/http.html#search).
+  if (request.method === 'POST') {
+    if (request.body !== undefined && !Array.isArray(request.body)) {
+      throw fhirError(415, 'not-supported', 'VLM_FHIR_UNSUPPORTED_MEDIA_TYPE', 'POST _search takes application/x-www-form-urlencoded');
+    }
+    request = { ...request, query: [...request.query, ...((request.body as [string, string][] | undefined) ?? [])] };
+  }
+  const summary = summaryMode(request);
+  const elements = elementsList(request);
+  const count = Math.min(whole(request, '_count', DEFAULT_COUNT), MAX_COUNT);
+  const offset = whole(request, '_offset', 0);
+  const totalMode = queryValue(request, '_total') ?? 'accurate';
+  if (!['none', 'estimate', 'accurate'].includes(totalMode)) {
+    throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_total must be none, estimate or accurate', ['_total']);
+  }
+  const { query, unknown } = planQuery(services, type, request.query, request.baseUrl);
+  if (unknown.length && strict(request)) {
+    throw fhirError(400, 'not-supported', 'VLM_FHIR_UNKNOWN_PARAMETER', `Unknown search parameters: ${unknown.join(', ')}`, unknown);
+  }
+  const countOnly = summary === 'count';
+  const page = await services.repository.index.search({
+    ...query,
+    count: countOnly ? 0 : count,
+    offset,
+    wantTotal: countOnly || totalMode !== 'none',
+  });
+  const entry: Record<string, unknown>[] = [];
+  for (const record of page.records) {
+    const resource = await services.loadResource(record, request.signal);
+    if (!resource) continue;
+    entry.push({
+      fullUrl: `${request.baseUrl}/${record.type}/${record.id}`,
+      resource: summary || elements ? subset(resource, summary, elements, services.definitions) : resource,
+      search: { mode: 'match' },
+    });
+  }
+  if (unknown.length) {
+    entry.push({
+      fullUrl: `urn:uuid:${crypto.randomUUID()}`,
+      resource: {
+        resourceType: 'OperationOutcome',
+        issue: unknown.map((name) => ({
+          severity: 'warning',
+          code: 'not-supported',
+          details: { coding: [{ system: 'https://vellum.dev/fhir/CodeSystem/error', code: 'VLM_FHIR_UNKNOWN_PARAMETER' }] },
+          diagnostics: `Search parameter ${name} is not supported and was ignored`,
+          expression: [name],
+        })),
+      },
+      search: { mode: 'outcome' },
+    });
+  }
+  const ignored = new Set(unknown);
+  const keep = request.query.filter(([name]) => !['_count', '_offset', '_snapshot'].includes(name) && !ignored.has(name));
+  const links = pageLinks(`${request.baseUrl}/${type}`, keep, {
+    count,
+    offset,
+    total: page.total,
+    returned: page.records.length,
+  });
+  return {
+    status: 200,
+    resource: {
+      resourceType: 'Bundle',
+      type: 'searchset',
+      ...(page.total !== undefined ? { total: page.total } : {}),
+      link: countOnly ? links.filter((l) => l.relation === 'self') : links,
+      entry,
+    },
+  };
+}

@@ -1,0 +1,67 @@
+/**
+ * update — http://hl7.org/fhir/R4/http.html#update
+ * PUT [base]/[type]/[id]. Update-as-create with a client-chosen id (201), otherwise a new
+ * version (200). The body id must equal the URL id. If-Match → 412 on mismatch
+ * (http://hl7.org/fhir/R4/http.html#concurrency).
+ * Conditional update PUT [base]/[type]?criteria (http://hl7.org/fhir/R4/http.html#cond-update):
+ * no match → create (with the body's id if it has one); one match → update it; several → 412.
+ */
+import { randomUUID } from 'node:crypto';
+import { fhirError } from '../errors.ts';
+import type { FhirRequest, FhirResponse } from '../request.ts';
+import type { FhirServices } from '../services.ts';
+import type { WriteContext } from '../writer.ts';
+import { checkId, checkIfMatch, requireBody, writeResponse } from './common.ts';
+import { findMatches } from './conditional.ts';
+
+export async function update(services: FhirServices, request: FhirRequest, context: WriteContext): Promise<FhirResponse> {
+  const type = request.resourceType!;
+  const id = checkId(request.id!);
+  const body = requireBody(request, type);
+  if (body.id === undefined) throw fhirError(400, 'required', 'VLM_FHIR_ID_MISSING', 'The body must carry the id of the URL', ['id']);
+  if (body.id !== id) throw fhirError(400, 'invalid', 'VLM_FHIR_ID_MISMATCH', 'The body id differs from the URL id', ['id']);
+  return services.writer.exclusive(async () => {
+    const current = await services.repository.index.current(type, id);
+    checkIfMatch(request, current);
+    const expectedVersion = current?.versionId ?? 0;
+    const method = current ? 'update' : 'create';
+    const [written] = await services.writer.commit([{ method, type, id, resource: body, expectedVersion }], context);
+    const created = !current || current.deleted;
+    return writeResponse(request, created ? 201 : 200, written!.record, written!.resource, created ? 'Created' : 'Updated');
+  });
+}
+
+export async function conditionalUpdate(
+  services: FhirServices,
+  request: FhirRequest,
+  context: WriteContext,
+): Promise<FhirResponse> {
+  const type = request.resourceType!;
+  const body = requireBody(request, type);
+  return services.writer.exclusive(async () => {
+    const matches = await findMatches(services, type, request.query, 'criteria');
+    if (matches.length === 0) {
+      const id = body.id === undefined ? randomUUID() : checkId(String(body.id));
+      const current = await services.repository.index.current(type, id);
+      if (current && !current.deleted) {
+        throw fhirError(409, 'conflict', 'VLM_FHIR_ID_EXISTS', 'The body id names a resource that does not match the criteria');
+      }
+      checkIfMatch(request, current);
+      const [written] = await services.writer.commit(
+        [{ method: 'create', type, id, resource: body, expectedVersion: current?.versionId ?? 0 }],
+        context,
+      );
+      return writeResponse(request, 201, written!.record, written!.resource, 'Created');
+    }
+    const match = matches[0]!;
+    if (body.id !== undefined && body.id !== match.id) {
+      throw fhirError(400, 'invalid', 'VLM_FHIR_ID_MISMATCH', 'The body id differs from the id of the matching resource', ['id']);
+    }
+    checkIfMatch(request, match);
+    const [written] = await services.writer.commit(
+      [{ method: 'update', type, id: match.id, resource: body, expectedVersion: match.versionId }],
+      context,
+    );
+    return writeResponse(request, 200, written!.record, written!.resource, 'Updated');
+  });
+}

@@ -1,0 +1,43 @@
+/**
+ * The plain request and response that interactions deal in. Interactions do not know the web
+ * framework: the Fastify plugin (`http.ts`) builds a FhirRequest and writes a FhirResponse.
+ */
+
+export type FhirResource = { resourceType: string; id?: string; meta?: FhirMeta; [key: string]: unknown };
+
+export interface FhirMeta {
+  versionId?: string;
+  lastUpdated?: string;
+  tag?: { system?: string; code?: string; display?: string }[];
+  [key: string]: unknown;
+}
+
+export interface FhirRequest {
+  method: string;
+  resourceType?: string;
+  id?: string;
+  versionId?: string;
+  /** Query parameters in request order (names repeat for AND semantics). */
+  query: [string, string][];
+  /** Lower-case header names. */
+  headers: Record<string, string | undefined>;
+  body?: unknown;
+  /** Public FHIR base URL, no trailing slash. */
+  baseUrl: string;
+  /** Content type of the body (media type only, lower-case), when there is one. */
+  contentType?: string;
+  signal?: AbortSignal;
+}
+
+export interface FhirResponse {
+  status: number;
+  resource?: Record<string, unknown>;
+  headers?: Record<string, string>;
+  /** When true the body is sent as-is, without _summary/_elements. */
+  raw?: boolean;
+}
+
+/** First value of a query parameter. */
+export function queryValue(request: FhirRequest, name: string): string | undefined {
+  return request.query.find(([n]) => n === name)?.[1];
+}

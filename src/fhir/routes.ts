@@ -1,0 +1,49 @@
+/**
+ * The route table: method, path and interaction, in the order of http://hl7.org/fhir/R4/http.html.
+ * Paths are relative to the FHIR base (`/fhir`).
+ */
+import type { FhirRequest, FhirResponse } from './request.ts';
+import type { FhirServices } from './services.ts';
+import type { WriteContext } from './writer.ts';
+import { capabilities } from './interactions/capabilities.ts';
+import { create } from './interactions/create.ts';
+import { conditionalDelete, deleteInteraction } from './interactions/delete.ts';
+import { history } from './interactions/history.ts';
+import { conditionalPatch, patch } from './interactions/patch.ts';
+import { read } from './interactions/read.ts';
+import { search } from './interactions/search.ts';
+import { conditionalUpdate, update } from './interactions/update.ts';
+import { vread } from './interactions/vread.ts';
+import { validate } from './operations/validate.ts';
+
+export type Handler = (services: FhirServices, request: FhirRequest, context: WriteContext) => Promise<FhirResponse>;
+
+export interface Route {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH' | 'HEAD';
+  path: string;
+  interaction: string;
+  handler: Handler;
+}
+
+/** The FHIR REST routes. `statement` is the CapabilityStatement served at /metadata. */
+export function fhirRoutes(statement: Record<string, unknown>): Route[] {
+  return [
+    { method: 'GET', path: '/metadata', interaction: 'capabilities', handler: capabilities(statement) },
+    { method: 'GET', path: '/_history', interaction: 'history-system', handler: history },
+    { method: 'GET', path: '/:type', interaction: 'search-type', handler: search },
+    { method: 'POST', path: '/:type', interaction: 'create', handler: create },
+    { method: 'PUT', path: '/:type', interaction: 'conditional-update', handler: conditionalUpdate },
+    { method: 'PATCH', path: '/:type', interaction: 'conditional-patch', handler: conditionalPatch },
+    { method: 'DELETE', path: '/:type', interaction: 'conditional-delete', handler: conditionalDelete },
+    { method: 'POST', path: '/:type/_search', interaction: 'search-type', handler: search },
+    { method: 'GET', path: '/:type/_history', interaction: 'history-type', handler: history },
+    { method: 'POST', path: '/:type/$validate', interaction: 'operation', handler: validate },
+    { method: 'GET', path: '/:type/:id', interaction: 'read', handler: read },
+    { method: 'PUT', path: '/:type/:id', interaction: 'update', handler: update },
+    { method: 'PATCH', path: '/:type/:id', interaction: 'patch', handler: patch },
+    { method: 'DELETE', path: '/:type/:id', interaction: 'delete', handler: deleteInteraction },
+    { method: 'GET', path: '/:type/:id/_history', interaction: 'history-instance', handler: history },
+    { method: 'GET', path: '/:type/:id/_history/:vid', interaction: 'vread', handler: vread },
+    { method: 'POST', path: '/:type/:id/$validate', interaction: 'operation', handler: validate },
+  ];
+}

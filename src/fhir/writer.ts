@@ -1,0 +1,171 @@
+/**
+ * The write path — the ONE place where resource versions are made (see DESIGN.md "The write
+ * path"). Every interaction that changes data (create, update, patch, delete, and later bundle
+ * entries) goes through `Writer.commit`, inside `Writer.exclusive` so that reading the current
+ * state, deciding, and committing happen without interleaving. Later steps (consent check, anchor
+ * leaf) plug in as `WriteStep`s here and nowhere else.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IndexWrite, VersionRecord, WriteMethod } from '../storage/index-store.ts';
+import type { Repository } from '../storage/repository.ts';
+import type { SearchRow } from '../storage/search-types.ts';
+import { FhirError, fhirError } from './errors.ts';
+import type { FhirResource } from './request.ts';
+
+export interface WriteOp {
+  method: WriteMethod;
+  type: string;
+  id: string;
+  /** The new content (create, update, patch). Its id and meta.versionId/lastUpdated are set here. */
+  resource?: FhirResource;
+  /** The version current when the caller decided (0 = the resource does not exist). */
+  expectedVersion: number;
+}
+
+/** Who is writing, for the Provenance of each version. */
+export interface WriteContext {
+  agent: { display: string; reference?: string };
+  signal?: AbortSignal;
+}
+
+export interface Written {
+  record: VersionRecord;
+  resource?: FhirResource;
+}
+
+/** A version about to be committed, visible to write steps. */
+export interface PendingVersion {
+  op: WriteOp;
+  write: Omit<IndexWrite, 'cid'>;
+  resource?: FhirResource;
+  bundle: FhirResource;
+}
+
+/** A step of the write path: may veto (throw a FhirError) or add to each pending version. */
+export interface WriteStep {
+  readonly name: string;
+  beforeCommit?(versions: PendingVersion[], context: WriteContext): Promise<void>;
+  afterCommit?(written: Written[], context: WriteContext): Promise<void>;
+}
+
+export interface WriterDeps {
+  repository: Repository;
+  validate(resource: unknown, expectedType: string): { code: string; expression: string; diagnostics: string; severity: string }[];
+  extract(resource: FhirResource): SearchRow[];
+  /** Key scope (patient pseudonym or 'shared') for a resource, given its search rows. */
+  keyScope(resource: FhirResource, rows: SearchRow[]): string;
+  baseUrl: string;
+  steps?: WriteStep[];
+  now?: () => number;
+}
+
+const DATA_OPERATION = 'http://terminology.hl7.org/CodeSystem/v3-DataOperation';
+const ACTIVITY: Record<WriteMethod, string> = { create: 'CREATE', update: 'UPDATE', patch: 'UPDATE', delete: 'DELETE' };
+
+export class Writer {
+  #deps: WriterDeps;
+  #tail: Promise<unknown> = Promise.resolve();
+  #lastTime = 0;
+  #steps: WriteStep[];
+
+  constructor(deps: WriterDeps) {
+    this.#deps = deps;
+    this.#steps = deps.steps ?? [];
+  }
+
+  /** Run `fn` with no other exclusive section interleaved (reads of state + commit are atomic). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(fn, fn);
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  #clock(): number {
+    const now = (this.#deps.now ?? Date.now)();
+    this.#lastTime = Math.max(this.#lastTime, now);
+    return this.#lastTime;
+  }
+
+  /** Validate, version, encrypt, store and index `ops` atomically. Call inside `exclusive`. */
+  async commit(ops: WriteOp[], context: WriteContext): Promise<Written[]> {
+    const lastUpdated = this.#clock();
+    const instant = new Date(lastUpdated).toISOString();
+    const pending: PendingVersion[] = [];
+    for (const op of ops) pending.push(this.#prepare(op, lastUpdated, instant, context));
+    for (const step of this.#steps) await step.beforeCommit?.(pending, context);
+    const records = await this.#deps.repository.store(
+      pending.map((p) => ({ write: p.write, plaintext: Buffer.from(JSON.stringify(p.bundle)) })),
+      { signal: context.signal },
+    );
+    const written = records.map((record, i) => ({ record, resource: pending[i]!.resource }));
+    for (const step of this.#steps) await step.afterCommit?.(written, context);
+    return written;
+  }
+
+  #prepare(op: WriteOp, lastUpdated: number, instant: string, context: WriteContext): PendingVersion {
+    const versionId = op.expectedVersion + 1;
+    let resource: FhirResource | undefined;
+    let rows: SearchRow[] = [];
+    let keyScope = 'shared';
+    if (op.method !== 'delete') {
+      if (!op.resource) throw fhirError(400, 'required', 'VLM_FHIR_BODY_MISSING', 'A resource body is required');
+      const { resourceType: _type, id: _id, meta, ...content } = op.resource;
+      // resourceType, id and meta first, as every FHIR JSON example has them.
+      resource = {
+        resourceType: op.type,
+        id: op.id,
+        meta: { ...(meta ?? {}), versionId: String(versionId), lastUpdated: instant },
+        ...content,
+      };
+      const issues = this.#deps.validate(resource, op.type).filter((i) => i.severity === 'error');
+      if (issues.length) {
+        throw new FhirError(
+          400,
+          issues.map((i) => ({
+            severity: 'error' as const,
+            code: i.code as 'invalid',
+            diagnostics: i.diagnostics,
+            expression: [i.expression],
+            vellumCode: 'VLM_FHIR_INVALID_RESOURCE',
+          })),
+        );
+      }
+      rows = this.#deps.extract(resource);
+      keyScope = this.#deps.keyScope(resource, rows);
+    }
+    const reference = `${op.type}/${op.id}/_history/${versionId}`;
+    const provenance = {
+      resourceType: 'Provenance',
+      target: [{ reference }],
+      recorded: instant,
+      activity: { coding: [{ system: DATA_OPERATION, code: ACTIVITY[op.method] }] },
+      agent: [
+        {
+          who: context.agent.reference
+            ? { reference: context.agent.reference, display: context.agent.display }
+            : { display: context.agent.display },
+        },
+      ],
+    };
+    const entry: Record<string, unknown>[] = [];
+    if (resource) entry.push({ fullUrl: `${this.#deps.baseUrl}/${op.type}/${op.id}`, resource });
+    entry.push({ fullUrl: `urn:uuid:${randomUUID()}`, resource: provenance });
+    const bundle: FhirResource = { resourceType: 'Bundle', type: 'collection', timestamp: instant, entry };
+    return {
+      op,
+      resource,
+      bundle,
+      write: {
+        type: op.type,
+        id: op.id,
+        versionId,
+        expectedVersion: op.expectedVersion,
+        lastUpdated,
+        deleted: op.method === 'delete',
+        method: op.method,
+        keyScope,
+        searchRows: rows,
+      },
+    };
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The composition root: builds every store and component from the configuration and wires them
+ * into one Fastify app. Nothing else constructs backends.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Config } from './config.ts';
+import { loadResourceDefinitions } from './fhir/definitions.ts';
+import { fhirPlugin } from './fhir/http.ts';
+import { buildCapabilityStatement } from './fhir/interactions/capabilities.ts';
+import type { FhirResource } from './fhir/request.ts';
+import { fhirRoutes } from './fhir/routes.ts';
+import { createExtractor } from './fhir/search/extract.ts';
+import { createSearchRegistry, supportedSearchParams } from './fhir/search/registry.ts';
+import type { FhirServices } from './fhir/services.ts';
+import { R4_RESOURCE_TYPES } from './fhir/validation/resource-types.ts';
+import { createValidator } from './fhir/validation/validator.ts';
+import { Writer } from './fhir/writer.ts';
+import { JweCipher } from './storage/jwe-cipher.ts';
+import { keyScopeFor, loadMasterKey } from './storage/keys.ts';
+import { Repository } from './storage/repository.ts';
+import type { ReferenceRow } from './storage/search-types.ts';
+import { SqliteBlobStore } from './storage/sqlite/sqlite-blob-store.ts';
+import { SqliteIndexStore } from './storage/sqlite/sqlite-index.ts';
+
+export interface Vellum {
+  app: FastifyInstance;
+  services: FhirServices;
+  /** Stop accepting requests, drain in-flight ones, close storage. */
+  close(): Promise<void>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** Build a Vellum server (not yet listening) from `config`. */
+export async function createVellum(config: Config, options: { logger?: boolean } = {}): Promise<Vellum> {
+  await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const masterKey = await loadMasterKey({ env: config.masterKey, keyFile: path.join(config.dataDir, 'master.key') });
+  const blobs = SqliteBlobStore.open(path.join(config.dataDir, 'blocks.db'));
+  const index = SqliteIndexStore.open(path.join(config.dataDir, 'index.db'));
+  const repository = new Repository({ blobs, index, cipher: new JweCipher(masterKey, index.dataKeys) });
+
+  const resourceTypes = new Set(R4_RESOURCE_TYPES);
+  const validator = createValidator();
+  const registry = createSearchRegistry(R4_RESOURCE_TYPES);
+  const extractor = createExtractor(registry, { baseUrl: config.baseUrl });
+  const definitions = loadResourceDefinitions(R4_RESOURCE_TYPES);
+
+  const keyScope = (resource: FhirResource, rows: readonly { kind: string; param: string }[]): string => {
+    if (resource.resourceType === 'Patient') return keyScopeFor(masterKey, `Patient/${resource.id}`);
+    const params = definitions.patientCompartmentParams(resource.resourceType);
+    for (const row of rows) {
+      if (row.kind !== 'reference' || !params.includes(row.param)) continue;
+      const ref = row as ReferenceRow;
+      if (ref.targetType === 'Patient' && ref.targetId) return keyScopeFor(masterKey, `Patient/${ref.targetId}`);
+    }
+    return keyScopeFor(masterKey, null);
+  };
+
+  const writer = new Writer({
+    repository,
+    validate: (resource, type) => validator.validate(resource, type),
+    extract: (resource) => extractor.extract(resource),
+    keyScope,
+    baseUrl: config.baseUrl,
+  });
+
+  const decoder = new TextDecoder();
+  const services: FhirServices = {
+    repository,
+    writer,
+    validator,
+    registry,
+    definitions,
+    resourceTypes,
+    baseUrl: config.baseUrl,
+    async loadResource(record, signal) {
+      if (record.deleted) return undefined;
+      const bundle = JSON.parse(decoder.decode(await repository.load(record, { signal }))) as {
+        entry: { resource: FhirResource }[];
+      };
+      return bundle.entry[0]!.resource;
+    },
+  };
+  const statement = buildCapabilityStatement(services, (type) => supportedSearchParams(registry, type));
+
+  const app = Fastify({
+    bodyLimit: config.bodyLimit,
+    disableRequestLogging: true,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    // Logs carry the route pattern, never the URL: query strings can hold names and identifiers.
+    logger:
+      options.logger === false
+        ? false
+        : {
+            level: config.logLevel,
+            serializers: {
+              req: (req) => ({ method: req.method, route: req.routeOptions?.url }),
+              res: (res) => ({ status: res.statusCode }),
+            },
+          },
+    routerOptions: { ignoreTrailingSlash: true },
+  });
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('X-Request-Id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      { method: request.method, route: request.routeOptions.url ?? null, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
+      'request',
+    );
+  });
+  app.get('/health', async () => ({ status: 'ok' }));
+  app.get('/ready', async (_request, reply) => {
+    try {
+      await index.ping();
+      await blobs.has('bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku');
+      return { status: 'ready' };
+    } catch {
+      return reply.code(503).send({ status: 'unavailable' });
+    }
+  });
+  await app.register(fhirPlugin, { prefix: '/fhir', services, routes: fhirRoutes(statement) });
+
+  let closed = false;
+  return {
+    app,
+    services,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await repository.close();
+    },
+  };
+}

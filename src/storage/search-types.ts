@@ -1,0 +1,234 @@
+/**
+ * Storage-level shapes of the search index: the rows extracted from a resource version
+ * (`SearchRow`) and the planned query over them (`IndexQuery`).
+ *
+ * Storage knows the seven indexable kinds of FHIR search parameter and nothing else about
+ * FHIR: the FHIR layer (src/fhir/search) extracts rows and parses search URLs into these
+ * shapes, and the SQL backends turn them into tables and bound-parameter queries.
+ * See http://hl7.org/fhir/R4/search.html for the semantics each kind carries.
+ */
+
+/** The search parameter kinds that have index rows. Composite and special are not indexed. */
+export type SearchKind = 'string' | 'token' | 'date' | 'reference' | 'number' | 'quantity' | 'uri';
+
+/** Lowest and highest instants a date range can hold (ms since epoch): open period ends. */
+export const DATE_MIN = -8_640_000_000_000_000;
+export const DATE_MAX = 8_640_000_000_000_000;
+
+/**
+ * A string value: `norm` is lower-cased with accents removed (NFD, combining marks
+ * stripped) for the default and `:contains` matches; `exact` is the value as written, for `:exact`.
+ */
+export interface StringRow {
+  readonly kind: 'string';
+  readonly param: string;
+  readonly norm: string;
+  readonly exact: string;
+}
+
+/**
+ * A coded value. `code` null means a text-only row (CodeableConcept.text) that only
+ * `:text` can match; `text` is normalised like StringRow.norm (display, text or type text).
+ */
+export interface TokenRow {
+  readonly kind: 'token';
+  readonly param: string;
+  readonly system: string | null;
+  readonly code: string | null;
+  readonly text: string | null;
+}
+
+/** A date, dateTime, instant or Period as the inclusive range [low, high] in ms since epoch. */
+export interface DateRow {
+  readonly kind: 'date';
+  readonly param: string;
+  readonly low: number;
+  readonly high: number;
+}
+
+/**
+ * A reference. Local targets (relative `Type/id`, or absolute under this server's base)
+ * carry `targetType` and `targetId`; external ones (other servers, `urn:`, canonicals)
+ * carry only `url`.
+ */
+export interface ReferenceRow {
+  readonly kind: 'reference';
+  readonly param: string;
+  readonly targetType: string | null;
+  readonly targetId: string | null;
+  readonly url: string | null;
+}
+
+/** A decimal or integer value. */
+export interface NumberRow {
+  readonly kind: 'number';
+  readonly param: string;
+  readonly value: number;
+}
+
+/** A Quantity / Money / Range bound: `code` is the coded unit (or the unit text when no code). */
+export interface QuantityRow {
+  readonly kind: 'quantity';
+  readonly param: string;
+  readonly value: number;
+  readonly system: string | null;
+  readonly code: string | null;
+  readonly unit: string | null;
+}
+
+/** A uri, url or canonical value, as written. */
+export interface UriRow {
+  readonly kind: 'uri';
+  readonly param: string;
+  readonly value: string;
+}
+
+/** One index row of a resource's current version; `param` is the search parameter code. */
+export type SearchRow = StringRow | TokenRow | DateRow | ReferenceRow | NumberRow | QuantityRow | UriRow;
+
+/** Comparison prefixes of ordered kinds (http://hl7.org/fhir/R4/search.html#prefix). */
+export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
+
+/** `starts` is the default string match; `exact` and `contains` are the modifiers. */
+export interface StringCondition {
+  readonly kind: 'string';
+  readonly param: string;
+  readonly op: 'starts' | 'exact' | 'contains';
+  /** Normalised for `starts`/`contains`, as written for `exact`. */
+  readonly value: string;
+}
+
+/**
+ * Token match. `system` undefined = any system, null = no system (`|code`);
+ * `code` undefined = any code (`system|`). `text` set = `:text` (normalised prefix match).
+ */
+export interface TokenCondition {
+  readonly kind: 'token';
+  readonly param: string;
+  readonly system?: string | null;
+  readonly code?: string;
+  readonly text?: string;
+}
+
+/** Date match of a stored range against the search range [low, high] under `prefix`. */
+export interface DateCondition {
+  readonly kind: 'date';
+  readonly param: string;
+  readonly prefix: Prefix;
+  readonly low: number;
+  readonly high: number;
+}
+
+/**
+ * Reference match: either a local target (`id`, with `types` the allowed target types —
+ * empty means any type) or an external `url`.
+ */
+export type ReferenceCondition =
+  | { readonly kind: 'reference'; readonly param: string; readonly id: string; readonly types: readonly string[] }
+  | { readonly kind: 'reference'; readonly param: string; readonly url: string };
+
+/**
+ * Number match. `value` is the number as written; [low, high) the range its precision
+ * implies (used by eq/ne/ap), so `100` gives [99.5, 100.5).
+ */
+export interface NumberCondition {
+  readonly kind: 'number';
+  readonly param: string;
+  readonly prefix: Prefix;
+  readonly value: number;
+  readonly low: number;
+  readonly high: number;
+}
+
+/** Quantity match: like NumberCondition plus optional unit system and code (code also matches unit text). */
+export interface QuantityCondition {
+  readonly kind: 'quantity';
+  readonly param: string;
+  readonly prefix: Prefix;
+  readonly value: number;
+  readonly low: number;
+  readonly high: number;
+  readonly system?: string;
+  readonly code?: string;
+}
+
+/** Uri match: `eq` exact; `below` stored value starts with `value`; `above` stored value is one of `prefixes`. */
+export type UriCondition =
+  | { readonly kind: 'uri'; readonly param: string; readonly op: 'eq' | 'below'; readonly value: string }
+  | { readonly kind: 'uri'; readonly param: string; readonly op: 'above'; readonly prefixes: readonly string[] };
+
+/** `_id`: the logical id column. */
+export interface IdCondition {
+  readonly kind: 'id';
+  readonly id: string;
+}
+
+/** `_lastUpdated`: the resources.last_updated column (a point in time) against [low, high]. */
+export interface LastUpdatedCondition {
+  readonly kind: 'lastUpdated';
+  readonly prefix: Prefix;
+  readonly low: number;
+  readonly high: number;
+}
+
+/** `_type` at system level: the resources.type column. */
+export interface TypeCondition {
+  readonly kind: 'type';
+  readonly type: string;
+}
+
+/** `:missing`: the resource has (missing=false) or has no (missing=true) row for `param` in table `of`. */
+export interface MissingCondition {
+  readonly kind: 'missing';
+  readonly of: SearchKind;
+  readonly param: string;
+  readonly missing: boolean;
+}
+
+/** One bound value of one parameter. */
+export type IndexCondition =
+  | StringCondition
+  | TokenCondition
+  | DateCondition
+  | ReferenceCondition
+  | NumberCondition
+  | QuantityCondition
+  | UriCondition
+  | IdCondition
+  | LastUpdatedCondition
+  | TypeCondition
+  | MissingCondition;
+
+/**
+ * A comma list of one parameter (OR). `negate` implements `:not`: the resource matches
+ * when NONE of the conditions matches (including resources without the element).
+ */
+export interface IndexClause {
+  readonly negate: boolean;
+  readonly anyOf: readonly IndexCondition[];
+}
+
+/** A sort key; `of` says where the value lives (a row kind, or a resources column). */
+export interface IndexSort {
+  readonly of: SearchKind | 'id' | 'lastUpdated';
+  /** The search parameter code (ignored for `id` and `lastUpdated`). */
+  readonly param: string;
+  readonly descending: boolean;
+}
+
+/** A planned search: resources of `resourceType` (null = all types) matching every clause (AND). */
+export interface IndexQuery {
+  readonly resourceType: string | null;
+  readonly where: readonly IndexClause[];
+  readonly sort: readonly IndexSort[];
+  readonly count: number;
+  readonly offset: number;
+  readonly wantTotal: boolean;
+}
+
+const COMBINING_MARKS = /\p{M}/gu;
+
+/** Normalise text for string search: lower-case, accents removed (NFD, combining marks stripped). */
+export function normalizeSearchText(value: string): string {
+  return value.toLowerCase().normalize('NFD').replace(COMBINING_MARKS, '');
+}

@@ -1,0 +1,296 @@
+/**
+ * The embedded index: SQLite through `node:sqlite`, WAL mode, synchronous=FULL so that a
+ * committed version survives power loss. Every commit (versions, current pointers, search
+ * rows) is one transaction.
+ */
+import { DatabaseSync, type StatementSync, type SQLInputValue } from 'node:sqlite';
+import type { DataKeyStore } from '../cipher.ts';
+import { storageError } from '../errors.ts';
+import type { HistoryQuery, IndexStore, IndexWrite, Page, VersionRecord, WriteMethod } from '../index-store.ts';
+import type { IndexQuery } from '../search-types.ts';
+import { SEARCH_DDL, deleteSearchRows, insertSearchRows, planCount, planSearch } from './search-sql.ts';
+
+const CORE_DDL = `
+CREATE TABLE IF NOT EXISTS resources (
+  rid INTEGER PRIMARY KEY,
+  type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  last_updated INTEGER NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0,
+  cid TEXT,
+  UNIQUE (type, id)
+);
+CREATE INDEX IF NOT EXISTS resources_type_updated ON resources (type, last_updated);
+CREATE TABLE IF NOT EXISTS versions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  rid INTEGER NOT NULL REFERENCES resources (rid),
+  type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  last_updated INTEGER NOT NULL,
+  deleted INTEGER NOT NULL,
+  method TEXT NOT NULL,
+  cid TEXT NOT NULL,
+  key_scope TEXT NOT NULL,
+  UNIQUE (type, id, version)
+);
+CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (type, seq);
+CREATE INDEX IF NOT EXISTS versions_updated ON versions (last_updated);
+CREATE TABLE IF NOT EXISTS data_keys (
+  scope TEXT PRIMARY KEY,
+  wrapped BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+`;
+
+const SCHEMA_VERSION = '1';
+
+interface VersionRow {
+  seq: number;
+  type: string;
+  id: string;
+  version: number;
+  last_updated: number;
+  deleted: number;
+  method: string;
+  cid: string;
+  key_scope: string;
+}
+
+function toRecord(row: VersionRow): VersionRecord {
+  return {
+    seq: Number(row.seq),
+    type: row.type,
+    id: row.id,
+    versionId: Number(row.version),
+    lastUpdated: Number(row.last_updated),
+    deleted: row.deleted === 1,
+    method: row.method as WriteMethod,
+    cid: row.cid,
+    keyScope: row.key_scope,
+  };
+}
+
+const VERSION_COLUMNS = 'v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v.method, v.cid, v.key_scope';
+
+export class SqliteIndexStore implements IndexStore {
+  readonly dataKeys: DataKeyStore;
+  #db: DatabaseSync;
+  #statements = new Map<string, StatementSync>();
+  #closed = false;
+
+  private constructor(db: DatabaseSync) {
+    this.#db = db;
+    const stmt = (sql: string) => this.#prepare(sql);
+    this.dataKeys = {
+      getWrappedKey: (scope) => {
+        const row = stmt('SELECT wrapped FROM data_keys WHERE scope = ?').get(scope) as { wrapped: Uint8Array } | undefined;
+        return row?.wrapped;
+      },
+      putWrappedKeyIfAbsent: (scope, wrapped) => {
+        stmt('INSERT OR IGNORE INTO data_keys (scope, wrapped) VALUES (?, ?)').run(scope, wrapped);
+        return (stmt('SELECT wrapped FROM data_keys WHERE scope = ?').get(scope) as { wrapped: Uint8Array }).wrapped;
+      },
+      deleteWrappedKey: (scope) => {
+        stmt('DELETE FROM data_keys WHERE scope = ?').run(scope);
+      },
+    };
+  }
+
+  /** Open (creating when absent) the index database at `path` (':memory:' for tests). */
+  static open(path: string): SqliteIndexStore {
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(path);
+      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
+      db.exec('BEGIN');
+      db.exec(CORE_DDL);
+      db.exec(SEARCH_DDL);
+      const row = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
+      if (!row) db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
+      else if (row.value !== SCHEMA_VERSION) {
+        db.exec('ROLLBACK');
+        throw storageError('VLM_INDEX_SCHEMA', 'fault', `index schema version ${row.value} is not ${SCHEMA_VERSION}`);
+      }
+      db.exec('COMMIT');
+    } catch (err) {
+      if ((err as { name?: string }).name === 'StorageError') throw err;
+      throw storageError('VLM_INDEX_OPEN', 'unavailable', 'cannot open the index database', err);
+    }
+    return new SqliteIndexStore(db);
+  }
+
+  #prepare(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  #check(): void {
+    if (this.#closed) throw storageError('VLM_INDEX_CLOSED', 'unavailable', 'the index is closed');
+  }
+
+  async current(type: string, id: string): Promise<VersionRecord | undefined> {
+    this.#check();
+    const row = this.#prepare(
+      `SELECT ${VERSION_COLUMNS} FROM resources r JOIN versions v ON v.type = r.type AND v.id = r.id AND v.version = r.version
+       WHERE r.type = ? AND r.id = ?`,
+    ).get(type, id) as VersionRow | undefined;
+    return row && toRecord(row);
+  }
+
+  async version(type: string, id: string, versionId: number): Promise<VersionRecord | undefined> {
+    this.#check();
+    const row = this.#prepare(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE v.type = ? AND v.id = ? AND v.version = ?`).get(
+      type,
+      id,
+      versionId,
+    ) as VersionRow | undefined;
+    return row && toRecord(row);
+  }
+
+  async lastSeq(): Promise<number> {
+    this.#check();
+    const row = this.#prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM versions').get() as { seq: number };
+    return Number(row.seq);
+  }
+
+  async history(query: HistoryQuery): Promise<Page<VersionRecord>> {
+    this.#check();
+    const where: string[] = [];
+    const params: SQLInputValue[] = [];
+    if (query.type !== undefined) {
+      where.push('v.type = ?');
+      params.push(query.type);
+    }
+    if (query.id !== undefined) {
+      where.push('v.id = ?');
+      params.push(query.id);
+    }
+    if (query.since !== undefined) {
+      where.push('v.last_updated >= ?');
+      params.push(query.since);
+    }
+    if (query.maxSeq !== undefined) {
+      where.push('v.seq <= ?');
+      params.push(query.maxSeq);
+    }
+    if (query.at !== undefined) {
+      // Current at some point of [low, high]: written by `high`, and not superseded by `low`.
+      where.push(
+        `v.last_updated <= ? AND NOT EXISTS (SELECT 1 FROM versions n WHERE n.type = v.type AND n.id = v.id
+         AND n.version > v.version AND n.last_updated <= ?)`,
+      );
+      params.push(query.at.high, query.at.low);
+    }
+    const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const rows = this.#prepare(`SELECT ${VERSION_COLUMNS} FROM versions v ${clause} ORDER BY v.seq DESC LIMIT ? OFFSET ?`).all(
+      ...params,
+      query.count,
+      query.offset,
+    ) as unknown as VersionRow[];
+    const total = this.#prepare(`SELECT COUNT(*) AS n FROM versions v ${clause}`).get(...params) as { n: number };
+    return { records: rows.map(toRecord), total: Number(total.n) };
+  }
+
+  async commit(writes: IndexWrite[]): Promise<VersionRecord[]> {
+    this.#check();
+    const db = this.#db;
+    const records: VersionRecord[] = [];
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const w of writes) {
+        const existing = this.#prepare('SELECT rid, version FROM resources WHERE type = ? AND id = ?').get(w.type, w.id) as
+          | { rid: number; version: number }
+          | undefined;
+        const currentVersion = existing ? Number(existing.version) : 0;
+        if (currentVersion !== w.expectedVersion || w.versionId !== currentVersion + 1) {
+          throw storageError(
+            'VLM_INDEX_VERSION_CONFLICT',
+            'conflict',
+            `${w.type} version ${currentVersion} is current, the write expected ${w.expectedVersion}`,
+          );
+        }
+        let rid: number;
+        if (existing) {
+          rid = Number(existing.rid);
+          this.#prepare('UPDATE resources SET version = ?, last_updated = ?, deleted = ?, cid = ? WHERE rid = ?').run(
+            w.versionId,
+            w.lastUpdated,
+            w.deleted ? 1 : 0,
+            w.deleted ? null : w.cid,
+            rid,
+          );
+        } else {
+          const result = this.#prepare(
+            'INSERT INTO resources (type, id, version, last_updated, deleted, cid) VALUES (?, ?, ?, ?, ?, ?)',
+          ).run(w.type, w.id, w.versionId, w.lastUpdated, w.deleted ? 1 : 0, w.deleted ? null : w.cid);
+          rid = Number(result.lastInsertRowid);
+        }
+        const inserted = this.#prepare(
+          `INSERT INTO versions (rid, type, id, version, last_updated, deleted, method, cid, key_scope)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(rid, w.type, w.id, w.versionId, w.lastUpdated, w.deleted ? 1 : 0, w.method, w.cid, w.keyScope);
+        deleteSearchRows(db, rid);
+        if (!w.deleted) insertSearchRows(db, rid, w.searchRows);
+        records.push({
+          seq: Number(inserted.lastInsertRowid),
+          type: w.type,
+          id: w.id,
+          versionId: w.versionId,
+          lastUpdated: w.lastUpdated,
+          deleted: w.deleted,
+          method: w.method,
+          cid: w.cid,
+          keyScope: w.keyScope,
+        });
+      }
+      db.exec('COMMIT');
+    } catch (err) {
+      db.exec('ROLLBACK');
+      if ((err as { name?: string }).name === 'StorageError') throw err;
+      throw storageError('VLM_INDEX_COMMIT', 'fault', 'index commit failed', err);
+    }
+    return records;
+  }
+
+  async search(query: IndexQuery): Promise<Page<VersionRecord>> {
+    this.#check();
+    const plan = planSearch(query);
+    const rows = this.#db.prepare(plan.sql).all(...plan.params) as unknown as {
+      type: string;
+      id: string;
+      version: number;
+    }[];
+    const records: VersionRecord[] = [];
+    for (const row of rows) {
+      const record = await this.version(row.type, row.id, Number(row.version));
+      if (record) records.push(record);
+    }
+    let total: number | undefined;
+    if (query.wantTotal) {
+      const count = planCount(query);
+      total = Number((this.#db.prepare(count.sql).get(...count.params) as { n: number }).n);
+    }
+    return { records, total };
+  }
+
+  async ping(): Promise<void> {
+    this.#check();
+    this.#prepare('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#statements.clear();
+    this.#db.close();
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * Test harness: a real Vellum (SQLite index, SQLite block store, JWE envelopes) on a fresh data
+ * directory, driven through `app.inject()`.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Test } from 'tap';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { createVellum, type Vellum } from '../../src/server.ts';
+
+export const FHIR_JSON = 'application/fhir+json';
+
+export interface TestServer extends Vellum {
+  config: Config;
+  dataDir: string;
+  /** JSON request against the FHIR base (`path` relative to /fhir). */
+  fhir(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; headers: Record<string, string | string[] | number | undefined>; json: any; text: string }>;
+}
+
+/** Start a Vellum on a temporary data dir; closed and removed when the test ends. */
+export async function startTestServer(t: Test, env: Record<string, string> = {}): Promise<TestServer> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-test-'));
+  const config = loadConfig({ VELLUM_DATA_DIR: dataDir, PORT: '8080', ...env });
+  const vellum = await createVellum(config, { logger: false });
+  t.teardown(async () => {
+    await vellum.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+  return {
+    ...vellum,
+    config,
+    dataDir,
+    async fhir(method, url, body, headers = {}) {
+      const res = await vellum.app.inject({
+        method: method as 'GET',
+        url: `/fhir/${url}`.replace(/\/+$/, '').replace('/fhir/?', '/fhir?'),
+        headers: { accept: FHIR_JSON, ...(body !== undefined ? { 'content-type': FHIR_JSON } : {}), ...headers },
+        payload: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      let json: any;
+      try {
+        json = res.body ? JSON.parse(res.body) : undefined;
+      } catch {
+        json = undefined;
+      }
+      return { status: res.statusCode, headers: res.headers, json, text: res.body };
+    },
+  };
+}
+
+/** The issue codes of an OperationOutcome. */
+export function issueCodes(outcome: any): string[] {
+  return (outcome?.issue ?? []).map((i: any) => i.code);
+}
+
+/** The Vellum error codes (details.coding) of an OperationOutcome. */
+export function vellumCodes(outcome: any): string[] {
+  return (outcome?.issue ?? []).flatMap((i: any) => (i.details?.coding ?? []).map((c: any) => c.code));
+}
