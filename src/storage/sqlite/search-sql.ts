@@ -149,7 +149,7 @@ export class SearchSql {
   count(q: IndexQuery): number {
     const { sql, params } = planCount(q);
     const row = this.#statement(sql).get(...params);
-    return Number(row?.['total'] ?? 0);
+    return Number(row?.['n'] ?? 0);
   }
 
   #statement(sql: string): StatementSync {
@@ -221,10 +221,10 @@ export function planSearch(q: IndexQuery): PlannedSql {
   return { sql, params: b.params };
 }
 
-/** Plan the total of a search: `SELECT COUNT(*) AS total …` over the same filter. */
+/** Plan the total of a search: `SELECT COUNT(*) AS n …` over the same filter (ignores sort and paging). */
 export function planCount(q: IndexQuery): PlannedSql {
   const b = new Binder();
-  const sql = `SELECT COUNT(*) AS total FROM resources r WHERE ${whereSql(q, b)}`;
+  const sql = `SELECT COUNT(*) AS n FROM resources r WHERE ${whereSql(q, b)}`;
   return { sql, params: b.params };
 }
 
@@ -289,7 +289,8 @@ function clauseSql(clause: IndexClause, driving: boolean, b: Binder): string {
   if (clause.anyOf.length === 0) return clause.negate ? '1' : '0';
   let sql: string;
   if (driving) {
-    const selects = clause.anyOf.map((c) => {
+    // chooseDriver only picks clauses made of row conditions.
+    const selects = clause.anyOf.filter(isRowCondition).map((c) => {
       const { table, pred } = rowPredicate(c, b);
       return `SELECT s.rid FROM search_${table} s WHERE ${pred}`;
     });
@@ -321,11 +322,11 @@ function conditionSql(c: IndexCondition, b: Binder): string {
 
 type RowCondition = Exclude<IndexCondition, { kind: 'id' | 'type' | 'lastUpdated' | 'missing' }>;
 
-function rowPredicate(c: IndexCondition, b: Binder): { table: SearchKind; pred: string } {
-  if (c.kind === 'id' || c.kind === 'type' || c.kind === 'lastUpdated' || c.kind === 'missing') {
-    // Column conditions never drive: the driver only ranks row kinds, but stay total.
-    return { table: 'token', pred: `0` };
-  }
+function isRowCondition(c: IndexCondition): c is RowCondition {
+  return c.kind !== 'id' && c.kind !== 'type' && c.kind !== 'lastUpdated' && c.kind !== 'missing';
+}
+
+function rowPredicate(c: RowCondition, b: Binder): { table: SearchKind; pred: string } {
   return { table: c.kind, pred: `s.param = ${b.bind(c.param)} AND ${valuePredicate(c, b)}` };
 }
 
@@ -362,9 +363,9 @@ function valuePredicate(c: RowCondition, b: Binder): string {
       return parts.join(' AND ');
     }
     case 'uri': {
-      if (c.op === 'eq') return `s.value = ${b.bind(c.value)}`;
+      if (c.op === 'above') return `s.value IN (${c.prefixes.map((p) => b.bind(p)).join(', ')})`;
       if (c.op === 'below') return prefixSql('s.value', c.value, b);
-      return `s.value IN (${c.prefixes.map((p) => b.bind(p)).join(', ')})`;
+      return `s.value = ${b.bind(c.value)}`;
     }
   }
 }

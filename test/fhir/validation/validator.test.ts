@@ -184,7 +184,7 @@ t.test('primitive extensions (_element)', async (t) => {
   t.same(pairs(patient({ name: [{ given: ['a'], _given: [null, ext] }] })), ['structure Patient.name[0].given'], 'arrays of different length');
   t.same(pairs(patient({ name: [{ given: ['a', null] }] })), ['structure Patient.name[0].given[1]'], 'null without extension');
   t.same(pairs(patient({ name: [{ given: ['a', null], _given: [null, null] }] })), ['structure Patient.name[0].given', 'structure Patient.name[0].given[1]'], 'both null');
-  t.same(pairs(patient({ name: [{ given: ['a'], _given: [{ extension: [{ url: 'http://x' }] }] }] })), ['invariant Patient.name[0].given[0].extension[0]'], 'the extension itself is validated (ext-1: value or extensions)');
+  t.same(pairs(patient({ name: [{ given: ['a'], _given: [{ extension: [{ url: 'http://x' }] }] }] })), ['invariant Patient.name[0].given[0].extension[0]'], 'the extension itself is validated (ext-1: a value or extensions)');
   t.same(pairs(patient({ _birthDate: { extension: [{ valueCode: 'x' }] } })), ['required Patient.birthDate.extension[0]'], 'Extension.url is required');
   t.same(pairs(patient({ _gender: { foo: 1 } })), ['structure Patient.gender.foo']);
 });
