@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
 import { loadResourceDefinitions } from './fhir/definitions.ts';
 import { fhirPlugin } from './fhir/http.ts';
@@ -88,7 +88,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
 
   const app = Fastify({
     bodyLimit: config.bodyLimit,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
     genReqId: (req) => {
       const given = req.headers['x-request-id'];

