@@ -19,7 +19,7 @@ import { R4_RESOURCE_TYPES } from './fhir/validation/resource-types.ts';
 import { createValidator } from './fhir/validation/validator.ts';
 import { Writer } from './fhir/writer.ts';
 import { JweCipher } from './storage/jwe-cipher.ts';
-import { keyScopeFor, loadMasterKey } from './storage/keys.ts';
+import { keyScoper, loadMasterKey } from './storage/keys.ts';
 import { Repository } from './storage/repository.ts';
 import type { ReferenceRow } from './storage/search-types.ts';
 import { SqliteBlobStore } from './storage/sqlite/sqlite-blob-store.ts';
@@ -38,8 +38,11 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 export async function createVellum(config: Config, options: { logger?: boolean } = {}): Promise<Vellum> {
   await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const masterKey = await loadMasterKey({ env: config.masterKey, keyFile: path.join(config.dataDir, 'master.key') });
-  const blobs = SqliteBlobStore.open(path.join(config.dataDir, 'blocks.db'));
-  const index = SqliteIndexStore.open(path.join(config.dataDir, 'index.db'));
+  // Blocks and index share one SQLite file (one WAL): a block always reaches disk before the index
+  // row that points at it, and one group fsync makes both durable.
+  const databasePath = path.join(config.dataDir, 'vellum.db');
+  const index = SqliteIndexStore.open(databasePath);
+  const blobs = SqliteBlobStore.open(databasePath, { groupCommit: true });
   const repository = new Repository({ blobs, index, cipher: new JweCipher(masterKey, index.dataKeys) });
 
   const resourceTypes = new Set(R4_RESOURCE_TYPES);
@@ -48,15 +51,16 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   const extractor = createExtractor(registry, { baseUrl: config.baseUrl });
   const definitions = loadResourceDefinitions(R4_RESOURCE_TYPES);
 
+  const scopeOf = keyScoper(masterKey);
   const keyScope = (resource: FhirResource, rows: readonly { kind: string; param: string }[]): string => {
-    if (resource.resourceType === 'Patient') return keyScopeFor(masterKey, `Patient/${resource.id}`);
+    if (resource.resourceType === 'Patient') return scopeOf(`Patient/${resource.id}`);
     const params = definitions.patientCompartmentParams(resource.resourceType);
     for (const row of rows) {
       if (row.kind !== 'reference' || !params.includes(row.param)) continue;
       const ref = row as ReferenceRow;
-      if (ref.targetType === 'Patient' && ref.targetId) return keyScopeFor(masterKey, `Patient/${ref.targetId}`);
+      if (ref.targetType === 'Patient' && ref.targetId) return scopeOf(`Patient/${ref.targetId}`);
     }
-    return keyScopeFor(masterKey, null);
+    return scopeOf(null);
   };
 
   const writer = new Writer({

@@ -15,26 +15,32 @@ const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-Observatio
 export function negotiate(request: FhirRequest): string {
   const format = queryValue(request, '_format');
   if (format !== undefined) {
-    const wanted = format.split(';')[0]!.trim().toLowerCase();
+    // `_format=application/fhir+json` sent without percent-encoding arrives with its `+` decoded
+    // as a space (form encoding); no media type contains a space, so read it back as `+`.
+    const wanted = format.split(';')[0]!.trim().toLowerCase().replace(/ +/g, '+');
     if (JSON_TYPES.has(wanted)) return wanted === 'application/json' || wanted === 'text/json' ? 'application/json' : FHIR_JSON;
     throw fhirError(406, 'not-supported', 'VLM_FHIR_NOT_ACCEPTABLE', 'Only JSON is supported (_format=json)', ['_format']);
   }
   const accept = request.headers['accept'];
   if (!accept) return FHIR_JSON;
-  const ranges = accept
+  const listed = accept
     .split(',')
     .map((part) => {
       const [type, ...params] = part.split(';').map((s) => s.trim().toLowerCase());
       const q = params.find((p) => p.startsWith('q='));
-      return { type: type ?? '', q: q ? Number(q.slice(2)) : 1 };
+      // An unreadable weight is ignored (weight 1) rather than failing the request.
+      const weight = q === undefined ? 1 : Number(q.slice(2));
+      return { type: type ?? '', q: Number.isFinite(weight) ? weight : 1 };
     })
-    .filter((r) => r.type && !(r.q <= 0))
-    .sort((a, b) => b.q - a.q);
+    .filter((r) => r.type);
+  // No media range at all (an empty or blank header) accepts anything.
+  if (listed.length === 0) return FHIR_JSON;
+  // q=0 means "not acceptable" (RFC 9110 §12.4.2): such ranges never select a type.
+  const ranges = listed.filter((r) => r.q > 0).sort((a, b) => b.q - a.q);
   for (const range of ranges) {
     if (range.type === 'application/json') return 'application/json';
     if (JSON_TYPES.has(range.type) || range.type === '*/*' || range.type === 'application/*') return FHIR_JSON;
   }
-  if (ranges.length === 0) return FHIR_JSON;
   throw fhirError(406, 'not-supported', 'VLM_FHIR_NOT_ACCEPTABLE', 'Only application/fhir+json and application/json are supported');
 }
 

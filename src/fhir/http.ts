@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { FhirError, fhirError, operationOutcome, toFhirError } from './errors.ts';
-import { elementsList, isXml, negotiate, subset, summaryMode } from './format.ts';
+import { elementsList, isXml, negotiate, subset, summaryMode, type Summary } from './format.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from './request.ts';
 import type { Route } from './routes.ts';
 import type { FhirServices } from './services.ts';
@@ -58,6 +58,10 @@ export function sendError(reply: FastifyReply, request: FastifyRequest, err: unk
 
 function fastifyErrorToFhir(err: { code?: string; statusCode?: number; message?: string }): FhirError | undefined {
   switch (err.code) {
+    case 'FST_ERR_BAD_URL':
+      return fhirError(400, 'invalid', 'VLM_FHIR_BAD_URL', 'The URL path is not validly percent-encoded');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return fhirError(414, 'too-long', 'VLM_FHIR_URL_TOO_LONG', 'A path segment of the URL is too long');
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return fhirError(413, 'too-long', 'VLM_FHIR_BODY_TOO_LARGE', 'The request body is larger than the server accepts');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
@@ -74,6 +78,16 @@ function fastifyErrorToFhir(err: { code?: string; statusCode?: number; message?:
     return fhirError(err.statusCode, 'invalid', 'VLM_FHIR_BAD_REQUEST', 'The request is malformed');
   }
   return undefined;
+}
+
+/**
+ * Fastify's `frameworkErrors` option: errors the router raises before any route or plugin error
+ * handler runs (a path that is not validly percent-encoded, a path segment longer than
+ * `maxParamLength`) become OperationOutcomes too. Wire it where Fastify is constructed:
+ * `Fastify({ frameworkErrors: fhirFrameworkErrors, … })`.
+ */
+export function fhirFrameworkErrors(err: Error, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  return sendError(reply, request, fastifyErrorToFhir(err as { code?: string }) ?? fhirError(400, 'invalid', 'VLM_FHIR_BAD_REQUEST', 'The request is malformed'));
 }
 
 /** Register the FHIR routes under the current prefix. */
@@ -106,7 +120,10 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
   for (const route of options.routes) byPath.set(route.path, [...(byPath.get(route.path) ?? []), route]);
 
   for (const [path, routes] of byPath) {
-    const allow = [...new Set(routes.map((r) => r.method))].join(', ');
+    const methods = new Set<string>(routes.map((r) => r.method));
+    // HEAD is answered wherever GET is (below), so it is allowed there too.
+    if (methods.has('GET')) methods.add('HEAD');
+    const allow = [...methods].join(', ');
     app.route({
       method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'],
       url: path,
@@ -145,9 +162,13 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
             contentType,
             baseUrl: services.baseUrl,
           };
+          // Everything that can reject the request is checked before the interaction runs: a write
+          // must never be committed and then answered with an error (406, or 400 for a bad
+          // `_summary` / `_elements`).
           const responseType = negotiate(request);
+          const shape = { summary: summaryMode(request), elements: elementsList(request) };
           const response = await route.handler(services, request, context(req));
-          return send(reply, request, response, responseType, req.method === 'HEAD');
+          return send(reply, request, response, responseType, shape, req.method === 'HEAD');
         } catch (err) {
           return sendError(reply, req, err);
         }
@@ -155,14 +176,20 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
     });
   }
 
-  function send(reply: FastifyReply, request: FhirRequest, response: FhirResponse, type: string, head: boolean): FastifyReply {
+  function send(
+    reply: FastifyReply,
+    request: FhirRequest,
+    response: FhirResponse,
+    type: string,
+    shape: { summary: Summary | undefined; elements: string[] | undefined },
+    head: boolean,
+  ): FastifyReply {
     reply.code(response.status);
     for (const [name, value] of Object.entries(response.headers ?? {})) reply.header(name, value);
     if (!response.resource || response.status === 304 || response.status === 204) return reply.send();
     let body: Record<string, unknown> = response.resource;
     if (!response.raw && body.resourceType !== 'Bundle' && body.resourceType !== 'OperationOutcome') {
-      const summary = summaryMode(request);
-      const elements = elementsList(request);
+      const { summary, elements } = shape;
       if (summary || elements) body = subset(body as never, summary, elements, services.definitions);
     }
     reply.type(`${type}; charset=utf-8`);

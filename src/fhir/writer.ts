@@ -73,11 +73,19 @@ export class Writer {
     this.#steps = deps.steps ?? [];
   }
 
-  /** Run `fn` with no other exclusive section interleaved (reads of state + commit are atomic). */
-  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Run `fn` with no other exclusive section interleaved (reads of state + commit are atomic),
+   * then wait — outside the lock, so concurrent writers share one fsync — until its commits are
+   * durable. Only then may the caller acknowledge the write.
+   */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#tail.then(fn, fn);
     this.#tail = run.catch(() => undefined);
-    return run;
+    try {
+      return await run;
+    } finally {
+      await this.#deps.repository.flush();
+    }
   }
 
   #clock(): number {

@@ -9,12 +9,17 @@ export interface AbortOptions {
 }
 
 export interface BlobStore {
-  /** Store `bytes` (chunked into IPFS blocks when over 256 KiB) and return the root CID string. Durable on return. */
+  /**
+   * Store `bytes` (chunked into IPFS blocks when over 256 KiB) and return the root CID string.
+   * Durable on return, or — for a store opened for group commit — once `flush()` resolves.
+   */
   put(bytes: Uint8Array, options?: AbortOptions): Promise<string>;
   /** Read the whole blob back, verifying every block against its CID. Raises StorageError `VLM_BLOB_NOT_FOUND` (not-found). */
   get(cid: string, options?: AbortOptions): Promise<Uint8Array>;
   has(cid: string, options?: AbortOptions): Promise<boolean>;
   /** Every raw block (CID string, bytes) — used to publish to Kubo or replicate. */
   blocks(options?: AbortOptions): AsyncIterable<{ cid: string; bytes: Uint8Array }>;
+  /** Resolve once every put so far is durable (at once for stores whose puts are durable on return). */
+  flush?(): Promise<void>;
   close(): Promise<void>;
 }

@@ -65,6 +65,11 @@ export interface IndexStore {
    * (conflict) when a resource's current version is not the expected one.
    */
   commit(writes: IndexWrite[]): Promise<VersionRecord[]>;
+  /**
+   * Resolve once every commit made so far is durable. Backends whose commits are durable on
+   * return resolve at once; the embedded SQLite index batches the fsyncs of concurrent writers.
+   */
+  flush(): Promise<void>;
   /** Current, non-deleted resources matching the query. */
   search(query: IndexQuery): Promise<Page<VersionRecord>>;
   /** Raises StorageError (unavailable) when the index cannot be reached. */

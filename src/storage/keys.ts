@@ -5,7 +5,7 @@
  * (VELLUM_MASTER_KEY: base64url, base64 or 64 hex digits); the embedded default keeps it in a
  * key file created on first start with mode 0600. Key material never appears in error messages.
  */
-import { randomBytes, randomUUID, createHmac, hkdfSync } from 'node:crypto';
+import { createHmac, createSecretKey, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { link, mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -98,6 +98,17 @@ export function keyScopeFor(masterKey: Uint8Array, patientRef: string | null): s
   if (patientRef.length === 0) throw storageError('VLM_KEY_SCOPE_INVALID', 'invalid', 'empty patient reference');
   const k = deriveKey(masterKey, KEY_PURPOSE.keyScope);
   return createHmac('sha256', k).update(patientRef, 'utf8').digest('hex').slice(0, 32);
+}
+
+/** `keyScopeFor` with the pseudonym key derived once, for the write path's hot loop. */
+export function keyScoper(masterKey: Uint8Array): (patientRef: string | null) => string {
+  assertMasterKey(masterKey);
+  const k = createSecretKey(deriveKey(masterKey, KEY_PURPOSE.keyScope));
+  return (patientRef) => {
+    if (patientRef === null) return SHARED_SCOPE;
+    if (patientRef.length === 0) throw storageError('VLM_KEY_SCOPE_INVALID', 'invalid', 'empty patient reference');
+    return createHmac('sha256', k).update(patientRef, 'utf8').digest('hex').slice(0, 32);
+  };
 }
 
 function assertMasterKey(key: Uint8Array): void {

@@ -36,7 +36,10 @@ export class Repository {
     this.#cacheEntries = options.cacheEntries ?? 10_000;
   }
 
-  /** Encrypt and store every version, then commit their index rows in one transaction. */
+  /**
+   * Encrypt and store every version, then commit their index rows in one transaction. The
+   * versions are durable once `flush()` resolves: callers acknowledge a write only after it.
+   */
   async store(versions: PreparedVersion[], options?: AbortOptions): Promise<VersionRecord[]> {
     const writes: IndexWrite[] = [];
     const plaintexts: Uint8Array[] = [];
@@ -54,6 +57,12 @@ export class Repository {
     const records = await this.index.commit(writes);
     records.forEach((record, i) => this.#remember(record.cid, plaintexts[i]!));
     return records;
+  }
+
+  /** Resolve once everything stored so far is durable (blocks before index rows). */
+  async flush(): Promise<void> {
+    await this.blobs.flush?.();
+    await this.index.flush();
   }
 
   /** The plaintext bytes of a stored version (verified against its CID, decrypted, binding checked). */

@@ -13,16 +13,36 @@ import type { WriteContext } from '../writer.ts';
 import { checkIfMatch, requireCurrent, writeResponse } from './common.ts';
 import { findMatches } from './conditional.ts';
 
+/**
+ * Run fast-json-patch. Besides its own JsonPatchError (returned by `validate`), it throws a
+ * TypeError for paths through `__proto__` / `constructor/prototype`, and a RangeError when a
+ * value is nested too deeply for its recursive checks: both are the client's patch, not a fault.
+ */
+function runPatch<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof TypeError) {
+      throw fhirError(400, 'invalid', 'VLM_FHIR_PATCH_INVALID', 'The JSON Patch path is not allowed');
+    }
+    if (err instanceof RangeError) {
+      throw fhirError(400, 'structure', 'VLM_FHIR_PATCH_INVALID', 'The JSON Patch value is too deeply nested');
+    }
+    throw err;
+  }
+}
+
 function applyPatch(resource: FhirResource, operations: unknown): FhirResource {
   if (!Array.isArray(operations)) {
     throw fhirError(400, 'structure', 'VLM_FHIR_PATCH_NOT_ARRAY', 'A JSON Patch document is an array of operations');
   }
-  const error = jsonPatch.validate(operations as jsonPatch.Operation[], structuredClone(resource));
+  const ops = operations as jsonPatch.Operation[];
+  const error = runPatch(() => jsonPatch.validate(ops, structuredClone(resource)));
   if (error) {
     const code = error.name === 'TEST_OPERATION_FAILED' ? 'VLM_FHIR_PATCH_TEST_FAILED' : 'VLM_FHIR_PATCH_INVALID';
     throw fhirError(error.name === 'TEST_OPERATION_FAILED' ? 422 : 400, 'invalid', code, `JSON Patch operation ${error.index} failed`);
   }
-  const result = jsonPatch.applyPatch(structuredClone(resource), operations as jsonPatch.Operation[], false, false).newDocument;
+  const result = runPatch(() => jsonPatch.applyPatch(structuredClone(resource), ops, false, false).newDocument);
   if (!result || typeof result !== 'object' || Array.isArray(result)) {
     throw fhirError(422, 'processing', 'VLM_FHIR_PATCH_NOT_RESOURCE', 'The patched document is not a resource');
   }

@@ -21,12 +21,24 @@ interface ValidateInput {
   mode: string | undefined;
 }
 
+const JSON_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir']);
+
 function input(request: FhirRequest): ValidateInput {
+  if (request.body !== undefined && !JSON_TYPES.has(request.contentType ?? '')) {
+    throw fhirError(415, 'not-supported', 'VLM_FHIR_UNSUPPORTED_MEDIA_TYPE', '$validate takes application/fhir+json');
+  }
   const body = request.body as { resourceType?: unknown; parameter?: unknown } | undefined;
   let mode = queryValue(request, 'mode');
   if (body && typeof body === 'object' && body.resourceType === 'Parameters' && request.resourceType !== 'Parameters') {
-    const parameters = Array.isArray(body.parameter) ? (body.parameter as { name?: string; resource?: unknown; valueCode?: string }[]) : [];
-    mode = parameters.find((p) => p.name === 'mode')?.valueCode ?? mode;
+    // Parameters.parameter entries come from the client: skip anything that is not an object.
+    const parameters = (Array.isArray(body.parameter) ? (body.parameter as unknown[]) : []).filter(
+      (p): p is { name?: unknown; resource?: unknown; valueCode?: unknown } => typeof p === 'object' && p !== null,
+    );
+    const modeCode = parameters.find((p) => p.name === 'mode')?.valueCode;
+    if (modeCode !== undefined) {
+      if (typeof modeCode !== 'string') throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'mode must be a code', ['mode']);
+      mode = modeCode;
+    }
     return { resource: parameters.find((p) => p.name === 'resource')?.resource, mode };
   }
   return { resource: body, mode };
@@ -34,6 +46,7 @@ function input(request: FhirRequest): ValidateInput {
 
 export async function validate(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
   const type = request.resourceType!;
+  if (request.id !== undefined) checkId(request.id);
   const { resource, mode } = input(request);
   if (mode !== undefined && !['create', 'update', 'delete'].includes(mode)) {
     throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'mode must be create, update or delete', ['mode']);
@@ -49,7 +62,6 @@ export async function validate(services: FhirServices, request: FhirRequest): Pr
     }
     const id = (resource as { id?: unknown }).id;
     if (request.id !== undefined) {
-      checkId(request.id);
       if (id !== request.id) issues.push({ severity: 'error', code: 'invalid', diagnostics: 'The resource id differs from the URL id', expression: ['id'] });
     } else if (mode === 'update' && id === undefined) {
       issues.push({ severity: 'error', code: 'required', diagnostics: 'mode=update needs a resource id', expression: ['id'] });

@@ -1,6 +1,9 @@
 /**
  * The embedded default BlobStore: IPFS blocks in one SQLite file (node:sqlite), keyed by their
- * CIDv1 string. WAL journal with `synchronous=FULL`, so a put is on disk when it returns.
+ * CIDv1 string. WAL journal with `synchronous=FULL`, so a put is on disk when it returns — or,
+ * opened with `groupCommit`, `synchronous=NORMAL` with durability from `flush()` (see wal-sync.ts).
+ * The server opens it on the index's own database file, so a block always reaches the WAL before
+ * any index row that points at it.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -8,6 +11,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { AbortOptions, BlobStore } from '../blob-store.ts';
 import { assembleBlob, canonicalCid, cidForBytes } from '../cid.ts';
 import { storageError } from '../errors.ts';
+import { WalSync } from './wal-sync.ts';
 
 /** Blocks fetched per query while iterating `blocks()` (each block is at most ~256 KiB). */
 const PAGE_SIZE = 64;
@@ -20,12 +24,14 @@ export class SqliteBlobStore implements BlobStore {
   readonly #has: StatementSync;
   readonly #page: StatementSync;
   #closed = false;
+  readonly #wal: WalSync | undefined;
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, wal: WalSync | undefined) {
     this.#db = db;
+    this.#wal = wal;
     db.exec(`
       PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = FULL;
+      PRAGMA synchronous = ${wal ? 'NORMAL' : 'FULL'};
       PRAGMA busy_timeout = 5000;
       CREATE TABLE IF NOT EXISTS blocks (
         cid   TEXT PRIMARY KEY NOT NULL,
@@ -43,13 +49,16 @@ export class SqliteBlobStore implements BlobStore {
     this.#page = db.prepare('SELECT cid, bytes FROM blocks WHERE cid > ? ORDER BY cid LIMIT ?');
   }
 
-  /** Open (creating if needed, with its parent directory) the block database at `path`. */
-  static open(path: string): SqliteBlobStore {
+  /**
+   * Open (creating if needed, with its parent directory) the block database at `path`. With
+   * `groupCommit`, puts are durable once `flush()` resolves rather than on return.
+   */
+  static open(path: string, options: { groupCommit?: boolean } = {}): SqliteBlobStore {
     let db: DatabaseSync | undefined;
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
       db = new DatabaseSync(path);
-      return new SqliteBlobStore(db);
+      return new SqliteBlobStore(db, options.groupCommit && path !== ':memory:' ? new WalSync(path) : undefined);
     } catch (err) {
       try {
         db?.close();
@@ -119,9 +128,15 @@ export class SqliteBlobStore implements BlobStore {
   }
 
   /** Close the database (idempotent); later calls raise `VLM_BLOB_CLOSED`. */
+  async flush(): Promise<void> {
+    await this.#wal?.sync();
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#wal?.sync();
+    await this.#wal?.close();
     this.#db.close();
   }
 

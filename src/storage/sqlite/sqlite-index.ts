@@ -8,6 +8,7 @@ import type { DataKeyStore } from '../cipher.ts';
 import { storageError } from '../errors.ts';
 import type { HistoryQuery, IndexStore, IndexWrite, Page, VersionRecord, WriteMethod } from '../index-store.ts';
 import type { IndexQuery } from '../search-types.ts';
+import { WalSync } from './wal-sync.ts';
 import { SEARCH_DDL, deleteSearchRows, insertSearchRows, planCount, planSearch } from './search-sql.ts';
 
 const CORE_DDL = `
@@ -82,9 +83,11 @@ export class SqliteIndexStore implements IndexStore {
   #db: DatabaseSync;
   #statements = new Map<string, StatementSync>();
   #closed = false;
+  #wal: WalSync | undefined;
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, wal: WalSync | undefined) {
     this.#db = db;
+    this.#wal = wal;
     const stmt = (sql: string) => this.#prepare(sql);
     this.dataKeys = {
       getWrappedKey: (scope) => {
@@ -101,12 +104,15 @@ export class SqliteIndexStore implements IndexStore {
     };
   }
 
-  /** Open (creating when absent) the index database at `path` (':memory:' for tests). */
+  /**
+   * Open (creating when absent) the index database at `path` (':memory:' for tests). Commits are
+   * written with synchronous=NORMAL and made durable in groups by `flush()` (see wal-sync.ts).
+   */
   static open(path: string): SqliteIndexStore {
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(path);
-      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
+      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
       db.exec('BEGIN');
       db.exec(CORE_DDL);
       db.exec(SEARCH_DDL);
@@ -121,7 +127,7 @@ export class SqliteIndexStore implements IndexStore {
       if ((err as { name?: string }).name === 'StorageError') throw err;
       throw storageError('VLM_INDEX_OPEN', 'unavailable', 'cannot open the index database', err);
     }
-    return new SqliteIndexStore(db);
+    return new SqliteIndexStore(db, path === ':memory:' ? undefined : new WalSync(path));
   }
 
   #prepare(sql: string): StatementSync {
@@ -261,6 +267,10 @@ export class SqliteIndexStore implements IndexStore {
     return records;
   }
 
+  async flush(): Promise<void> {
+    await this.#wal?.sync();
+  }
+
   async search(query: IndexQuery): Promise<Page<VersionRecord>> {
     this.#check();
     const plan = planSearch(query);
@@ -290,6 +300,8 @@ export class SqliteIndexStore implements IndexStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#wal?.sync();
+    await this.#wal?.close();
     this.#statements.clear();
     this.#db.close();
   }

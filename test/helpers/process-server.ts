@@ -1,0 +1,221 @@
+/**
+ * Test harness: the REAL server, started the way `npm start` does (`node --import tsx
+ * src/main.ts` from the repository root, configured only through the environment), driven over
+ * HTTP. Captures stdout/stderr (JSON log lines), stops with SIGTERM and reports the exit code.
+ * Temporary data directories are removed when the test ends.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Test } from 'tap';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const FHIR_JSON = 'application/fhir+json';
+
+/** How long a server may take to answer GET /ready (tsx compiles the sources on a cold start). */
+const READY_TIMEOUT_MS = 60_000;
+/** How long a stopping server may take to exit before it is killed. */
+const EXIT_TIMEOUT_MS = 30_000;
+
+/**
+ * Variables a test run may carry that must not leak into the server: its own configuration
+ * (set explicitly per start) and the test runner's loader/coverage hooks.
+ */
+const SCRUBBED_ENV = ['HOST', 'PORT', 'VELLUM_DATA_DIR', 'VELLUM_BASE_URL', 'VELLUM_MASTER_KEY', 'VELLUM_LOG_LEVEL', 'VELLUM_BODY_LIMIT', 'NODE_OPTIONS', 'NODE_V8_COVERAGE'];
+
+export interface HttpResult {
+  status: number;
+  headers: Headers;
+  text: string;
+  /** The parsed body, or undefined when it is not JSON. */
+  json: any;
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ServerProcess {
+  child: ChildProcess;
+  /** Resolves when the process has exited. */
+  exited: Promise<Exit>;
+  /** Everything written to stdout / stderr so far. */
+  stdout(): string;
+  stderr(): string;
+  /** stdout split into lines (JSON log lines when the server runs normally). */
+  lines(): string[];
+}
+
+export interface ProcessServer extends ServerProcess {
+  port: number;
+  dataDir: string;
+  /** http://127.0.0.1:<port> */
+  origin: string;
+  /** The FHIR base, http://127.0.0.1:<port>/fhir */
+  baseUrl: string;
+  /** Request against the origin (`path` starts with /) with a JSON body if given. */
+  http(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<HttpResult>;
+  /** Request against the FHIR base (`path` relative to /fhir). */
+  fhir(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<HttpResult>;
+  /** SIGTERM and wait for the exit; resolves to the exit code (null if killed by a signal). */
+  stop(): Promise<number | null>;
+}
+
+export interface StartOptions {
+  /** Data directory to (re)use; default: a fresh temporary one, removed at teardown. */
+  dataDir?: string;
+  /** Extra environment (overrides the defaults; a value of undefined removes the variable). */
+  env?: Record<string, string | undefined>;
+}
+
+/** A free TCP port on 127.0.0.1 (the OS picks it; it is released before the server binds it). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A fresh temporary data directory, removed (with everything in it) when the test ends. */
+export function tempDataDir(t: Test): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-proc-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * Spawn `node --import tsx src/main.ts` with exactly `env` as its configuration (on top of the
+ * parent's environment minus SCRUBBED_ENV). Killed at teardown if still running.
+ */
+export function spawnServer(t: Test, env: Record<string, string | undefined>): ServerProcess {
+  const childEnv: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of SCRUBBED_ENV) delete childEnv[name];
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined) delete childEnv[name];
+    else childEnv[name] = value;
+  }
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: REPO_ROOT,
+    env: childEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<Exit>((resolve) => {
+    // 'close' (not 'exit'): stdio is fully drained, so stdout() holds every line.
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  });
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  return {
+    child,
+    exited,
+    stdout: () => out,
+    stderr: () => err,
+    lines: () => out.split('\n').filter((line) => line.length > 0),
+  };
+}
+
+/** Run the server with `env` until it exits on its own (e.g. a configuration error). */
+export async function runUntilExit(t: Test, env: Record<string, string | undefined>): Promise<Exit & { stdout: string; stderr: string }> {
+  const proc = spawnServer(t, env);
+  const timer = setTimeout(() => proc.child.kill('SIGKILL'), READY_TIMEOUT_MS);
+  const exit = await proc.exited;
+  clearTimeout(timer);
+  return { ...exit, stdout: proc.stdout(), stderr: proc.stderr() };
+}
+
+async function request(url: string, method: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult> {
+  const hasBody = body !== undefined;
+  const res = await fetch(url, {
+    method,
+    headers: { accept: FHIR_JSON, ...(hasBody ? { 'content-type': FHIR_JSON } : {}), ...headers },
+    body: !hasBody ? undefined : typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/**
+ * Start the real server as `npm start` does on a free port and wait until GET /ready answers 200.
+ * Fails (with the server's stderr) if the process exits first.
+ */
+export async function startProcessServer(t: Test, options: StartOptions = {}): Promise<ProcessServer> {
+  const dataDir = options.dataDir ?? tempDataDir(t);
+  const port = await freePort();
+  const proc = spawnServer(t, {
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    VELLUM_DATA_DIR: dataDir,
+    VELLUM_LOG_LEVEL: 'info',
+    ...options.env,
+  });
+  const origin = `http://127.0.0.1:${port}`;
+  let exit: Exit | undefined;
+  void proc.exited.then((e) => (exit = e));
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (exit) throw new Error(`server exited (code ${exit.code}, signal ${exit.signal}) before ready:\n${proc.stderr()}`);
+    try {
+      const res = await fetch(`${origin}/ready`);
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      proc.child.kill('SIGKILL');
+      throw new Error(`server not ready within ${READY_TIMEOUT_MS} ms:\n${proc.stderr()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    ...proc,
+    port,
+    dataDir,
+    origin,
+    baseUrl: `${origin}/fhir`,
+    http: (method, p, body, headers) => request(`${origin}${p}`, method, body, headers),
+    fhir: (method, p, body, headers) => request(`${origin}/fhir/${p}`.replace(/\/+$/, ''), method, body, headers),
+    async stop() {
+      if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill('SIGTERM');
+      const timer = setTimeout(() => proc.child.kill('SIGKILL'), EXIT_TIMEOUT_MS);
+      const { code } = await proc.exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+/** Every stdout line parsed as JSON; a line that is not JSON is returned as { line } with parsed undefined. */
+export function parseLogLines(lines: string[]): { line: string; parsed: any }[] {
+  return lines.map((line) => {
+    try {
+      const parsed: unknown = JSON.parse(line);
+      return { line, parsed: parsed !== null && typeof parsed === 'object' ? parsed : undefined };
+    } catch {
+      return { line, parsed: undefined };
+    }
+  });
+}
