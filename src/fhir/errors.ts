@@ -29,7 +29,8 @@ export type IssueCode =
   | 'incomplete'
   | 'business-rule'
   | 'code-invalid'
-  | 'throttled';
+  | 'throttled'
+  | 'too-costly';
 
 export interface Issue {
   severity: 'fatal' | 'error' | 'warning' | 'information';

@@ -53,22 +53,24 @@ export function writeResponse(
 }
 
 /**
- * The version number of an `If-Match` header (`W/"3"` or `"3"`); undefined when absent.
- * Raises 400 VLM_FHIR_BAD_IF_MATCH when the header is not a version ETag.
+ * The version number of an `If-Match` header (`W/"3"` or `"3"`), `'*'` for `If-Match: *`
+ * (any current version, RFC 9110 §13.1.1); undefined when absent.
+ * Raises 400 VLM_FHIR_BAD_IF_MATCH when the header is neither.
  */
-export function ifMatchVersion(request: FhirRequest): number | undefined {
+export function ifMatchVersion(request: FhirRequest): number | '*' | undefined {
   const header = request.headers['if-match'];
   if (header === undefined) return undefined;
+  if (header.trim() === '*') return '*';
   const match = /^\s*(?:W\/)?"(\d+)"\s*$/.exec(header);
   if (!match) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_IF_MATCH', 'If-Match must be a version ETag such as W/"1"');
   return Number(match[1]);
 }
 
-/** Raise 412 when `If-Match` names another version than the current one. */
+/** Raise 412 when `If-Match` names another version than the current one (or `*` and there is none). */
 export function checkIfMatch(request: FhirRequest, current: VersionRecord | undefined): void {
   const wanted = ifMatchVersion(request);
   if (wanted === undefined) return;
-  if (!current || current.deleted || current.versionId !== wanted) {
+  if (!current || current.deleted || (wanted !== '*' && current.versionId !== wanted)) {
     throw fhirError(412, 'conflict', 'VLM_FHIR_VERSION_MISMATCH', `If-Match ${wanted} does not name the current version`);
   }
 }
@@ -93,11 +95,17 @@ export async function requireCurrent(services: FhirServices, type: string, id: s
   return record;
 }
 
+const RESOURCE_MEDIA_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir']);
+
 /** The resource body of a write request: a JSON object whose resourceType is `type`. */
 export function requireBody(request: FhirRequest, type: string): FhirResource {
   const body = request.body;
   if (body === undefined || body === null || body === '') {
     throw fhirError(400, 'required', 'VLM_FHIR_BODY_MISSING', 'A resource body is required');
+  }
+  // A form or a JSON Patch document is not a resource (PATCH has its own route).
+  if (!RESOURCE_MEDIA_TYPES.has(request.contentType ?? '')) {
+    throw fhirError(415, 'not-supported', 'VLM_FHIR_UNSUPPORTED_MEDIA_TYPE', 'Send the resource as application/fhir+json');
   }
   if (typeof body !== 'object' || Array.isArray(body)) {
     throw fhirError(400, 'structure', 'VLM_FHIR_BODY_NOT_RESOURCE', 'The body must be a JSON object');

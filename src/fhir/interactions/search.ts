@@ -16,6 +16,20 @@ import { DEFAULT_COUNT, MAX_COUNT, pageLinks } from './paging.ts';
 /** Parameters that shape the result rather than select resources (handled here, not by the parser). */
 const RESULT_PARAMS = new Set(['_count', '_offset', '_summary', '_elements', '_format', '_pretty', '_total', '_snapshot']);
 
+/**
+ * Result parameters the parser passes through that Vellum does not implement: reported like any
+ * unknown parameter (ignored with an outcome entry, or 400 under `handling=strict`), never
+ * silently dropped.
+ */
+const UNSUPPORTED_RESULT_PARAMS = new Set(['_include', '_revinclude', '_contained', '_containedType']);
+
+/**
+ * The most values (OR items and AND repetitions together) one search may carry. Each becomes a
+ * term of one SQL expression, and SQLite refuses expressions deeper than 1,000 terms; well below
+ * that, such a search is refused as too costly rather than failing inside the index.
+ */
+export const MAX_SEARCH_VALUES = 200;
+
 /** Plan the index query of a search on `type`; 400 for malformed values. */
 export function planQuery(
   services: FhirServices,
@@ -37,7 +51,12 @@ export function planQuery(
       })),
     );
   }
-  return { query: parsed.query, unknown: parsed.unknown };
+  const values = parsed.query.where.reduce((n, clause) => n + Math.max(1, clause.anyOf.length), 0);
+  if (values > MAX_SEARCH_VALUES) {
+    throw fhirError(400, 'too-costly', 'VLM_FHIR_SEARCH_TOO_COMPLEX', `A search may carry at most ${MAX_SEARCH_VALUES} values`);
+  }
+  const unsupported = parsed.result.map(([name]) => name).filter((name) => UNSUPPORTED_RESULT_PARAMS.has(name.split(':')[0]!));
+  return { query: parsed.query, unknown: [...parsed.unknown, ...unsupported] };
 }
 
 function strict(request: FhirRequest): boolean {

@@ -24,9 +24,10 @@ export async function update(services: FhirServices, request: FhirRequest, conte
     const current = await services.repository.index.current(type, id);
     checkIfMatch(request, current);
     const expectedVersion = current?.versionId ?? 0;
-    const method = current ? 'update' : 'create';
-    const [written] = await services.writer.commit([{ method, type, id, resource: body, expectedVersion }], context);
+    // Re-creating a deleted resource is a create (201, and recorded as one in history).
     const created = !current || current.deleted;
+    const method = created ? 'create' : 'update';
+    const [written] = await services.writer.commit([{ method, type, id, resource: body, expectedVersion }], context);
     return writeResponse(request, created ? 201 : 200, written!.record, written!.resource, created ? 'Created' : 'Updated');
   });
 }

@@ -40,7 +40,9 @@ import { normalizeSearchText } from '../../storage/search-types.ts';
 import { searchDateRange, splitReference } from './extract.ts';
 import type { SearchParamDef, SearchRegistry } from './registry.ts';
 
+/** Page size when `_count` is absent. */
 export const DEFAULT_COUNT = 50;
+/** Largest page served; a larger `_count` is lowered to it (http://hl7.org/fhir/R4/search.html#count). */
 export const MAX_COUNT = 1000;
 
 /** Parameters that shape the result, not the match; passed through in `ParsedSearch.result`. */
@@ -134,7 +136,9 @@ export function parseSearchRequest(
         if (types.length) where.push({ negate: false, anyOf: types.map((type) => ({ kind: 'type', type })) });
       } else {
         const def = registry.get(resourceType, code);
-        if (def === undefined || (def.kind === undefined && def.column === undefined)) {
+        // Chains (`subject:Patient.name`) are not supported yet: unknown, not malformed.
+        const chained = modifier !== undefined && modifier.includes('.');
+        if (def === undefined || chained || (def.kind === undefined && def.column === undefined)) {
           unknown.push(name);
           continue;
         }

@@ -9,7 +9,7 @@ import { storageError } from '../errors.ts';
 import type { HistoryQuery, IndexStore, IndexWrite, Page, VersionRecord, WriteMethod } from '../index-store.ts';
 import type { IndexQuery } from '../search-types.ts';
 import { WalSync } from './wal-sync.ts';
-import { SEARCH_DDL, deleteSearchRows, insertSearchRows, planCount, planSearch } from './search-sql.ts';
+import { SEARCH_DDL, SearchSql } from './search-sql.ts';
 
 const CORE_DDL = `
 CREATE TABLE IF NOT EXISTS resources (
@@ -84,10 +84,12 @@ export class SqliteIndexStore implements IndexStore {
   #statements = new Map<string, StatementSync>();
   #closed = false;
   #wal: WalSync | undefined;
+  #search: SearchSql;
 
   private constructor(db: DatabaseSync, wal: WalSync | undefined) {
     this.#db = db;
     this.#wal = wal;
+    this.#search = new SearchSql(db);
     const stmt = (sql: string) => this.#prepare(sql);
     this.dataKeys = {
       getWrappedKey: (scope) => {
@@ -244,8 +246,8 @@ export class SqliteIndexStore implements IndexStore {
           `INSERT INTO versions (rid, type, id, version, last_updated, deleted, method, cid, key_scope)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(rid, w.type, w.id, w.versionId, w.lastUpdated, w.deleted ? 1 : 0, w.method, w.cid, w.keyScope);
-        deleteSearchRows(db, rid);
-        if (!w.deleted) insertSearchRows(db, rid, w.searchRows);
+        this.#search.deleteRows(rid);
+        if (!w.deleted) this.#search.insertRows(rid, w.searchRows);
         records.push({
           seq: Number(inserted.lastInsertRowid),
           type: w.type,
@@ -273,23 +275,12 @@ export class SqliteIndexStore implements IndexStore {
 
   async search(query: IndexQuery): Promise<Page<VersionRecord>> {
     this.#check();
-    const plan = planSearch(query);
-    const rows = this.#db.prepare(plan.sql).all(...plan.params) as unknown as {
-      type: string;
-      id: string;
-      version: number;
-    }[];
     const records: VersionRecord[] = [];
-    for (const row of rows) {
-      const record = await this.version(row.type, row.id, Number(row.version));
+    for (const hit of this.#search.search(query)) {
+      const record = await this.version(hit.type, hit.id, Number(hit.version));
       if (record) records.push(record);
     }
-    let total: number | undefined;
-    if (query.wantTotal) {
-      const count = planCount(query);
-      total = Number((this.#db.prepare(count.sql).get(...count.params) as { n: number }).n);
-    }
-    return { records, total };
+    return { records, total: query.wantTotal ? this.#search.count(query) : undefined };
   }
 
   async ping(): Promise<void> {
