@@ -64,14 +64,18 @@ export function elementsList(request: FhirRequest): string[] | undefined {
   const values = request.query.filter(([n]) => n === '_elements').flatMap(([, v]) => v.split(','));
   const names = values.map((v) => v.trim()).filter(Boolean);
   if (values.length === 0) return undefined;
-  for (const name of names) {
-    // `Patient.name` is accepted as `name`; deeper paths are not supported in R4 _elements.
-    const bare = name.includes('.') ? name.slice(name.indexOf('.') + 1) : name;
-    if (!/^[A-Za-z][A-Za-z0-9]*$/.test(bare)) {
+  // `Patient.name` is accepted as `name` (the resource type as prefix, as some clients send it);
+  // deeper paths such as `name.family` are not R4 `_elements` and are refused.
+  const prefix = /^([A-Z][A-Za-z0-9]*)\.([A-Za-z][A-Za-z0-9]*)$/;
+  const bare = names.map((name) => {
+    const typed = prefix.exec(name);
+    if (typed && (request.resourceType === undefined || typed[1] === request.resourceType)) return typed[2]!;
+    if (!/^[A-Za-z][A-Za-z0-9]*$/.test(name)) {
       throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_elements takes top-level element names', ['_elements']);
     }
-  }
-  return names.map((n) => (n.includes('.') ? n.slice(n.indexOf('.') + 1) : n));
+    return name;
+  });
+  return bare;
 }
 
 function keepsKey(key: string, keep: ReadonlySet<string>): boolean {
