@@ -3,6 +3,7 @@
  * server with a message naming the variable (never its value when it is a secret).
  */
 import path from 'node:path';
+import { parseMasterKey } from './storage/keys.ts';
 
 export interface Config {
   host: string;
@@ -59,7 +60,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
     baseUrl = `http://${shownHost}:${port}/fhir`;
   }
-  // An empty VELLUM_MASTER_KEY is an error (loadMasterKey rejects it), not "use the key file".
+  // An empty or malformed VELLUM_MASTER_KEY is an error, not "use the key file". Never echo it.
   const masterKey = env.VELLUM_MASTER_KEY;
+  if (masterKey !== undefined) {
+    try {
+      parseMasterKey(masterKey, 'VELLUM_MASTER_KEY');
+    } catch {
+      throw new ConfigError('VELLUM_MASTER_KEY', 'must be 32 bytes as 64 hex digits or base64/base64url');
+    }
+  }
   return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel };
 }

@@ -6,6 +6,8 @@ import { ConfigError, loadConfig } from './config.ts';
 import { createVellum } from './server.ts';
 
 async function main(): Promise<void> {
+  // Data files (index with search rows, key file) are for this user only.
+  process.umask(0o077);
   let config;
   try {
     config = loadConfig();

@@ -8,7 +8,9 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
 import { loadResourceDefinitions } from './fhir/definitions.ts';
-import { fhirPlugin } from './fhir/http.ts';
+import { fhirPlugin, sendError } from './fhir/http.ts';
+import { fhirError } from './fhir/errors.ts';
+import { parseExact } from './fhir/json.ts';
 import { buildCapabilityStatement } from './fhir/interactions/capabilities.ts';
 import type { FhirResource } from './fhir/request.ts';
 import { fhirRoutes } from './fhir/routes.ts';
@@ -45,7 +47,8 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   const blobs = SqliteBlobStore.open(databasePath, { groupCommit: true });
   const repository = new Repository({ blobs, index, cipher: new JweCipher(masterKey, index.dataKeys) });
 
-  const resourceTypes = new Set(R4_RESOURCE_TYPES);
+  // Parameters is never persisted and has no REST endpoint (http://hl7.org/fhir/R4/parameters.html).
+  const resourceTypes = new Set(R4_RESOURCE_TYPES.filter((type) => type !== 'Parameters'));
   const validator = createValidator();
   const registry = createSearchRegistry(R4_RESOURCE_TYPES);
   const extractor = createExtractor(registry, { baseUrl: config.baseUrl });
@@ -82,7 +85,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     baseUrl: config.baseUrl,
     async loadResource(record, signal) {
       if (record.deleted) return undefined;
-      const bundle = JSON.parse(decoder.decode(await repository.load(record, { signal }))) as {
+      const bundle = parseExact(decoder.decode(await repository.load(record, { signal }))) as {
         entry: { resource: FhirResource }[];
       };
       return bundle.entry[0]!.resource;
@@ -110,9 +113,29 @@ export async function createVellum(config: Config, options: { logger?: boolean }
             },
           },
     routerOptions: { ignoreTrailingSlash: true },
+    // Requests arriving while shutting down get a 503 OperationOutcome from the hook below.
+    return503OnClosing: false,
+    // Errors raised by the router itself (over-long path segment, bad percent-encoding) are
+    // OperationOutcomes too, and never echo the URL.
+    frameworkErrors: (err, request, reply) => {
+      const code = (err as { code?: string }).code;
+      if (code === 'FST_ERR_MAX_PARAM_LENGTH' || code === 'FST_ERR_BAD_URL') {
+        return sendError(reply, request, fhirError(400, 'invalid', 'VLM_FHIR_BAD_URL', 'The URL is malformed or a path segment is too long'));
+      }
+      return sendError(reply, request, err);
+    },
+  });
+  let closing = false;
+  app.addHook('onRequest', async (request, reply) => {
+    if (closing) {
+      reply.header('Connection', 'close');
+      return sendError(reply, request, fhirError(503, 'transient', 'VLM_SHUTTING_DOWN', 'The server is shutting down'));
+    }
   });
   app.addHook('onSend', async (request, reply) => {
     reply.header('X-Request-Id', request.id);
+    // While draining, ask keep-alive clients to close so that shutdown does not wait for them.
+    if (closing) reply.header('Connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
     request.log.info(
@@ -139,6 +162,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     async close() {
       if (closed) return;
       closed = true;
+      closing = true;
       await app.close();
       await repository.close();
     },

@@ -87,7 +87,8 @@ function fastifyErrorToFhir(err: { code?: string; statusCode?: number; message?:
  * `Fastify({ frameworkErrors: fhirFrameworkErrors, … })`.
  */
 export function fhirFrameworkErrors(err: Error, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  return sendError(reply, request, fastifyErrorToFhir(err as { code?: string }) ?? fhirError(400, 'invalid', 'VLM_FHIR_BAD_REQUEST', 'The request is malformed'));
+  const mapped = fastifyErrorToFhir(err as { code?: string });
+  return sendError(reply, request, mapped ?? fhirError(400, 'invalid', 'VLM_FHIR_BAD_REQUEST', 'The request is malformed'));
 }
 
 /** Register the FHIR routes under the current prefix. */
@@ -125,7 +126,8 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
     if (methods.has('GET')) methods.add('HEAD');
     const allow = [...methods].join(', ');
     app.route({
-      method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'],
+      // Every method reaches the handler, so that one the path does not take is a 405 with Allow.
+      method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'],
       url: path,
       exposeHeadRoute: false,
       handler: async (req, reply) => {

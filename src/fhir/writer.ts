@@ -18,6 +18,11 @@ export interface WriteOp {
   id: string;
   /** The new content (create, update, patch). Its id and meta.versionId/lastUpdated are set here. */
   resource?: FhirResource;
+  /**
+   * The same content with decimals kept exactly (see json.ts), when it differs from `resource`:
+   * what is stored and returned. `resource` is what is validated and indexed.
+   */
+  exact?: FhirResource;
   /** The version current when the caller decided (0 = the resource does not exist). */
   expectedVersion: number;
 }
@@ -117,15 +122,19 @@ export class Writer {
     let keyScope = 'shared';
     if (op.method !== 'delete') {
       if (!op.resource) throw fhirError(400, 'required', 'VLM_FHIR_BODY_MISSING', 'A resource body is required');
-      const { resourceType: _type, id: _id, meta, ...content } = op.resource;
       // resourceType, id and meta first, as every FHIR JSON example has them.
-      resource = {
-        resourceType: op.type,
-        id: op.id,
-        meta: { ...(meta ?? {}), versionId: String(versionId), lastUpdated: instant },
-        ...content,
+      const stamp = (source: FhirResource): FhirResource => {
+        const { resourceType: _type, id: _id, meta, ...content } = source;
+        return {
+          resourceType: op.type,
+          id: op.id,
+          meta: { ...(meta ?? {}), versionId: String(versionId), lastUpdated: instant },
+          ...content,
+        };
       };
-      const issues = this.#deps.validate(resource, op.type).filter((i) => i.severity === 'error');
+      const plain = stamp(op.resource);
+      resource = op.exact ? stamp(op.exact) : plain;
+      const issues = this.#deps.validate(plain, op.type).filter((i) => i.severity === 'error');
       if (issues.length) {
         throw new FhirError(
           400,
@@ -138,8 +147,8 @@ export class Writer {
           })),
         );
       }
-      rows = this.#deps.extract(resource);
-      keyScope = this.#deps.keyScope(resource, rows);
+      rows = this.#deps.extract(plain);
+      keyScope = this.#deps.keyScope(plain, rows);
     }
     const reference = `${op.type}/${op.id}/_history/${versionId}`;
     const provenance = {

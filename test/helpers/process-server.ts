@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -158,38 +159,53 @@ async function request(url: string, method: string, body?: unknown, headers: Rec
 }
 
 /**
- * Start the real server as `npm start` does on a free port and wait until GET /ready answers 200.
- * Fails (with the server's stderr) if the process exits first.
+ * Start the real server as `npm start` does on a free port and wait until it has logged that it
+ * listens on that port (so the process answering is ours, not another run's that raced for the
+ * same port) and GET /ready answers 200. A start that loses the port race (EADDRINUSE) is retried
+ * on another port; any other early exit fails with the server's stderr.
  */
 export async function startProcessServer(t: Test, options: StartOptions = {}): Promise<ProcessServer> {
   const dataDir = options.dataDir ?? tempDataDir(t);
-  const port = await freePort();
-  const proc = spawnServer(t, {
-    HOST: '127.0.0.1',
-    PORT: String(port),
-    VELLUM_DATA_DIR: dataDir,
-    VELLUM_LOG_LEVEL: 'info',
-    ...options.env,
-  });
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const proc = spawnServer(t, {
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      VELLUM_DATA_DIR: dataDir,
+      VELLUM_LOG_LEVEL: 'info',
+      ...options.env,
+    });
+    const state = await waitReady(proc, port);
+    if (state === 'ready') return processServer(proc, port, dataDir);
+    if (state === 'port-taken' && attempt < 5) continue;
+    throw new Error(`server did not become ready (${state}):\n${proc.stderr()}`);
+  }
+}
+
+async function waitReady(proc: ServerProcess, port: number): Promise<'ready' | 'port-taken' | 'exited' | 'timeout'> {
   const origin = `http://127.0.0.1:${port}`;
   let exit: Exit | undefined;
   void proc.exited.then((e) => (exit = e));
   const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    if (exit) throw new Error(`server exited (code ${exit.code}, signal ${exit.signal}) before ready:\n${proc.stderr()}`);
-    try {
-      const res = await fetch(`${origin}/ready`);
-      await res.arrayBuffer();
-      if (res.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      proc.child.kill('SIGKILL');
-      throw new Error(`server not ready within ${READY_TIMEOUT_MS} ms:\n${proc.stderr()}`);
+  while (Date.now() < deadline) {
+    if (exit) return /EADDRINUSE/.test(proc.stderr()) ? 'port-taken' : 'exited';
+    if (proc.stdout().includes(`Server listening at ${origin}`)) {
+      try {
+        const res = await fetch(`${origin}/ready`);
+        await res.arrayBuffer();
+        if (res.status === 200) return 'ready';
+      } catch {
+        // not answering yet
+      }
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  proc.child.kill('SIGKILL');
+  return 'timeout';
+}
+
+function processServer(proc: ServerProcess, port: number, dataDir: string): ProcessServer {
+  const origin = `http://127.0.0.1:${port}`;
   return {
     ...proc,
     port,
@@ -218,4 +234,65 @@ export function parseLogLines(lines: string[]): { line: string; parsed: any }[] 
       return { line, parsed: undefined };
     }
   });
+}
+
+export interface HeldRequest {
+  /** Resolves once the server has read the headers and answered 100 Continue (or the request failed). */
+  accepted: Promise<void>;
+  /** Send the body; the request then completes. */
+  release(): void;
+  /** The response, or the connection error's code. */
+  result: Promise<{ status?: number; text?: string; json?: any; error?: string }>;
+}
+
+/**
+ * A request that is provably in flight: sent with `Expect: 100-continue`, so the server has
+ * parsed its headers once `accepted` resolves, while its body waits for `release()`. Pass a
+ * keep-alive `agent` to behave like real clients (fetch, fhir-kit-client), which reuse connections.
+ */
+export function holdRequest(
+  origin: string,
+  method: string,
+  path: string,
+  body: string,
+  options: { agent?: http.Agent; headers?: Record<string, string> } = {},
+): HeldRequest {
+  const url = new URL(path, origin);
+  let accept!: () => void;
+  const accepted = new Promise<void>((resolve) => (accept = resolve));
+  const req = http.request(url, {
+    method,
+    agent: options.agent ?? false,
+    headers: {
+      accept: FHIR_JSON,
+      'content-type': FHIR_JSON,
+      'content-length': String(Buffer.byteLength(body)),
+      expect: '100-continue',
+      ...options.headers,
+    },
+  });
+  const result = new Promise<{ status?: number; text?: string; json?: any; error?: string }>((resolve) => {
+    req.on('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message }));
+      res.on('end', () => {
+        let json: any;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode, text, json });
+      });
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      accept();
+      resolve({ error: err.code ?? err.message });
+    });
+  });
+  req.on('continue', () => accept());
+  req.flushHeaders();
+  return { accepted, release: () => req.end(body), result };
 }

@@ -74,7 +74,7 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
   const type = request.resourceType!;
   // POST _search: form parameters join the URL's (http://hl7.org/fhir/R4/http.html#search).
   if (request.method === 'POST') {
-    if (request.body !== undefined && !Array.isArray(request.body)) {
+    if (request.body !== undefined && request.contentType !== 'application/x-www-form-urlencoded') {
       throw fhirError(415, 'not-supported', 'VLM_FHIR_UNSUPPORTED_MEDIA_TYPE', 'POST _search takes application/x-www-form-urlencoded');
     }
     request = { ...request, query: [...request.query, ...((request.body as [string, string][] | undefined) ?? [])] };

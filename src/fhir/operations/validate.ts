@@ -27,7 +27,8 @@ function input(request: FhirRequest): ValidateInput {
   if (request.body !== undefined && !JSON_TYPES.has(request.contentType ?? '')) {
     throw fhirError(415, 'not-supported', 'VLM_FHIR_UNSUPPORTED_MEDIA_TYPE', '$validate takes application/fhir+json');
   }
-  const body = request.body as { resourceType?: unknown; parameter?: unknown } | undefined;
+  // A JSON `null` body is no body at all.
+  const body = (request.body ?? undefined) as { resourceType?: unknown; parameter?: unknown } | undefined;
   let mode = queryValue(request, 'mode');
   if (body && typeof body === 'object' && body.resourceType === 'Parameters' && request.resourceType !== 'Parameters') {
     // Parameters.parameter entries come from the client: skip anything that is not an object.
@@ -54,7 +55,7 @@ export async function validate(services: FhirServices, request: FhirRequest): Pr
   const issues: Issue[] = [];
   if (mode === 'delete') {
     if (request.id === undefined) throw fhirError(400, 'required', 'VLM_FHIR_ID_MISSING', 'mode=delete needs an instance');
-  } else if (resource === undefined) {
+  } else if (resource === undefined || resource === null) {
     throw fhirError(400, 'required', 'VLM_FHIR_BODY_MISSING', 'Give the resource to validate as the body or a resource parameter');
   } else {
     for (const issue of services.validator.validate(resource, type)) {
