@@ -6,6 +6,7 @@
  * leaf) plug in as `WriteStep`s here and nowhere else.
  */
 import { randomUUID } from 'node:crypto';
+import { canonicalJson, cidDigest, contentDigest, leafFromParts, newSalt, pseudonym } from '../chain/leaf.ts';
 import type { IndexWrite, VersionRecord, WriteMethod } from '../storage/index-store.ts';
 import type { Repository } from '../storage/repository.ts';
 import type { SearchRow } from '../storage/search-types.ts';
@@ -41,7 +42,8 @@ export interface Written {
 /** A version about to be committed, visible to write steps. */
 export interface PendingVersion {
   op: WriteOp;
-  write: Omit<IndexWrite, 'cid'>;
+  write: Omit<IndexWrite, 'cid' | 'anchor'>;
+  anchor?: (cid: string) => { leaf: Uint8Array; salt: Uint8Array };
   resource?: FhirResource;
   bundle: FhirResource;
 }
@@ -60,8 +62,21 @@ export interface WriterDeps {
   /** Key scope (patient pseudonym or 'shared') for a resource, given its search rows. */
   keyScope(resource: FhirResource, rows: SearchRow[]): string;
   baseUrl: string;
+  /** The server's pseudonym key for anchor leaves; without it, versions are not queued for anchoring. */
+  leafKey?: Uint8Array;
   steps?: WriteStep[];
   now?: () => number;
+}
+
+/** Where a version's anchor salt is kept inside its (encrypted) bundle. */
+export const ANCHOR_SALT_EXTENSION = 'https://vellum.dev/fhir/StructureDefinition/anchor-salt';
+
+/**
+ * What a deletion version commits to in its leaf (it has no resource): RFC 8785 JSON of
+ * `{"deleted":true,"id":…,"resourceType":…,"versionId":"n"}`.
+ */
+export function deletionContent(type: string, id: string, versionId: number): Record<string, unknown> {
+  return { deleted: true, id, resourceType: type, versionId: String(versionId) };
 }
 
 const DATA_OPERATION = 'http://terminology.hl7.org/CodeSystem/v3-DataOperation';
@@ -107,7 +122,7 @@ export class Writer {
     for (const op of ops) pending.push(this.#prepare(op, lastUpdated, instant, context));
     for (const step of this.#steps) await step.beforeCommit?.(pending, context);
     const records = await this.#deps.repository.store(
-      pending.map((p) => ({ write: p.write, plaintext: Buffer.from(JSON.stringify(p.bundle)) })),
+      pending.map((p) => ({ write: p.write, plaintext: Buffer.from(JSON.stringify(p.bundle)), anchor: p.anchor })),
       { signal: context.signal },
     );
     const written = records.map((record, i) => ({ record, resource: pending[i]!.resource }));
@@ -118,6 +133,7 @@ export class Writer {
   #prepare(op: WriteOp, lastUpdated: number, instant: string, context: WriteContext): PendingVersion {
     const versionId = op.expectedVersion + 1;
     let resource: FhirResource | undefined;
+    let plainOf: FhirResource | undefined;
     let rows: SearchRow[] = [];
     let keyScope = 'shared';
     if (op.method !== 'delete') {
@@ -133,6 +149,7 @@ export class Writer {
         };
       };
       const plain = stamp(op.resource);
+      plainOf = plain;
       resource = op.exact ? stamp(op.exact) : plain;
       const issues = this.#deps.validate(plain, op.type).filter((i) => i.severity === 'error');
       if (issues.length) {
@@ -167,11 +184,30 @@ export class Writer {
     const entry: Record<string, unknown>[] = [];
     if (resource) entry.push({ fullUrl: `${this.#deps.baseUrl}/${op.type}/${op.id}`, resource });
     entry.push({ fullUrl: `urn:uuid:${randomUUID()}`, resource: provenance });
-    const bundle: FhirResource = { resourceType: 'Bundle', type: 'collection', timestamp: instant, entry };
+    let anchor: PendingVersion['anchor'];
+    let meta: Record<string, unknown> | undefined;
+    const leafKey = this.#deps.leafKey;
+    if (leafKey) {
+      // The leaf commits to a salted digest of the version's RFC 8785 JSON (plain numbers, as any
+      // JSON parser reads it back), so a guessed resource cannot be confirmed from public data.
+      const salt = newSalt();
+      const digest = contentDigest(salt, canonicalJson(plainOf ?? deletionContent(op.type, op.id, versionId)));
+      const parts = { pseudonym: pseudonym(leafKey, op.type, op.id), versionId: BigInt(versionId), contentDigest: digest };
+      anchor = (cid) => ({ leaf: leafFromParts({ ...parts, cidDigest: cidDigest(cid) }), salt });
+      meta = { extension: [{ url: ANCHOR_SALT_EXTENSION, valueBase64Binary: Buffer.from(salt).toString('base64') }] };
+    }
+    const bundle: FhirResource = {
+      resourceType: 'Bundle',
+      ...(meta ? { meta } : {}),
+      type: 'collection',
+      timestamp: instant,
+      entry,
+    };
     return {
       op,
       resource,
       bundle,
+      anchor,
       write: {
         type: op.type,
         id: op.id,

@@ -32,6 +32,58 @@ export interface IndexWrite {
   cid: string;
   keyScope: string;
   searchRows: SearchRow[];
+  /** The version's anchor leaf, queued (pending) in the same transaction as the version. */
+  anchor?: { leaf: Uint8Array; salt: Uint8Array };
+}
+
+/** A pending leaf waiting for a batch. */
+export interface PendingLeaf {
+  seq: number;
+  leaf: Uint8Array;
+  /** CID of the version's envelope (listed in the public batch manifest). */
+  cid: string;
+}
+
+/** A batch planned (persisted before it is sent, so a crash resumes it rather than re-batching). */
+export interface PlannedBatch {
+  id: number;
+  root: Uint8Array;
+  leafCount: number;
+  manifestCid: string;
+  seqs: number[];
+}
+
+/** Where a batch landed on chain. */
+export interface BatchReceipt {
+  chainBatchId: number;
+  txHash: string;
+  blockNumber: number;
+  blockTimestamp: number;
+  chainId: number;
+  contract: string;
+}
+
+/** Everything known about a version's anchoring. */
+export interface AnchorRecord {
+  seq: number;
+  leaf: Uint8Array;
+  salt: Uint8Array;
+  status: 'pending' | 'planned' | 'anchored';
+  batch?: PlannedBatch & { leafIndex: number; proof: Uint8Array[]; receipt?: BatchReceipt };
+}
+
+/** The durable queue of the anchor pipeline (implemented by the index). */
+export interface AnchorQueue {
+  /** Oldest pending leaves not yet in any batch. */
+  pendingLeaves(limit: number): Promise<PendingLeaf[]>;
+  /** Persist a batch and assign its leaves (with their proofs) in one transaction. */
+  planBatch(batch: Omit<PlannedBatch, 'id'>, proofs: Uint8Array[][]): Promise<PlannedBatch>;
+  /** Batches planned but not yet recorded as anchored (to resume after a crash). */
+  plannedBatches(): Promise<PlannedBatch[]>;
+  recordAnchor(batchId: number, receipt: BatchReceipt): Promise<void>;
+  anchorOf(seq: number): Promise<AnchorRecord | undefined>;
+  /** Leaves not yet anchored (pending or in a planned batch). */
+  backlog(): Promise<number>;
 }
 
 export interface HistoryQuery {
@@ -52,7 +104,7 @@ export interface Page<T> {
   total: number | undefined;
 }
 
-export interface IndexStore {
+export interface IndexStore extends AnchorQueue {
   readonly dataKeys: DataKeyStore;
   current(type: string, id: string): Promise<VersionRecord | undefined>;
   version(type: string, id: string, versionId: number): Promise<VersionRecord | undefined>;

@@ -10,8 +10,10 @@ import type { IndexStore, IndexWrite, VersionRecord } from './index-store.ts';
 
 /** A version ready to store: its index entry (less the CID) and its plaintext bytes. */
 export interface PreparedVersion {
-  write: Omit<IndexWrite, 'cid'>;
+  write: Omit<IndexWrite, 'cid' | 'anchor'>;
   plaintext: Uint8Array;
+  /** The version's anchor leaf, which commits to the envelope CID and so is finished here. */
+  anchor?: (cid: string) => { leaf: Uint8Array; salt: Uint8Array };
 }
 
 export interface RepositoryOptions {
@@ -51,7 +53,7 @@ export class Repository {
         options,
       );
       const cid = await this.blobs.put(envelope, options);
-      writes.push({ ...write, cid });
+      writes.push({ ...write, cid, ...(version.anchor ? { anchor: version.anchor(cid) } : {}) });
       plaintexts.push(version.plaintext);
     }
     const records = await this.index.commit(writes);

@@ -6,7 +6,18 @@
 import { DatabaseSync, type StatementSync, type SQLInputValue } from 'node:sqlite';
 import type { DataKeyStore } from '../cipher.ts';
 import { storageError } from '../errors.ts';
-import type { HistoryQuery, IndexStore, IndexWrite, Page, VersionRecord, WriteMethod } from '../index-store.ts';
+import type {
+  AnchorRecord,
+  BatchReceipt,
+  HistoryQuery,
+  IndexStore,
+  IndexWrite,
+  Page,
+  PendingLeaf,
+  PlannedBatch,
+  VersionRecord,
+  WriteMethod,
+} from '../index-store.ts';
 import type { IndexQuery } from '../search-types.ts';
 import { WalSync } from './wal-sync.ts';
 import { SEARCH_DDL, SearchSql } from './search-sql.ts';
@@ -38,6 +49,28 @@ CREATE TABLE IF NOT EXISTS versions (
 );
 CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (type, seq);
 CREATE INDEX IF NOT EXISTS versions_updated ON versions (last_updated);
+CREATE TABLE IF NOT EXISTS anchor_batches (
+  id INTEGER PRIMARY KEY,
+  root BLOB NOT NULL UNIQUE,
+  leaf_count INTEGER NOT NULL,
+  manifest_cid TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('planned', 'anchored')),
+  chain_batch_id INTEGER,
+  tx_hash TEXT,
+  block_number INTEGER,
+  block_timestamp INTEGER,
+  chain_id INTEGER,
+  contract TEXT
+);
+CREATE TABLE IF NOT EXISTS anchor_leaves (
+  seq INTEGER PRIMARY KEY REFERENCES versions (seq),
+  leaf BLOB NOT NULL,
+  salt BLOB NOT NULL,
+  batch_id INTEGER REFERENCES anchor_batches (id),
+  leaf_index INTEGER,
+  proof BLOB
+);
+CREATE INDEX IF NOT EXISTS anchor_leaves_batch ON anchor_leaves (batch_id, seq);
 CREATE TABLE IF NOT EXISTS data_keys (
   scope TEXT PRIMARY KEY,
   wrapped BLOB NOT NULL
@@ -249,6 +282,13 @@ export class SqliteIndexStore implements IndexStore {
           `INSERT INTO versions (rid, type, id, version, last_updated, deleted, method, cid, key_scope)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(rid, w.type, w.id, w.versionId, w.lastUpdated, w.deleted ? 1 : 0, w.method, w.cid, w.keyScope);
+        if (w.anchor) {
+          this.#prepare('INSERT INTO anchor_leaves (seq, leaf, salt) VALUES (?, ?, ?)').run(
+            Number(inserted.lastInsertRowid),
+            w.anchor.leaf,
+            w.anchor.salt,
+          );
+        }
         if (existing) this.#search.deleteRows(rid);
         if (!w.deleted) this.#search.insertRows(rid, w.searchRows);
         records.push({
@@ -284,6 +324,122 @@ export class SqliteIndexStore implements IndexStore {
       if (record) records.push(record);
     }
     return { records, total: query.wantTotal ? this.#search.count(query) : undefined };
+  }
+
+  async pendingLeaves(limit: number): Promise<PendingLeaf[]> {
+    this.#check();
+    const rows = this.#prepare(
+      'SELECT l.seq, l.leaf, v.cid FROM anchor_leaves l JOIN versions v ON v.seq = l.seq WHERE l.batch_id IS NULL ORDER BY l.seq LIMIT ?',
+    ).all(limit) as { seq: number; leaf: Uint8Array; cid: string }[];
+    return rows.map((r) => ({ seq: Number(r.seq), leaf: r.leaf, cid: r.cid }));
+  }
+
+  async planBatch(batch: Omit<PlannedBatch, 'id'>, proofs: Uint8Array[][]): Promise<PlannedBatch> {
+    this.#check();
+    const db = this.#db;
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      const inserted = this.#prepare(
+        "INSERT INTO anchor_batches (root, leaf_count, manifest_cid, status) VALUES (?, ?, ?, 'planned')",
+      ).run(batch.root, batch.leafCount, batch.manifestCid);
+      const id = Number(inserted.lastInsertRowid);
+      const assign = this.#prepare('UPDATE anchor_leaves SET batch_id = ?, leaf_index = ?, proof = ? WHERE seq = ? AND batch_id IS NULL');
+      batch.seqs.forEach((seq, i) => {
+        const result = assign.run(id, i, Buffer.concat(proofs[i] ?? []), seq);
+        if (Number(result.changes) !== 1) throw storageError('VLM_ANCHOR_LEAF_TAKEN', 'conflict', 'a leaf is already in a batch');
+      });
+      db.exec('COMMIT');
+      return { ...batch, id };
+    } catch (err) {
+      db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  async plannedBatches(): Promise<PlannedBatch[]> {
+    this.#check();
+    const rows = this.#prepare("SELECT id FROM anchor_batches WHERE status = 'planned' ORDER BY id").all() as { id: number }[];
+    return rows.map((r) => this.#batch(Number(r.id)));
+  }
+
+  #batch(id: number): PlannedBatch {
+    const row = this.#prepare('SELECT id, root, leaf_count, manifest_cid FROM anchor_batches WHERE id = ?').get(id) as {
+      id: number;
+      root: Uint8Array;
+      leaf_count: number;
+      manifest_cid: string;
+    };
+    const seqs = (this.#prepare('SELECT seq FROM anchor_leaves WHERE batch_id = ? ORDER BY leaf_index').all(id) as { seq: number }[]).map(
+      (r) => Number(r.seq),
+    );
+    return { id, root: row.root, leafCount: Number(row.leaf_count), manifestCid: row.manifest_cid, seqs };
+  }
+
+  async recordAnchor(batchId: number, receipt: BatchReceipt): Promise<void> {
+    this.#check();
+    this.#prepare(
+      `UPDATE anchor_batches SET status = 'anchored', chain_batch_id = ?, tx_hash = ?, block_number = ?, block_timestamp = ?,
+       chain_id = ?, contract = ? WHERE id = ?`,
+    ).run(receipt.chainBatchId, receipt.txHash, receipt.blockNumber, receipt.blockTimestamp, receipt.chainId, receipt.contract, batchId);
+  }
+
+  async anchorOf(seq: number): Promise<AnchorRecord | undefined> {
+    this.#check();
+    const row = this.#prepare(
+      `SELECT l.seq, l.leaf, l.salt, l.batch_id, l.leaf_index, l.proof, b.status, b.chain_batch_id, b.tx_hash, b.block_number,
+              b.block_timestamp, b.chain_id, b.contract
+       FROM anchor_leaves l LEFT JOIN anchor_batches b ON b.id = l.batch_id WHERE l.seq = ?`,
+    ).get(seq) as
+      | {
+          seq: number;
+          leaf: Uint8Array;
+          salt: Uint8Array;
+          batch_id: number | null;
+          leaf_index: number | null;
+          proof: Uint8Array | null;
+          status: string | null;
+          chain_batch_id: number | null;
+          tx_hash: string | null;
+          block_number: number | null;
+          block_timestamp: number | null;
+          chain_id: number | null;
+          contract: string | null;
+        }
+      | undefined;
+    if (!row) return undefined;
+    const record: AnchorRecord = { seq: Number(row.seq), leaf: row.leaf, salt: row.salt, status: 'pending' };
+    if (row.batch_id === null) return record;
+    const proofBytes = row.proof ?? new Uint8Array(0);
+    const proof: Uint8Array[] = [];
+    for (let i = 0; i < proofBytes.length; i += 32) proof.push(proofBytes.subarray(i, i + 32));
+    record.status = row.status === 'anchored' ? 'anchored' : 'planned';
+    record.batch = {
+      ...this.#batch(Number(row.batch_id)),
+      leafIndex: Number(row.leaf_index),
+      proof,
+      ...(row.status === 'anchored'
+        ? {
+            receipt: {
+              chainBatchId: Number(row.chain_batch_id),
+              txHash: row.tx_hash!,
+              blockNumber: Number(row.block_number),
+              blockTimestamp: Number(row.block_timestamp),
+              chainId: Number(row.chain_id),
+              contract: row.contract!,
+            },
+          }
+        : {}),
+    };
+    return record;
+  }
+
+  async backlog(): Promise<number> {
+    this.#check();
+    const row = this.#prepare(
+      `SELECT COUNT(*) AS n FROM anchor_leaves l LEFT JOIN anchor_batches b ON b.id = l.batch_id
+       WHERE l.batch_id IS NULL OR b.status = 'planned'`,
+    ).get() as { n: number };
+    return Number(row.n);
   }
 
   async ping(): Promise<void> {
