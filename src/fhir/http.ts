@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { FhirError, fhirError, operationOutcome, toFhirError } from './errors.ts';
 import { elementsList, isXml, negotiate, subset, summaryMode, type Summary } from './format.ts';
+import { hasInexactNumbers, mayNeedExactNumbers, parseExact } from './json.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from './request.ts';
 import type { Route } from './routes.ts';
 import type { FhirServices } from './services.ts';
@@ -35,6 +36,17 @@ function lowerHeaders(request: FastifyRequest): Record<string, string | undefine
   return out;
 }
 
+/** The exact form of a JSON body (json.ts), or undefined when it is the same as the plain parse. */
+function exact(text: string): unknown {
+  try {
+    const value = parseExact(text);
+    return hasInexactNumbers(value) ? value : undefined;
+  } catch {
+    // Too deep for the reviver: the plain body is refused by validation anyway.
+    return undefined;
+  }
+}
+
 /** Serialize a body, honouring `_pretty`. */
 function serialize(body: unknown, request: { query: [string, string][] }): string {
   return queryValue(request as FhirRequest, '_pretty') === 'true' ? JSON.stringify(body, null, 2) : JSON.stringify(body);
@@ -58,10 +70,6 @@ export function sendError(reply: FastifyReply, request: FastifyRequest, err: unk
 
 function fastifyErrorToFhir(err: { code?: string; statusCode?: number; message?: string }): FhirError | undefined {
   switch (err.code) {
-    case 'FST_ERR_BAD_URL':
-      return fhirError(400, 'invalid', 'VLM_FHIR_BAD_URL', 'The URL path is not validly percent-encoded');
-    case 'FST_ERR_MAX_PARAM_LENGTH':
-      return fhirError(414, 'too-long', 'VLM_FHIR_URL_TOO_LONG', 'A path segment of the URL is too long');
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return fhirError(413, 'too-long', 'VLM_FHIR_BODY_TOO_LARGE', 'The request body is larger than the server accepts');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
@@ -80,17 +88,6 @@ function fastifyErrorToFhir(err: { code?: string; statusCode?: number; message?:
   return undefined;
 }
 
-/**
- * Fastify's `frameworkErrors` option: errors the router raises before any route or plugin error
- * handler runs (a path that is not validly percent-encoded, a path segment longer than
- * `maxParamLength`) become OperationOutcomes too. Wire it where Fastify is constructed:
- * `Fastify({ frameworkErrors: fhirFrameworkErrors, … })`.
- */
-export function fhirFrameworkErrors(err: Error, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  const mapped = fastifyErrorToFhir(err as { code?: string });
-  return sendError(reply, request, mapped ?? fhirError(400, 'invalid', 'VLM_FHIR_BAD_REQUEST', 'The request is malformed'));
-}
-
 /** Register the FHIR routes under the current prefix. */
 export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOptions): Promise<void> {
   const { services } = options;
@@ -98,7 +95,13 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
 
   app.removeAllContentTypeParsers();
   const jsonParser = app.getDefaultJsonParser('error', 'error');
-  app.addContentTypeParser(JSON_BODY_TYPES, { parseAs: 'string' }, jsonParser);
+  // JSON bodies whose decimals a double cannot hold (`5.40`) are also parsed exactly, in the
+  // handler, from the text kept here.
+  const exactText = new WeakMap<FastifyRequest, string>();
+  app.addContentTypeParser(JSON_BODY_TYPES, { parseAs: 'string' }, (req, body, done) => {
+    if (typeof body === 'string' && mayNeedExactNumbers(body)) exactText.set(req, body);
+    jsonParser(req, body as string, done);
+  });
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     try {
       done(null, [...new URLSearchParams(body as string)]);
@@ -153,6 +156,8 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
             body = undefined;
           }
           const headers = lowerHeaders(req);
+          const text = exactText.get(req);
+          const exactBody = text === undefined ? undefined : exact(text);
           const request: FhirRequest = {
             method,
             resourceType: params.type,
@@ -161,6 +166,7 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
             query,
             headers,
             body,
+            ...(exactBody !== undefined ? { exactBody } : {}),
             contentType,
             baseUrl: services.baseUrl,
           };

@@ -22,6 +22,11 @@ export interface FhirRequest {
   /** Lower-case header names. */
   headers: Record<string, string | undefined>;
   body?: unknown;
+  /**
+   * The JSON body with decimals kept exactly (see json.ts), only when that differs from `body`
+   * (`5.40`, 18-digit values): what a write stores. `body` is what is checked and indexed.
+   */
+  exactBody?: unknown;
   /** Public FHIR base URL, no trailing slash. */
   baseUrl: string;
   /** Content type of the body (media type only, lower-case), when there is one. */

@@ -66,11 +66,16 @@ export function ifMatchVersion(request: FhirRequest): number | '*' | undefined {
   return Number(match[1]);
 }
 
-/** Raise 412 when `If-Match` names another version than the current one (or `*` and there is none). */
+/**
+ * Raise 412 when `If-Match` names another version than the latest one, or is `*` and there is no
+ * current resource. The ETag of a deletion matches too: it is how a client brings a deleted
+ * resource back to life without racing others (http://hl7.org/fhir/R4/http.html#delete).
+ */
 export function checkIfMatch(request: FhirRequest, current: VersionRecord | undefined): void {
   const wanted = ifMatchVersion(request);
   if (wanted === undefined) return;
-  if (!current || current.deleted || (wanted !== '*' && current.versionId !== wanted)) {
+  const matches = wanted === '*' ? current !== undefined && !current.deleted : current?.versionId === wanted;
+  if (!matches) {
     throw fhirError(412, 'conflict', 'VLM_FHIR_VERSION_MISMATCH', `If-Match ${wanted} does not name the current version`);
   }
 }
@@ -93,6 +98,15 @@ export async function requireCurrent(services: FhirServices, type: string, id: s
     throw error;
   }
   return record;
+}
+
+/**
+ * `{ exact }` for a WriteOp: the body with its decimals kept exactly (json.ts), when the request
+ * has one that differs from the plain body; `{}` otherwise.
+ */
+export function exactOf(request: FhirRequest): { exact?: FhirResource } {
+  const exact = request.exactBody;
+  return exact !== null && typeof exact === 'object' && !Array.isArray(exact) ? { exact: exact as FhirResource } : {};
 }
 
 const RESOURCE_MEDIA_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir']);

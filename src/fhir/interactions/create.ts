@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { FhirRequest, FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import type { WriteContext } from '../writer.ts';
-import { requireBody, versionHeaders, versionUrl, writeResponse } from './common.ts';
+import { exactOf, requireBody, versionHeaders, versionUrl, writeResponse } from './common.ts';
 import { findMatches, parseCriteria } from './conditional.ts';
 
 export async function create(services: FhirServices, request: FhirRequest, context: WriteContext): Promise<FhirResponse> {
@@ -26,7 +26,7 @@ export async function create(services: FhirServices, request: FhirRequest, conte
       }
     }
     const [written] = await services.writer.commit(
-      [{ method: 'create', type, id: randomUUID(), resource: body, expectedVersion: 0 }],
+      [{ method: 'create', type, id: randomUUID(), resource: body, ...exactOf(request), expectedVersion: 0 }],
       context,
     );
     return writeResponse(request, 201, written!.record, written!.resource, 'Created');

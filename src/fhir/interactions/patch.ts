@@ -7,6 +7,7 @@
 import jsonPatch from 'fast-json-patch';
 import type { VersionRecord } from '../../storage/index-store.ts';
 import { fhirError } from '../errors.ts';
+import { hasInexactNumbers } from '../json.ts';
 import type { FhirRequest, FhirResource, FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import type { WriteContext } from '../writer.ts';
@@ -53,6 +54,29 @@ function applyPatch(resource: FhirResource, operations: unknown): FhirResource {
   return patched;
 }
 
+/** A deep copy that keeps exact (raw JSON) numbers as they are; structuredClone refuses them. */
+function copyExact<T>(value: T): T {
+  if (value === null || typeof value !== 'object' || JSON.isRawJSON(value)) return value;
+  if (Array.isArray(value)) return value.map(copyExact) as T;
+  return Object.fromEntries(Object.entries(value).map(([key, child]) => [key, copyExact(child)])) as T;
+}
+
+/**
+ * The patch applied to the exact form of a resource, after it succeeded on the plain form (so
+ * `test` operations, already passed, are skipped). Undefined if it cannot be applied exactly:
+ * the plain result is then stored.
+ */
+function applyExactly(resource: FhirResource, operations: unknown): FhirResource | undefined {
+  if (!Array.isArray(operations)) return undefined;
+  const ops = (operations as jsonPatch.Operation[]).filter((op) => op?.op !== 'test');
+  try {
+    const result = jsonPatch.applyPatch(copyExact(resource), ops, false, true).newDocument;
+    return result && typeof result === 'object' && !Array.isArray(result) ? (result as FhirResource) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function patchRecord(
   services: FhirServices,
   request: FhirRequest,
@@ -60,14 +84,20 @@ async function patchRecord(
   current: VersionRecord,
 ): Promise<FhirResponse> {
   checkIfMatch(request, current);
-  const resource = await services.loadResource(current, request.signal);
-  const patched = applyPatch(resource!, request.body);
-  delete patched.meta?.versionId;
-  delete patched.meta?.lastUpdated;
-  const [written] = await services.writer.commit(
-    [{ method: 'patch', type: current.type, id: current.id, resource: patched, expectedVersion: current.versionId }],
-    context,
-  );
+  const stored = (await services.loadResource(current, request.signal))!;
+  // The patch is checked and applied on the plain form (ordinary numbers: what `test` compares
+  // and validation checks); when the stored version or the patch holds exact decimals
+  // (json.ts), it is applied once more to the exact form, which is what is stored.
+  const inexact = hasInexactNumbers(stored);
+  const patched = applyPatch(inexact ? (JSON.parse(JSON.stringify(stored)) as FhirResource) : stored, request.body);
+  const exactWanted = inexact || request.exactBody !== undefined;
+  const exact = exactWanted ? applyExactly(stored, request.exactBody ?? request.body) : undefined;
+  for (const version of [patched, exact]) {
+    delete version?.meta?.versionId;
+    delete version?.meta?.lastUpdated;
+  }
+  const op = { method: 'patch' as const, type: current.type, id: current.id, resource: patched, expectedVersion: current.versionId };
+  const [written] = await services.writer.commit([{ ...op, ...(exact ? { exact } : {}) }], context);
   return writeResponse(request, 200, written!.record, written!.resource, 'Patched');
 }
 

@@ -11,7 +11,7 @@ import { fhirError } from '../errors.ts';
 import type { FhirRequest, FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import type { WriteContext } from '../writer.ts';
-import { checkId, checkIfMatch, requireBody, writeResponse } from './common.ts';
+import { checkId, checkIfMatch, exactOf, requireBody, writeResponse } from './common.ts';
 import { findMatches } from './conditional.ts';
 
 export async function update(services: FhirServices, request: FhirRequest, context: WriteContext): Promise<FhirResponse> {
@@ -27,7 +27,8 @@ export async function update(services: FhirServices, request: FhirRequest, conte
     // Re-creating a deleted resource is a create (201, and recorded as one in history).
     const created = !current || current.deleted;
     const method = created ? 'create' : 'update';
-    const [written] = await services.writer.commit([{ method, type, id, resource: body, expectedVersion }], context);
+    const op = { method, type, id, resource: body, ...exactOf(request), expectedVersion } as const;
+    const [written] = await services.writer.commit([op], context);
     return writeResponse(request, created ? 201 : 200, written!.record, written!.resource, created ? 'Created' : 'Updated');
   });
 }
@@ -49,7 +50,7 @@ export async function conditionalUpdate(
       }
       checkIfMatch(request, current);
       const [written] = await services.writer.commit(
-        [{ method: 'create', type, id, resource: body, expectedVersion: current?.versionId ?? 0 }],
+        [{ method: 'create', type, id, resource: body, ...exactOf(request), expectedVersion: current?.versionId ?? 0 }],
         context,
       );
       return writeResponse(request, 201, written!.record, written!.resource, 'Created');
@@ -60,7 +61,7 @@ export async function conditionalUpdate(
     }
     checkIfMatch(request, match);
     const [written] = await services.writer.commit(
-      [{ method: 'update', type, id: match.id, resource: body, expectedVersion: match.versionId }],
+      [{ method: 'update', type, id: match.id, resource: body, ...exactOf(request), expectedVersion: match.versionId }],
       context,
     );
     return writeResponse(request, 200, written!.record, written!.resource, 'Updated');

