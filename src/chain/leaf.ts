@@ -43,6 +43,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { keccak_256 } from '@noble/hashes/sha3.js';
 import canonicalize from 'canonicalize';
 import { CID } from 'multiformats/cid';
+import { chainError, type ChainError } from './errors.ts';
 
 /** Size of salts, pseudonyms and digests, in bytes. */
 export const LEAF_WORD = 32;
@@ -59,7 +60,7 @@ export const PSEUDONYM_CONTEXT = 'vellum.pseudonym.v1';
 const MAX_UINT64 = (1n << 64n) - 1n;
 
 /** Error raised for arguments no leaf can be computed from. */
-export interface LeafArgumentError extends RangeError {
+export interface LeafArgumentError extends ChainError {
   readonly code:
     | 'VLM_CHAIN_LEAF_BAD_KEY'
     | 'VLM_CHAIN_LEAF_BAD_SALT'
@@ -71,8 +72,8 @@ export interface LeafArgumentError extends RangeError {
   readonly category: 'invalid';
 }
 
-function invalid(code: LeafArgumentError['code'], message: string): LeafArgumentError {
-  return Object.assign(new RangeError(message), { code, category: 'invalid' as const });
+function invalid(code: LeafArgumentError['code'], message: string, cause?: unknown): LeafArgumentError {
+  return chainError(code, 'invalid', message, cause) as LeafArgumentError;
 }
 
 /** A CID as the storage layer hands it out: its string form, its binary form, or a CID object. */
@@ -155,7 +156,7 @@ export function canonicalJson(value: unknown): string {
   try {
     json = canonicalize(value);
   } catch (err) {
-    throw Object.assign(invalid('VLM_CHAIN_LEAF_BAD_CONTENT', 'the resource cannot be canonicalised'), { cause: err });
+    throw invalid('VLM_CHAIN_LEAF_BAD_CONTENT', 'the resource cannot be canonicalised', err);
   }
   if (json === undefined) throw invalid('VLM_CHAIN_LEAF_BAD_CONTENT', 'the resource has no JSON form');
   return json;
@@ -171,7 +172,7 @@ export function cidBytes(cid: CidInput): Uint8Array {
     try {
       return CID.parse(cid).bytes;
     } catch (err) {
-      throw Object.assign(invalid('VLM_CHAIN_LEAF_BAD_CID', 'not a CID string'), { cause: err });
+      throw invalid('VLM_CHAIN_LEAF_BAD_CID', 'not a CID string', err);
     }
   }
   if (cid !== null && typeof cid === 'object' && cid.bytes instanceof Uint8Array && cid.bytes.length > 0) {

@@ -25,6 +25,7 @@
  * leaves build in well under a second (see test/chain/merkle.test.ts).
  */
 import { keccak_256 } from '@noble/hashes/sha3.js';
+import { chainError, type ChainError } from './errors.ts';
 
 /** Size of a node (a keccak-256 digest) in bytes. */
 export const NODE_SIZE = 32;
@@ -46,13 +47,13 @@ export interface MerkleTree {
 }
 
 /** Error raised for arguments no tree can be built from; `category` maps like other layers'. */
-export interface MerkleArgumentError extends RangeError {
+export interface MerkleArgumentError extends ChainError {
   readonly code: 'VLM_CHAIN_MERKLE_EMPTY' | 'VLM_CHAIN_MERKLE_BAD_NODE' | 'VLM_CHAIN_MERKLE_BAD_INDEX' | 'VLM_CHAIN_BAD_HEX';
   readonly category: 'invalid';
 }
 
 function invalid(code: MerkleArgumentError['code'], message: string): MerkleArgumentError {
-  return Object.assign(new RangeError(message), { code, category: 'invalid' as const });
+  return chainError(code, 'invalid', message) as MerkleArgumentError;
 }
 
 function checkNode(node: Uint8Array, what: string): void {

@@ -15,6 +15,9 @@ export interface VersionRecord {
   versionId: number;
   lastUpdated: number;
   deleted: boolean;
+  /** True when this version brought the resource into existence (first version, or after a deletion). */
+  created: boolean;
+  /** The interaction that made it: create (POST), update (PUT), patch, delete. */
   method: WriteMethod;
   cid: string;
   keyScope: string;

@@ -16,7 +16,7 @@ import { pageCount, pageLinks } from './paging.ts';
 function requestOf(record: VersionRecord): { method: string; url: string } {
   switch (record.method) {
     case 'create':
-      return record.versionId === 1 ? { method: 'POST', url: record.type } : { method: 'PUT', url: `${record.type}/${record.id}` };
+      return { method: 'POST', url: record.type };
     case 'update':
       return { method: 'PUT', url: `${record.type}/${record.id}` };
     case 'patch':
@@ -28,7 +28,7 @@ function requestOf(record: VersionRecord): { method: string; url: string } {
 
 function statusOf(record: VersionRecord): string {
   if (record.deleted) return '204 No Content';
-  return record.versionId === 1 || record.method === 'create' ? '201 Created' : '200 OK';
+  return record.created ? '201 Created' : '200 OK';
 }
 
 function nonNegative(request: FhirRequest, name: string): number | undefined {

@@ -24,10 +24,10 @@ export async function update(services: FhirServices, request: FhirRequest, conte
     const current = await services.repository.index.current(type, id);
     checkIfMatch(request, current);
     const expectedVersion = current?.versionId ?? 0;
-    // Re-creating a deleted resource is a create (201, and recorded as one in history).
+    // A PUT is recorded as an update; the index marks versions that (re)create a resource, so history
+    // shows `PUT` with `201 Created` for update-as-create and re-creation after a delete.
     const created = !current || current.deleted;
-    const method = created ? 'create' : 'update';
-    const op = { method, type, id, resource: body, ...exactOf(request), expectedVersion } as const;
+    const op = { method: 'update', type, id, resource: body, ...exactOf(request), expectedVersion } as const;
     const [written] = await services.writer.commit([op], context);
     return writeResponse(request, created ? 201 : 200, written!.record, written!.resource, created ? 'Created' : 'Updated');
   });
@@ -50,7 +50,7 @@ export async function conditionalUpdate(
       }
       checkIfMatch(request, current);
       const [written] = await services.writer.commit(
-        [{ method: 'create', type, id, resource: body, ...exactOf(request), expectedVersion: current?.versionId ?? 0 }],
+        [{ method: 'update', type, id, resource: body, ...exactOf(request), expectedVersion: current?.versionId ?? 0 }],
         context,
       );
       return writeResponse(request, 201, written!.record, written!.resource, 'Created');

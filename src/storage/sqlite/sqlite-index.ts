@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS versions (
   version INTEGER NOT NULL,
   last_updated INTEGER NOT NULL,
   deleted INTEGER NOT NULL,
+  created INTEGER NOT NULL,
   method TEXT NOT NULL,
   cid TEXT NOT NULL,
   key_scope TEXT NOT NULL,
@@ -90,6 +91,7 @@ interface VersionRow {
   version: number;
   last_updated: number;
   deleted: number;
+  created: number;
   method: string;
   cid: string;
   key_scope: string;
@@ -103,13 +105,14 @@ function toRecord(row: VersionRow): VersionRecord {
     versionId: Number(row.version),
     lastUpdated: Number(row.last_updated),
     deleted: row.deleted === 1,
+    created: row.created === 1,
     method: row.method as WriteMethod,
     cid: row.cid,
     keyScope: row.key_scope,
   };
 }
 
-const VERSION_COLUMNS = 'v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v.method, v.cid, v.key_scope';
+const VERSION_COLUMNS = 'v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v.created, v.method, v.cid, v.key_scope';
 
 export class SqliteIndexStore implements IndexStore {
   readonly dataKeys: DataKeyStore;
@@ -251,9 +254,10 @@ export class SqliteIndexStore implements IndexStore {
     db.exec('BEGIN IMMEDIATE');
     try {
       for (const w of writes) {
-        const existing = this.#prepare('SELECT rid, version FROM resources WHERE type = ? AND id = ?').get(w.type, w.id) as
-          | { rid: number; version: number }
+        const existing = this.#prepare('SELECT rid, version, deleted FROM resources WHERE type = ? AND id = ?').get(w.type, w.id) as
+          | { rid: number; version: number; deleted: number }
           | undefined;
+        const created = !w.deleted && (!existing || existing.deleted === 1);
         const currentVersion = existing ? Number(existing.version) : 0;
         if (currentVersion !== w.expectedVersion || w.versionId !== currentVersion + 1) {
           throw storageError(
@@ -279,9 +283,9 @@ export class SqliteIndexStore implements IndexStore {
           rid = Number(result.lastInsertRowid);
         }
         const inserted = this.#prepare(
-          `INSERT INTO versions (rid, type, id, version, last_updated, deleted, method, cid, key_scope)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        ).run(rid, w.type, w.id, w.versionId, w.lastUpdated, w.deleted ? 1 : 0, w.method, w.cid, w.keyScope);
+          `INSERT INTO versions (rid, type, id, version, last_updated, deleted, created, method, cid, key_scope)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(rid, w.type, w.id, w.versionId, w.lastUpdated, w.deleted ? 1 : 0, created ? 1 : 0, w.method, w.cid, w.keyScope);
         if (w.anchor) {
           this.#prepare('INSERT INTO anchor_leaves (seq, leaf, salt) VALUES (?, ?, ?)').run(
             Number(inserted.lastInsertRowid),
@@ -298,6 +302,7 @@ export class SqliteIndexStore implements IndexStore {
           versionId: w.versionId,
           lastUpdated: w.lastUpdated,
           deleted: w.deleted,
+          created,
           method: w.method,
           cid: w.cid,
           keyScope: w.keyScope,

@@ -115,10 +115,7 @@ t.test('update as create with a client-chosen id', async (t) => {
     t.equal(again.json.meta.versionId, '2');
     const history = await s.fhir('GET', `${c.type}/${id}/_history`);
     t.match(history.json.entry[1].response.status, /^201\b/, 'version 1 was a create');
-    // The index records only "create", not which verb made it, so history reports a POST.
-    t.same(history.json.entry[1].request, { method: 'PUT', url: `${c.type}/${id}` }, 'made by PUT', {
-      todo: 'needs the HTTP verb of each version in the index (src/storage)',
-    });
+    t.same(history.json.entry[1].request, { method: 'PUT', url: `${c.type}/${id}` }, 'made by PUT');
   }
   const noId = await s.fhir('PUT', 'Patient/pat-2', TYPE_CASES[0]!.example());
   t.equal(noId.status, 400);
