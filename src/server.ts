@@ -83,6 +83,9 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     definitions,
     resourceTypes,
     baseUrl: config.baseUrl,
+    async loadBundle(record, signal) {
+      return JSON.parse(decoder.decode(await repository.load(record, { signal }))) as FhirResource;
+    },
     async loadResource(record, signal) {
       if (record.deleted) return undefined;
       const bundle = parseExact(decoder.decode(await repository.load(record, { signal }))) as {

@@ -10,6 +10,22 @@ import type { SearchRegistry } from './search/registry.ts';
 import type { Validator } from './validation/validator.ts';
 import type { Writer } from './writer.ts';
 
+/** The anchor pipeline as the FHIR layer sees it (absent when anchoring is off). */
+export interface AnchoringServices {
+  /** The server's pseudonym key for leaves. */
+  leafKey: Uint8Array;
+  chainId: number;
+  contract: string;
+  /** Resolve once version `seq` is in an anchored batch. */
+  waitFor(seq: number, signal?: AbortSignal): Promise<void>;
+  /** Versions written but not yet anchored. */
+  backlog(): Promise<number>;
+  /** Ask the contract (not the local index) whether and when a root was anchored. */
+  anchoredAt(root: Uint8Array): Promise<{ batchId: number; timestamp: number; blockNumber: number } | undefined>;
+  /** Ask the contract to check a leaf's inclusion proof against an anchored root. */
+  verifyLeaf(root: Uint8Array, leaf: Uint8Array, proof: Uint8Array[]): Promise<boolean>;
+}
+
 export interface FhirServices {
   repository: Repository;
   writer: Writer;
@@ -18,6 +34,9 @@ export interface FhirServices {
   definitions: ResourceDefinitions;
   resourceTypes: ReadonlySet<string>;
   baseUrl: string;
+  anchoring?: AnchoringServices;
+  /** The stored bundle (the resource version and its Provenance) of a version record, with plain numbers. */
+  loadBundle(record: VersionRecord, signal?: AbortSignal): Promise<FhirResource>;
   /** The stored resource of a version record (undefined for a deletion). */
   loadResource(record: VersionRecord, signal?: AbortSignal): Promise<FhirResource | undefined>;
 }

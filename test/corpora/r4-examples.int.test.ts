@@ -27,6 +27,21 @@ const EXCEPTIONS: Record<string, { status: number; issueCode: string; reason: st
       'Genuinely invalid: its nested display items lack linkId, which is 1..1 in R4 (the HL7 validator agrees); ' +
       'see test/fhir/validation/corpus-examples.test.ts.',
   },
+  ...Object.fromEntries(
+    [
+      'ActivityDefinition-blood-tubes-supply.json',
+      'ActivityDefinition-heart-valve-replacement.json',
+      'EventDefinition-example.json',
+      'Questionnaire-zika-virus-exposure-assessment.json',
+    ].map((file) => [
+      file,
+      {
+        status: 400,
+        issueCode: 'invariant',
+        reason: 'Genuinely invalid: a whitespace-only narrative breaks txt-2; see test/fhir/validation/corpus-examples.test.ts.',
+      },
+    ]),
+  ),
   'parameters-example.json': {
     status: 404,
     issueCode: 'not-supported',
