@@ -5,6 +5,7 @@
  * `_summary` / `_elements` / `_pretty` applied.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { VersionRecord } from '../storage/index-store.ts';
 import { FhirError, fhirError, operationOutcome, toFhirError } from './errors.ts';
 import { elementsList, isXml, negotiate, subset, summaryMode, type Summary } from './format.ts';
 import { hasInexactNumbers, mayNeedExactNumbers, parseExact } from './json.ts';
@@ -175,13 +176,25 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
           // `_summary` / `_elements`).
           const responseType = negotiate(request);
           const shape = { summary: summaryMode(request), elements: elementsList(request) };
-          const response = await route.handler(services, request, context(req));
+          const writeContext = { ...context(req), committed: [] as VersionRecord[] };
+          const response = await route.handler(services, request, writeContext);
+          await waitForAnchors(request, writeContext.committed);
           return send(reply, request, response, responseType, shape, req.method === 'HEAD');
         } catch (err) {
           return sendError(reply, req, err);
         }
       },
     });
+  }
+
+  /**
+   * `Prefer: anchor=wait` (a Vellum preference, like `respond-async`): answer a write only once
+   * its versions are in a batch mined on chain. Writes are otherwise acknowledged before anchoring.
+   */
+  async function waitForAnchors(request: FhirRequest, committed: VersionRecord[]): Promise<void> {
+    if (committed.length === 0 || !/(?:^|[;,\s])anchor\s*=\s*"?wait"?/.test(request.headers['prefer'] ?? '')) return;
+    if (!services.anchoring) throw fhirError(501, 'not-supported', 'VLM_ANCHOR_DISABLED', 'Anchoring is not enabled on this server');
+    for (const record of committed) await services.anchoring.waitFor(record.seq, request.signal);
   }
 
   function send(

@@ -15,6 +15,7 @@ import { search } from './interactions/search.ts';
 import { conditionalUpdate, update } from './interactions/update.ts';
 import { vread } from './interactions/vread.ts';
 import { validate } from './operations/validate.ts';
+import { verify } from './operations/verify.ts';
 
 export type Handler = (services: FhirServices, request: FhirRequest, context: WriteContext) => Promise<FhirResponse>;
 
@@ -44,6 +45,8 @@ export function fhirRoutes(statement: Record<string, unknown>): Route[] {
     { method: 'DELETE', path: '/:type/:id', interaction: 'delete', handler: deleteInteraction },
     { method: 'GET', path: '/:type/:id/_history', interaction: 'history-instance', handler: history },
     { method: 'GET', path: '/:type/:id/_history/:vid', interaction: 'vread', handler: vread },
+    { method: 'GET', path: '/:type/:id/$verify', interaction: 'operation', handler: verify },
+    { method: 'GET', path: '/:type/:id/_history/:vid/$verify', interaction: 'operation', handler: verify },
     { method: 'POST', path: '/:type/:id/$validate', interaction: 'operation', handler: validate },
   ];
 }

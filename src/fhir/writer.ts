@@ -32,6 +32,8 @@ export interface WriteOp {
 export interface WriteContext {
   agent: { display: string; reference?: string };
   signal?: AbortSignal;
+  /** Filled with every version committed for this request (e.g. to wait for its anchoring). */
+  committed?: VersionRecord[];
 }
 
 export interface Written {
@@ -126,6 +128,7 @@ export class Writer {
       { signal: context.signal },
     );
     const written = records.map((record, i) => ({ record, resource: pending[i]!.resource }));
+    context.committed?.push(...records);
     for (const step of this.#steps) await step.afterCommit?.(written, context);
     return written;
   }
