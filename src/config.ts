@@ -14,6 +14,22 @@ export interface Config {
   bodyLimit: number;
   masterKey: string | undefined;
   logLevel: string;
+  chain: ChainConfig;
+}
+
+/** Where versions are anchored: the in-process chain (default), an external JSON-RPC node, or nowhere. */
+export interface ChainConfig {
+  mode: 'embedded' | 'rpc' | 'off';
+  rpcUrl?: string;
+  /** Anchoring account key: from VELLUM_CHAIN_PRIVATE_KEY, or read from VELLUM_CHAIN_KEY_FILE at start. */
+  privateKey?: string;
+  keyFile?: string;
+  /** Registry address; absent = deploy on first start (and remember it in the data dir). */
+  contract?: string;
+  chainId?: number;
+  confirmations: number;
+  anchorIntervalMs: number;
+  anchorMaxLeaves: number;
 }
 
 export class ConfigError extends Error {
@@ -69,5 +85,35 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       throw new ConfigError('VELLUM_MASTER_KEY', 'must be 32 bytes as 64 hex digits or base64/base64url');
     }
   }
-  return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel };
+  return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel, chain: chainConfig(env) };
+}
+
+function chainConfig(env: NodeJS.ProcessEnv): ChainConfig {
+  const rpcUrl = env.VELLUM_CHAIN_RPC_URL?.trim() || undefined;
+  const rawMode = env.VELLUM_CHAIN?.trim() || (rpcUrl ? 'rpc' : 'embedded');
+  if (!['embedded', 'rpc', 'off'].includes(rawMode)) throw new ConfigError('VELLUM_CHAIN', 'must be embedded, rpc or off');
+  const mode = rawMode as ChainConfig['mode'];
+  const base = {
+    mode,
+    confirmations: integer(env, 'VELLUM_CHAIN_CONFIRMATIONS', 1, 1, 1000),
+    anchorIntervalMs: integer(env, 'VELLUM_ANCHOR_INTERVAL_MS', 1000, 10, 3_600_000),
+    anchorMaxLeaves: integer(env, 'VELLUM_ANCHOR_MAX_LEAVES', 1000, 1, 1_000_000),
+  };
+  if (mode !== 'rpc') return base;
+  if (!rpcUrl) throw new ConfigError('VELLUM_CHAIN_RPC_URL', 'is required when VELLUM_CHAIN=rpc');
+  try {
+    const url = new URL(rpcUrl);
+    if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) throw new Error('protocol');
+  } catch {
+    throw new ConfigError('VELLUM_CHAIN_RPC_URL', 'must be an http(s) or ws(s) URL');
+  }
+  const privateKey = env.VELLUM_CHAIN_PRIVATE_KEY?.trim() || undefined;
+  const keyFile = env.VELLUM_CHAIN_KEY_FILE?.trim() || undefined;
+  if (!privateKey && !keyFile) throw new ConfigError('VELLUM_CHAIN_PRIVATE_KEY', 'or VELLUM_CHAIN_KEY_FILE is required when VELLUM_CHAIN=rpc');
+  if (privateKey && !/^(0x)?[0-9a-fA-F]{64}$/.test(privateKey)) throw new ConfigError('VELLUM_CHAIN_PRIVATE_KEY', 'must be 32 bytes of hex');
+  const contract = env.VELLUM_CHAIN_CONTRACT?.trim() || undefined;
+  if (contract && !/^0x[0-9a-fA-F]{40}$/.test(contract)) throw new ConfigError('VELLUM_CHAIN_CONTRACT', 'must be a 0x-prefixed address');
+  const rawChainId = env.VELLUM_CHAIN_ID?.trim();
+  const chainId = rawChainId ? integer(env, 'VELLUM_CHAIN_ID', 0, 1, 2 ** 53 - 1) : undefined;
+  return { ...base, rpcUrl, privateKey, keyFile, contract, chainId };
 }

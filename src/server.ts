@@ -20,8 +20,10 @@ import type { FhirServices } from './fhir/services.ts';
 import { R4_RESOURCE_TYPES } from './fhir/validation/resource-types.ts';
 import { createValidator } from './fhir/validation/validator.ts';
 import { Writer } from './fhir/writer.ts';
+import { AnchorBatcher } from './chain/batcher.ts';
+import type { Ledger } from './chain/ledger.ts';
 import { JweCipher } from './storage/jwe-cipher.ts';
-import { keyScoper, loadMasterKey } from './storage/keys.ts';
+import { KEY_PURPOSE, deriveKey, keyScoper, loadMasterKey } from './storage/keys.ts';
 import { Repository } from './storage/repository.ts';
 import type { ReferenceRow } from './storage/search-types.ts';
 import { SqliteBlobStore } from './storage/sqlite/sqlite-blob-store.ts';
@@ -66,7 +68,24 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     return scopeOf(null);
   };
 
+  // The anchor pipeline: a ledger (embedded chain by default), and the batcher that drains the
+  // leaves each write queues in the index.
+  const ledger = await openLedger(config);
+  const leafKey = ledger ? deriveKey(masterKey, KEY_PURPOSE.leafPseudonym) : undefined;
+  const batcher = ledger
+    ? new AnchorBatcher({
+        queue: index,
+        manifests: blobs,
+        ledger,
+        intervalMs: config.chain.anchorIntervalMs,
+        maxLeaves: config.chain.anchorMaxLeaves,
+        onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code } }, 'anchoring round failed; will retry'),
+      })
+    : undefined;
+
   const writer = new Writer({
+    leafKey,
+    steps: batcher ? [{ name: 'anchor', afterCommit: async (written) => batcher.notify(written.length) }] : [],
     repository,
     validate: (resource, type) => validator.validate(resource, type),
     extract: (resource) => extractor.extract(resource),
@@ -83,6 +102,19 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     definitions,
     resourceTypes,
     baseUrl: config.baseUrl,
+    ...(ledger && batcher && leafKey
+      ? {
+          anchoring: {
+            leafKey,
+            chainId: ledger.chainId,
+            contract: ledger.contract,
+            waitFor: (seq, signal) => batcher.waitFor(seq, signal),
+            backlog: () => batcher.backlog(),
+            anchoredAt: (root) => ledger.anchoredAt(root),
+            verifyLeaf: (root, leaf, proof) => ledger.verifyLeaf(root, leaf, proof),
+          },
+        }
+      : {}),
     async loadBundle(record, signal) {
       return JSON.parse(decoder.decode(await repository.load(record, { signal }))) as FhirResource;
     },
@@ -147,16 +179,29 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     );
   });
   app.get('/health', async () => ({ status: 'ok' }));
+  // Ready = storage reachable. The chain may be down (writes are then queued): reported, not fatal.
   app.get('/ready', async (_request, reply) => {
     try {
       await index.ping();
       await blobs.has('bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku');
-      return { status: 'ready' };
     } catch {
       return reply.code(503).send({ status: 'unavailable' });
     }
+    if (!ledger) return { status: 'ready', chain: 'off' };
+    const chain = await ledger.ping().then(
+      () => 'ok',
+      () => 'unavailable',
+    );
+    return { status: 'ready', chain, anchorBacklog: await index.backlog() };
+  });
+  // Prometheus text exposition of the anchor backlog (versions written but not yet anchored).
+  app.get('/metrics', async (_request, reply) => {
+    const lines = ['# HELP vellum_anchor_backlog Resource versions written but not yet anchored on chain.', '# TYPE vellum_anchor_backlog gauge'];
+    lines.push(`vellum_anchor_backlog ${ledger ? await index.backlog() : 0}`);
+    return reply.type('text/plain; version=0.0.4').send(lines.join('\n') + '\n');
   });
   await app.register(fhirPlugin, { prefix: '/fhir', services, routes: fhirRoutes(statement) });
+  batcher?.start();
 
   let closed = false;
   return {
@@ -167,7 +212,42 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       closed = true;
       closing = true;
       await app.close();
+      await batcher?.stop();
+      await ledger?.close();
       await repository.close();
     },
   };
+}
+
+/** Open the ledger the configuration names (undefined when anchoring is off). */
+async function openLedger(config: Config): Promise<Ledger | undefined> {
+  const chain = config.chain;
+  if (chain.mode === 'off') return undefined;
+  if (chain.mode === 'embedded') {
+    const { openEmbeddedLedger } = await import('./chain/embedded-chain.ts');
+    return openEmbeddedLedger({ dataDir: config.dataDir });
+  }
+  const { openRpcLedger } = await import('./chain/rpc-chain.ts');
+  const privateKey = chain.privateKey ?? (await fs.readFile(chain.keyFile!, 'utf8')).trim();
+  // Deploy on first start and remember the address, so a restart uses the same registry.
+  const remembered = path.join(config.dataDir, 'chain-contract.json');
+  let contract = chain.contract;
+  if (!contract) {
+    try {
+      const saved = JSON.parse(await fs.readFile(remembered, 'utf8')) as { rpcUrl: string; contract: string };
+      if (saved.rpcUrl === chain.rpcUrl) contract = saved.contract;
+    } catch {
+      // first start: deploy below
+    }
+  }
+  const ledger = await openRpcLedger({
+    rpcUrl: chain.rpcUrl!,
+    privateKey: privateKey.startsWith('0x') ? privateKey : `0x${privateKey}`,
+    contract,
+    deploy: contract === undefined,
+    chainId: chain.chainId,
+    confirmations: chain.confirmations,
+  });
+  if (!contract) await fs.writeFile(remembered, JSON.stringify({ rpcUrl: chain.rpcUrl, contract: ledger.contract }) + '\n', { mode: 0o600 });
+  return ledger;
 }

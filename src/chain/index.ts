@@ -6,6 +6,13 @@
  * cache, and the embedded in-process chain used by default. It talks to the chain and to
  * nothing else of Vellum's: it never imports `src/fhir` or `src/storage`; the composition root
  * passes it what it needs (a key, a signer, a store interface).
+ *
+ * The ledger (`ledger.ts`) is the chain as the rest of Vellum sees it: `openEmbeddedLedger`
+ * (`embedded-chain.ts`: in-process EDR chain rebuilt at start from its transaction log,
+ * `transaction-log.ts`) or `openRpcLedger` (`rpc-chain.ts`: any JSON-RPC node), both a
+ * registry client (`contract-ledger.ts`, `registry.ts`, over the bytecode and ABI generated into
+ * `generated/`) sending through one nonce-owning `Sender` per account (`sender.ts`) over
+ * classified JSON-RPC (`rpc.ts`). Every error is a coded ChainError (`errors.ts`).
  */
 export {
   LEAF_DOMAIN,
@@ -38,3 +45,9 @@ export {
   type MerkleArgumentError,
   type MerkleTree,
 } from './merkle.ts';
+export { ChainError, chainError, isChainError, type ChainErrorCategory, type ChainErrorCode } from './errors.ts';
+export type { AnchorReceipt, Ledger } from './ledger.ts';
+export { openEmbeddedLedger, type EmbeddedLedger, type EmbeddedLedgerOptions } from './embedded-chain.ts';
+export { openRpcLedger, type RpcLedger, type RpcLedgerOptions } from './rpc-chain.ts';
+export { Sender, type SendJob, type SenderEvent, type SenderJournal, type SenderOptions, type SignedTransaction } from './sender.ts';
+export { DEFAULT_RETRY, type RetryPolicy } from './rpc.ts';

@@ -257,38 +257,47 @@ export class Sender {
       }
       while (!landed && inflight) {
         const current: InFlight = inflight;
-        let outcome: Outcome;
+        let step: Landed<R> | 'lost' | undefined;
         try {
-          outcome = await this.#awaitMining(current);
+          step = await this.#follow(job, current);
         } catch (err) {
-          this.#orphans.set(job.key, current);
+          // Broadcast, then lost sight of: remember it, so the next send of this key adopts it.
+          if (isChainError(err, 'VLM_CHAIN_UNAVAILABLE')) this.#orphans.set(job.key, current);
           throw err;
         }
-        if (outcome.kind === 'mined') {
-          const receipt = outcome.receipt;
-          const status = receipt.status === undefined ? 1 : quantity(receipt.status);
-          this.#emit({ type: 'mined', key: job.key, hash: receipt.transactionHash, blockNumber: quantity(receipt.blockNumber), status });
-          if (status === 1) {
-            landed = {
-              result: await this.#retrying(() => job.fromReceipt(receipt)),
-              txHash: receipt.transactionHash,
-              blockNumber: quantity(receipt.blockNumber),
-              blockHash: receipt.blockHash,
-            };
-          } else {
-            landed = await this.#retrying(() => job.lookup());
-            if (!landed) throw chainError('VLM_CHAIN_REVERTED', 'fault', `transaction ${receipt.transactionHash} reverted`);
-          }
-        } else if (outcome.kind === 'stuck') {
-          landed = await this.#exclusive(() => this.#replace(job, current));
-        } else {
-          inflight = undefined; // our nonce went to someone else's transaction: start over
-        }
+        if (step === 'lost') inflight = undefined; // our nonce went to someone else's transaction: start over
+        else landed = step;
       }
       if (!landed) continue;
       if (await this.#confirmed(landed)) return landed.result;
       // The block was reorganised away: wait for the transaction again (or start over).
     }
+  }
+
+  /**
+   * One round of following `inflight`: wait for a receipt (→ where the job landed), or replace
+   * the transaction when stuck (→ undefined, or where the job landed meanwhile), or report that
+   * its nonce went to a transaction that is not ours (→ 'lost').
+   */
+  async #follow<R>(job: SendJob<R>, inflight: InFlight): Promise<Landed<R> | 'lost' | undefined> {
+    const outcome = await this.#awaitMining(inflight);
+    if (outcome.kind === 'stuck') return this.#exclusive(() => this.#replace(job, inflight));
+    if (outcome.kind === 'lost') return 'lost';
+    const receipt = outcome.receipt;
+    const status = receipt.status === undefined ? 1 : quantity(receipt.status);
+    this.#emit({ type: 'mined', key: job.key, hash: receipt.transactionHash, blockNumber: quantity(receipt.blockNumber), status });
+    if (status === 1) {
+      return {
+        result: await this.#retrying(() => job.fromReceipt(receipt)),
+        txHash: receipt.transactionHash,
+        blockNumber: quantity(receipt.blockNumber),
+        blockHash: receipt.blockHash,
+      };
+    }
+    // Reverted: an identical effect by someone else may have won the race.
+    const landed = await this.#retrying(() => job.lookup());
+    if (!landed) throw chainError('VLM_CHAIN_REVERTED', 'fault', `transaction ${receipt.transactionHash} reverted`);
+    return landed;
   }
 
   /** Lookup, estimate, then (locked) sign and broadcast a new transaction for `job`. */
@@ -350,7 +359,10 @@ export class Sender {
   async #estimate(job: SendJob<unknown>): Promise<bigint> {
     const request: Record<string, string> = { from: this.address, data: job.data };
     if (job.to !== null) request.to = job.to;
-    const estimate = BigInt(await this.#retrying(() => this.#o.rpc.request<string>('eth_estimateGas', [request])));
+    // Against the latest block, not the pending one (EDR's default): a transaction of someone
+    // else's still in the pool must not make ours fail here; if both are mined, ours reverts and
+    // the lookup that follows returns theirs.
+    const estimate = BigInt(await this.#retrying(() => this.#o.rpc.request<string>('eth_estimateGas', [request, 'latest'])));
     return (estimate * GAS_HEADROOM_PERCENT + 99n) / 100n;
   }
 

@@ -19,6 +19,7 @@ export const KEY_PURPOSE = {
   keyScope: 'vellum/v1/key-scope-pseudonym',
   binding: 'vellum/v1/envelope-binding',
   dataKeyWrap: 'vellum/v1/data-key-wrap',
+  leafPseudonym: 'vellum/v1/anchor-leaf-pseudonym',
 } as const;
 
 /** Key scope of resources outside any patient compartment. */

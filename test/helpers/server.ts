@@ -26,7 +26,9 @@ export interface TestServer extends Vellum {
 /** Start a Vellum on a temporary data dir; closed and removed when the test ends. */
 export async function startTestServer(t: Test, env: Record<string, string> = {}): Promise<TestServer> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-test-'));
-  const config = loadConfig({ VELLUM_DATA_DIR: dataDir, PORT: '8080', ...env });
+  // Anchoring is off unless a test asks for it (VELLUM_CHAIN=embedded): HTTP-semantics tests do not
+  // need a chain, and the anchoring tests and every `npm start`-style process test run the default.
+  const config = loadConfig({ VELLUM_DATA_DIR: dataDir, PORT: '8080', VELLUM_CHAIN: 'off', ...env });
   const vellum = await createVellum(config, { logger: false });
   t.teardown(async () => {
     await vellum.close();

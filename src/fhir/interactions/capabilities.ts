@@ -13,6 +13,11 @@ const TYPE_INTERACTIONS = ['read', 'vread', 'update', 'patch', 'delete', 'histor
 
 /** Build the CapabilityStatement once; it only changes with the code. */
 export function buildCapabilityStatement(services: FhirServices, supportedParams: (type: string) => { name: string; type: string; definition?: string }[]) {
+  const operations = [
+    { name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },
+    // $verify works only when versions are anchored.
+    ...(services.anchoring ? [{ name: 'verify', definition: 'https://vellum.dev/fhir/OperationDefinition/verify' }] : []),
+  ];
   const resource = [...services.resourceTypes].sort().map((type) => ({
     type,
     profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
@@ -25,7 +30,7 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
     conditionalUpdate: true,
     conditionalDelete: 'single',
     searchParam: supportedParams(type),
-    operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }],
+    operation: operations,
   }));
   return {
     resourceType: 'CapabilityStatement',
@@ -43,7 +48,7 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
         mode: 'server',
         resource,
         interaction: [{ code: 'history-system' }],
-        operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }],
+        operation: operations,
       },
     ],
   };

@@ -21,6 +21,17 @@
  * (test/storage/sqlite/search-sql.test.ts prints it): `subject=Patient/x` well under 1 ms,
  * `code=s|c&date=ge2020&_count=50` (5k code matches) under 10 ms, totals included.
  *
+ * OR lists: the values of one parameter are bound as one JSON array per value group (see
+ * `groupsOf`) and read with `json_each`, e.g. `(s.code, s.system) IN (SELECT j.value->>0,
+ * j.value->>1 FROM json_each(?) j)` for `code=s1|c1,s2|c2,…`, so a list of any length is one
+ * bound parameter, one SQL text and one cached statement; every value stays bound. Range kinds
+ * (date, number, quantity, `_lastUpdated`) keep one predicate per value, and long OR and AND
+ * lists nest as balanced trees (`nest`), so no search reaches SQLite's expression depth (1,000)
+ * or compound SELECT (500) limits; 1,000-value lists run in a few ms on 20k resources
+ * (test/storage/sqlite/search-sql-lists.test.ts prints timings and checks the query plans).
+ * A search that still exceeds one of SQLite's limits raises VLM_INDEX_QUERY_TOO_COMPLEX
+ * ('invalid', see `queryLimitError`).
+ *
  * Default order: `r.type, r.id` — deterministic, index-backed, and unaffected by updates
  * (an update does not move a resource between pages). Sort keys always end with that
  * tiebreak. For a multi-valued parameter the lowest value sorts ascending and the highest
@@ -31,6 +42,7 @@
  */
 
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
+import { storageError, type StorageError } from '../errors.ts';
 import {
   normalizeSearchText,
   type IndexClause,
@@ -143,17 +155,28 @@ export class SearchSql {
     for (const kind of KINDS) this.#statement(`DELETE FROM search_${kind} WHERE rid = ?`).run(rid);
   }
 
-  /** Run a search: one page of hits in the planned order. */
+  /**
+   * Run a search: one page of hits in the planned order. A search beyond SQLite's limits on one
+   * statement raises VLM_INDEX_QUERY_TOO_COMPLEX ('invalid'); other errors propagate unchanged.
+   */
   search(q: IndexQuery): SearchHit[] {
-    const { sql, params } = planSearch(q);
-    return this.#statement(sql).all(...params).map(toHit);
+    try {
+      const { sql, params } = planSearch(q);
+      return this.#statement(sql).all(...params).map(toHit);
+    } catch (err) {
+      throw queryLimitError(err) ?? err;
+    }
   }
 
-  /** Count all matches of a search, ignoring sort and paging. */
+  /** Count all matches of a search, ignoring sort and paging (errors as `search`). */
   count(q: IndexQuery): number {
-    const { sql, params } = planCount(q);
-    const row = this.#statement(sql).get(...params);
-    return Number(row?.['n'] ?? 0);
+    try {
+      const { sql, params } = planCount(q);
+      const row = this.#statement(sql).get(...params);
+      return Number(row?.['n'] ?? 0);
+    } catch (err) {
+      throw queryLimitError(err) ?? err;
+    }
   }
 
   #statement(sql: string): StatementSync {
@@ -172,6 +195,40 @@ export class SearchSql {
     }
     return stmt;
   }
+}
+
+/** SQLITE_ERROR and SQLITE_TOOBIG (primary result codes; node:sqlite reports them as `errcode`). */
+const SQLITE_ERROR = 1;
+const SQLITE_TOOBIG = 18;
+
+/**
+ * SQLite's messages for a statement beyond its compile-time limits (https://sqlite.org/limits.html):
+ * expression depth, compound SELECT terms, bound variables, parser stack, function arguments,
+ * LIKE pattern length, joined tables, statement or value size. The same result code (SQLITE_ERROR)
+ * also reports genuine faults ("no such table", "no such column"), so both must match.
+ */
+const LIMIT_MESSAGE =
+  /^(?:Expression tree is too large|too many terms in compound SELECT|too many SQL variables|parser stack overflow|too many arguments on function|LIKE or GLOB pattern too complex|at most \d+ tables in a join|too many FROM clause terms|too many references to|string or blob too big)/;
+
+/**
+ * The storage error for a SQLite error raised because one search statement exceeds SQLite's limits:
+ * VLM_INDEX_QUERY_TOO_COMPLEX, category 'invalid' (the request, not the server, is at fault).
+ * Undefined for anything else (a closed, busy or corrupt database, a schema fault), which keeps
+ * its own handling.
+ */
+export function queryLimitError(err: unknown): StorageError | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const { code, errcode } = err as { code?: unknown; errcode?: unknown };
+  if (code !== 'ERR_SQLITE_ERROR' || typeof errcode !== 'number') return undefined;
+  const primary = errcode & 0xff;
+  if (primary !== SQLITE_ERROR && primary !== SQLITE_TOOBIG) return undefined;
+  if (!LIMIT_MESSAGE.test(err.message)) return undefined;
+  return storageError(
+    'VLM_INDEX_QUERY_TOO_COMPLEX',
+    'invalid',
+    'The search is too complex for the index: use fewer parameters or values',
+    err,
+  );
 }
 
 /** Insert the search rows of `rid` (prepares statements each call; prefer `SearchSql` on hot paths). */
@@ -248,7 +305,42 @@ function whereSql(q: IndexQuery, b: Binder): string {
   // IN list for every resource of the type: rows come from the driver by rowid instead.
   if (q.resourceType !== null) parts.push(`${driver >= 0 ? '+' : ''}r.type = ${b.bind(q.resourceType)}`);
   q.where.forEach((clause, i) => parts.push(clauseSql(clause, i === driver, b)));
-  return parts.join(' AND ');
+  return nest(parts, 'AND');
+}
+
+/**
+ * Longest flat `a AND b AND …` / `a OR b OR …` chain; longer lists nest as a balanced tree. A chain
+ * of n terms is an expression n deep and SQLite refuses depth > 1,000 ("Expression tree is too
+ * large"); balanced, 1,000 terms are about 16 + log2(1000/16) deep.
+ */
+const FLAT_TERMS = 16;
+
+/** Join self-contained terms (atoms, or parenthesised) with `op`, as a balanced tree when long. */
+function nest(terms: readonly string[], op: 'AND' | 'OR'): string {
+  if (terms.length <= FLAT_TERMS) return terms.join(` ${op} `);
+  const mid = Math.ceil(terms.length / 2);
+  return `(${nest(terms.slice(0, mid), op)}) ${op} (${nest(terms.slice(mid), op)})`;
+}
+
+/** OR of predicates that may themselves contain AND, as one self-contained (parenthesised) term. */
+function or(terms: readonly string[]): string {
+  return terms.length === 1 ? terms[0]! : `(${nest(terms.map((t) => `(${t})`), 'OR')})`;
+}
+
+/**
+ * Most SELECTs in one compound; longer unions nest (SQLite refuses more than 500 terms: "too many
+ * terms in compound SELECT"). A driving clause has a handful of value groups (see `rowGroups`),
+ * so this only guards against IndexQuery shapes the FHIR parser does not produce.
+ */
+const COMPOUND_TERMS = 64;
+
+function unionAll(selects: readonly string[]): string {
+  if (selects.length <= COMPOUND_TERMS) return selects.join(' UNION ALL ');
+  const chunks: string[] = [];
+  for (let i = 0; i < selects.length; i += COMPOUND_TERMS) {
+    chunks.push(`SELECT rid FROM (${selects.slice(i, i + COMPOUND_TERMS).join(' UNION ALL ')})`);
+  }
+  return unionAll(chunks);
 }
 
 /** Rank how selective a clause's index lookup probably is (0 = do not drive from it). */
@@ -293,37 +385,37 @@ function chooseDriver(clauses: readonly IndexClause[]): number {
 
 function clauseSql(clause: IndexClause, driving: boolean, b: Binder): string {
   if (clause.anyOf.length === 0) return clause.negate ? '1' : '0';
-  let sql: string;
-  if (driving) {
-    // chooseDriver only picks clauses made of row conditions.
-    const selects = clause.anyOf.filter(isRowCondition).map((c) => {
-      const { table, pred } = rowPredicate(c, b);
-      return `SELECT s.rid FROM search_${table} s WHERE ${pred}`;
-    });
-    sql = `r.rid IN (${selects.join(' UNION ALL ')})`;
-  } else {
-    sql = clause.anyOf.map((c) => conditionSql(c, b)).join(' OR ');
-  }
+  // chooseDriver only picks clauses made of row conditions.
+  const sql = driving
+    ? `r.rid IN (${unionAll(rowGroups(clause.anyOf.filter(isRowCondition)).map((g) => g.drive(b)))})`
+    : anyOfSql(clause.anyOf, b);
   return clause.negate ? `NOT (${sql})` : `(${sql})`;
 }
 
-function conditionSql(c: IndexCondition, b: Binder): string {
-  switch (c.kind) {
-    case 'id':
-      return `r.id = ${b.bind(c.id)}`;
-    case 'type':
-      return `r.type = ${b.bind(c.type)}`;
-    case 'lastUpdated':
-      return rangeSql(c.prefix, 'r.last_updated', 'r.last_updated', c.low, c.high, b);
-    case 'missing': {
+/**
+ * The OR of a clause's conditions on the candidate `r`: `_id` and `_type` lists as one bound JSON
+ * list each, and one probe per (kind, param) of the resource's index rows, testing every value
+ * group of that parameter (`rowGroups`) on each row.
+ */
+function anyOfSql(conditions: readonly IndexCondition[], b: Binder): string {
+  const terms: string[] = [];
+  const ids = conditions.flatMap((c) => (c.kind === 'id' ? [c.id] : []));
+  if (ids.length) terms.push(`r.id IN ${jsonList(ids, b)}`);
+  const types = conditions.flatMap((c) => (c.kind === 'type' ? [c.type] : []));
+  if (types.length) terms.push(`r.type IN ${jsonList(types, b)}`);
+  for (const c of conditions) {
+    if (c.kind === 'lastUpdated') terms.push(rangeSql(c.prefix, 'r.last_updated', 'r.last_updated', c.low, c.high, b));
+    else if (c.kind === 'missing') {
       const exists = `EXISTS (SELECT 1 FROM ${perResource(c.of)} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)})`;
-      return c.missing ? `NOT ${exists}` : exists;
-    }
-    default: {
-      const { table, pred } = rowPredicate(c, b);
-      return `EXISTS (SELECT 1 FROM ${perResource(table)} WHERE s.rid = r.rid AND ${pred})`;
+      terms.push(c.missing ? `NOT ${exists}` : exists);
     }
   }
+  for (const { table, param, groups } of groupByParam(rowGroups(conditions.filter(isRowCondition)))) {
+    terms.push(
+      `EXISTS (SELECT 1 FROM ${perResource(table)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)} AND ${or(groups.map((g) => g.probe(b)))})`,
+    );
+  }
+  return or(terms);
 }
 
 /**
@@ -341,57 +433,185 @@ function isRowCondition(c: IndexCondition): c is RowCondition {
   return c.kind !== 'id' && c.kind !== 'type' && c.kind !== 'lastUpdated' && c.kind !== 'missing';
 }
 
-function rowPredicate(c: RowCondition, b: Binder): { table: SearchKind; pred: string } {
-  return { table: c.kind, pred: `s.param = ${b.bind(c.param)} AND ${valuePredicate(c, b)}` };
+/**
+ * Values of one parameter that one predicate tests together: an OR list of any length is one
+ * group, its values one bound JSON array read with `json_each`, so the SQL text (and the cached
+ * statement) does not depend on how many values the list has.
+ */
+interface RowGroup {
+  readonly table: SearchKind;
+  readonly param: string;
+  /** `SELECT s.rid …` of the matching rows, read from the `(param, value…, rid)` index: the driving clause. */
+  drive(b: Binder): string;
+  /** A predicate on one row `s` of `param` of the candidate resource: the per-resource probe. */
+  probe(b: Binder): string;
 }
 
-function valuePredicate(c: RowCondition, b: Binder): string {
-  switch (c.kind) {
+/**
+ * A group tested by one predicate on `s`. `seek` is '' when the predicate drives (SQLite seeks the
+ * value index with it, an IN list once per value) and '+' in a probe, where the candidate's few
+ * rows of the parameter are read by `(rid, param)` and each is looked up in the list instead:
+ * seeking `(rid, param, value)` once per list value costs list × candidates (measured: 100 ms for
+ * 1,000 identifiers on 1,000 candidates, 2 ms as a lookup).
+ */
+function predicateGroup(table: SearchKind, param: string, pred: (b: Binder, seek: '' | '+') => string): RowGroup {
+  return {
+    table,
+    param,
+    drive: (b) => `SELECT s.rid FROM search_${table} s WHERE s.param = ${b.bind(param)} AND ${pred(b, '')}`,
+    probe: (b) => pred(b, '+'),
+  };
+}
+
+/**
+ * Rows whose `column` starts with one of `prefixes` (`x >= p AND x < p || U+10FFFF`, see MAX_CODE_POINT).
+ * Driving, the JSON list is the outer loop and each prefix one range of the value index; probing,
+ * the candidate's row is tested against the list. An empty prefix matches any value.
+ */
+function prefixGroups(table: SearchKind, param: string, column: string, prefixes: readonly string[]): RowGroup[] {
+  const groups: RowGroup[] = [];
+  if (prefixes.includes('')) groups.push(predicateGroup(table, param, () => `s.${column} IS NOT NULL`));
+  const values = prefixes.filter((p) => p !== '');
+  if (values.length === 0) return groups;
+  const inRange = `s.${column} >= j.value AND s.${column} < j.value || char(${MAX_CODE_POINT})`;
+  groups.push({
+    table,
+    param,
+    drive: (b) =>
+      `SELECT s.rid FROM json_each(${bindJson(values, b)}) j CROSS JOIN search_${table} s WHERE s.param = ${b.bind(param)} AND ${inRange}`,
+    probe: (b) => `EXISTS (SELECT 1 FROM json_each(${bindJson(values, b)}) j WHERE ${inRange})`,
+  });
+  return groups;
+}
+
+/** `(SELECT value FROM json_each(?))`: a list of strings as one bound parameter. */
+function jsonList(values: readonly string[], b: Binder): string {
+  return `(SELECT value FROM json_each(${bindJson(values, b)}))`;
+}
+
+/** `(SELECT j.value->>0, j.value->>1 FROM json_each(?) j)`: a list of string pairs as one bound parameter. */
+function jsonPairs(pairs: readonly (readonly [string, string])[], b: Binder): string {
+  return `(SELECT j.value->>0, j.value->>1 FROM json_each(${bindJson(pairs, b)}) j)`;
+}
+
+/** Bind a JSON array of distinct values (by their JSON text). */
+function bindJson(values: readonly unknown[], b: Binder): string {
+  return b.bind(`[${[...new Set(values.map((v) => JSON.stringify(v)))].join(',')}]`);
+}
+
+/** Split row conditions into value groups, per (kind, param), in order of first appearance. */
+function rowGroups(conditions: readonly RowCondition[]): RowGroup[] {
+  const byParam = new Map<string, RowCondition[]>();
+  for (const c of conditions) {
+    const key = `${c.kind}\u0000${c.param}`;
+    const list = byParam.get(key);
+    if (list) list.push(c);
+    else byParam.set(key, [c]);
+  }
+  return [...byParam.values()].flatMap((list) => groupsOf(list[0]!.kind, list[0]!.param, list));
+}
+
+function groupByParam(groups: readonly RowGroup[]): { table: SearchKind; param: string; groups: RowGroup[] }[] {
+  const out = new Map<string, { table: SearchKind; param: string; groups: RowGroup[] }>();
+  for (const g of groups) {
+    const key = `${g.table}\u0000${g.param}`;
+    const entry = out.get(key);
+    if (entry) entry.groups.push(g);
+    else out.set(key, { table: g.table, param: g.param, groups: [g] });
+  }
+  return [...out.values()];
+}
+
+function ofKind<K extends RowCondition['kind']>(conditions: readonly RowCondition[], kind: K): Extract<RowCondition, { kind: K }>[] {
+  return conditions.filter((c): c is Extract<RowCondition, { kind: K }> => c.kind === kind);
+}
+
+/** The value groups of one parameter's conditions (all of kind `kind`). */
+function groupsOf(kind: SearchKind, param: string, conditions: readonly RowCondition[]): RowGroup[] {
+  const groups: RowGroup[] = [];
+  const list = (pred: (b: Binder, seek: '' | '+') => string) => groups.push(predicateGroup(kind, param, pred));
+  switch (kind) {
     case 'string': {
-      if (c.op === 'exact') return `s.norm = ${b.bind(normalizeSearchText(c.value))} AND s.exact = ${b.bind(c.value)}`;
-      if (c.op === 'contains') return `s.norm LIKE ${b.bind(`%${escapeLike(c.value)}%`)} ESCAPE '\\'`;
-      return prefixSql('s.norm', c.value, b);
+      const cs = ofKind(conditions, 'string');
+      groups.push(...prefixGroups(kind, param, 'norm', cs.filter((c) => c.op === 'starts').map((c) => c.value)));
+      const exact = cs.filter((c) => c.op === 'exact').map((c) => [normalizeSearchText(c.value), c.value] as const);
+      if (exact.length) list((b, p) => `(${p}s.norm, ${p}s.exact) IN ${jsonPairs(exact, b)}`);
+      const contains = cs.filter((c) => c.op === 'contains').map((c) => `%${escapeLike(c.value)}%`);
+      if (contains.length) list((b) => `EXISTS (SELECT 1 FROM json_each(${bindJson(contains, b)}) j WHERE s.norm LIKE j.value ESCAPE '\\')`);
+      break;
     }
     case 'token': {
-      if (c.text !== undefined) return prefixSql('s.text', c.text, b);
-      const parts: string[] = [];
-      if (c.code !== undefined) parts.push(`s.code = ${b.bind(c.code)}`);
-      else parts.push('s.code IS NOT NULL');
-      if (c.system === null) parts.push('s.system IS NULL');
-      else if (c.system !== undefined) parts.push(`s.system = ${b.bind(c.system)}`);
-      return parts.join(' AND ');
+      const cs = ofKind(conditions, 'token');
+      const texts = cs.flatMap((c) => (c.text !== undefined ? [c.text] : []));
+      groups.push(...prefixGroups(kind, param, 'text', texts));
+      const coded = cs.filter((c) => c.text === undefined);
+      // `code` (any system), `|code` (no system), `system|code`; then `system|` (any code).
+      const anySystem = coded.flatMap((c) => (c.code !== undefined && c.system === undefined ? [c.code] : []));
+      if (anySystem.length) list((b, p) => `${p}s.code IN ${jsonList(anySystem, b)}`);
+      const noSystem = coded.flatMap((c) => (c.code !== undefined && c.system === null ? [c.code] : []));
+      if (noSystem.length) list((b, p) => `${p}s.code IN ${jsonList(noSystem, b)} AND s.system IS NULL`);
+      const pairs = coded.flatMap((c) => (c.code !== undefined && typeof c.system === 'string' ? [[c.code, c.system] as const] : []));
+      if (pairs.length) list((b, p) => `(${p}s.code, ${p}s.system) IN ${jsonPairs(pairs, b)}`);
+      const systems = coded.flatMap((c) => (c.code === undefined && typeof c.system === 'string' ? [c.system] : []));
+      if (systems.length) list((b, p) => `s.code IS NOT NULL AND ${p}s.system IN ${jsonList(systems, b)}`);
+      if (coded.some((c) => c.code === undefined && c.system === null)) list(() => 's.code IS NOT NULL AND s.system IS NULL');
+      if (coded.some((c) => c.code === undefined && c.system === undefined)) list(() => 's.code IS NOT NULL');
+      break;
     }
-    case 'date':
-      return rangeSql(c.prefix, 's.low', 's.high', c.low, c.high, b);
     case 'reference': {
-      if ('url' in c) return `s.url = ${b.bind(c.url)}`;
-      const id = `s.target_id = ${b.bind(c.id)}`;
-      if (c.types.length === 0) return id;
-      return `${id} AND s.target_type IN (${c.types.map((t) => b.bind(t)).join(', ')})`;
-    }
-    case 'number':
-      return numberSql(c.prefix, 's.value', c.value, c.low, c.high, b);
-    case 'quantity': {
-      const parts = [numberSql(c.prefix, 's.value', c.value, c.low, c.high, b)];
-      if (c.system !== undefined) parts.push(`s.system = ${b.bind(c.system)}`);
-      if (c.code !== undefined) parts.push(`(s.code = ${b.bind(c.code)} OR s.unit = ${b.bind(c.code)})`);
-      return parts.join(' AND ');
+      const cs = ofKind(conditions, 'reference');
+      const urls = cs.flatMap((c) => ('url' in c ? [c.url] : []));
+      if (urls.length) list((b, p) => `${p}s.url IN ${jsonList(urls, b)}`);
+      const local = cs.flatMap((c) => ('url' in c ? [] : [c]));
+      const anyType = local.filter((c) => c.types.length === 0).map((c) => c.id);
+      if (anyType.length) list((b, p) => `${p}s.target_id IN ${jsonList(anyType, b)}`);
+      const typed = local.flatMap((c) => (c.types.length === 1 ? [[c.id, c.types[0]!] as const] : []));
+      if (typed.length) list((b, p) => `(${p}s.target_id, ${p}s.target_type) IN ${jsonPairs(typed, b)}`);
+      // Plain ids share the parameter's target types: one group per distinct set of types.
+      const byTypes = new Map<string, { types: string[]; ids: string[] }>();
+      for (const c of local.filter((c) => c.types.length > 1)) {
+        const types = [...new Set(c.types)].sort();
+        const key = JSON.stringify(types);
+        const entry = byTypes.get(key) ?? { types, ids: [] };
+        entry.ids.push(c.id);
+        byTypes.set(key, entry);
+      }
+      for (const { types, ids } of byTypes.values()) {
+        list((b, p) => `${p}s.target_id IN ${jsonList(ids, b)} AND ${p}s.target_type IN ${jsonList(types, b)}`);
+      }
+      break;
     }
     case 'uri': {
-      if (c.op === 'above') return `s.value IN (${c.prefixes.map((p) => b.bind(p)).join(', ')})`;
-      if (c.op === 'below') return prefixSql('s.value', c.value, b);
-      return `s.value = ${b.bind(c.value)}`;
+      const cs = ofKind(conditions, 'uri');
+      // `above` matches the value or one of its ancestors exactly: one list with the `eq` values.
+      const exact = cs.flatMap((c) => (c.op === 'above' ? c.prefixes : c.op === 'eq' ? [c.value] : []));
+      if (exact.length) list((b, p) => `${p}s.value IN ${jsonList(exact, b)}`);
+      groups.push(...prefixGroups(kind, param, 'value', cs.flatMap((c) => (c.op === 'below' ? [c.value] : []))));
+      break;
     }
+    // Ranges: one predicate per value (OR-ed as a balanced tree by the caller).
+    case 'date':
+      for (const c of ofKind(conditions, 'date')) list((b) => rangeSql(c.prefix, 's.low', 's.high', c.low, c.high, b));
+      break;
+    case 'number':
+      for (const c of ofKind(conditions, 'number')) list((b) => numberSql(c.prefix, 's.value', c.value, c.low, c.high, b));
+      break;
+    case 'quantity':
+      for (const c of ofKind(conditions, 'quantity')) {
+        list((b) => {
+          const parts = [numberSql(c.prefix, 's.value', c.value, c.low, c.high, b)];
+          if (c.system !== undefined) parts.push(`s.system = ${b.bind(c.system)}`);
+          if (c.code !== undefined) parts.push(`(s.code = ${b.bind(c.code)} OR s.unit = ${b.bind(c.code)})`);
+          return parts.join(' AND ');
+        });
+      }
+      break;
   }
+  return groups;
 }
 
-/** Highest code point: `x >= p AND x < p || U+10FFFF` selects every x starting with p on an index. */
-const MAX_CHAR = '\u{10FFFF}';
-
-function prefixSql(column: string, prefix: string, b: Binder): string {
-  if (prefix === '') return `${column} IS NOT NULL`;
-  return `${column} >= ${b.bind(prefix)} AND ${column} < ${b.bind(prefix + MAX_CHAR)}`;
-}
+/** Highest code point: `x >= p AND x < p || char(U+10FFFF)` selects every x starting with p on an index. */
+const MAX_CODE_POINT = 0x10ffff;
 
 function escapeLike(value: string): string {
   return value.replace(/[\\%_]/g, (ch) => `\\${ch}`);

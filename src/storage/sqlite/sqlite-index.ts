@@ -323,12 +323,17 @@ export class SqliteIndexStore implements IndexStore {
 
   async search(query: IndexQuery): Promise<Page<VersionRecord>> {
     this.#check();
+    // SearchSql raises VLM_INDEX_QUERY_TOO_COMPLEX ('invalid': 400) for a search beyond SQLite's
+    // limits on one statement; any other error (busy, corrupt, schema) propagates as it was.
+    // Page and total are read in one synchronous step, so no commit lands between them.
+    const hits = this.#search.search(query);
+    const total = query.wantTotal ? this.#search.count(query) : undefined;
     const records: VersionRecord[] = [];
-    for (const hit of this.#search.search(query)) {
+    for (const hit of hits) {
       const record = await this.version(hit.type, hit.id, Number(hit.version));
       if (record) records.push(record);
     }
-    return { records, total: query.wantTotal ? this.#search.count(query) : undefined };
+    return { records, total };
   }
 
   async pendingLeaves(limit: number): Promise<PendingLeaf[]> {

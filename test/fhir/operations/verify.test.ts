@@ -1,0 +1,64 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import t from 'tap';
+import { startTestServer, vellumCodes } from '../../helpers/server.ts';
+
+const param = (p: any, name: string) => p.parameter.find((x: any) => x.name === name);
+const params = (p: any, name: string) => p.parameter.filter((x: any) => x.name === name);
+
+t.test('every version gets a proof the contract accepts; tampering is detected', async (t) => {
+  const s = await startTestServer(t, { VELLUM_CHAIN: 'embedded', VELLUM_ANCHOR_INTERVAL_MS: '50' });
+  const wait = { prefer: 'anchor=wait' };
+  const created = await s.fhir('POST', 'Observation', {
+    resourceType: 'Observation',
+    status: 'final',
+    code: { text: 'weight' },
+    valueQuantity: { value: 70.5, unit: 'kg' },
+  }, wait);
+  t.equal(created.status, 201);
+  const id = created.json.id;
+  const updated = await s.fhir('PUT', `Observation/${id}`, { ...created.json, status: 'amended' }, wait);
+  t.equal(updated.status, 200);
+  const deleted = await s.fhir('DELETE', `Observation/${id}`, undefined, wait);
+  t.equal(deleted.status, 204);
+
+  for (const vid of [1, 2, 3]) {
+    const res = await s.fhir('GET', `Observation/${id}/_history/${vid}/$verify`);
+    t.equal(res.status, 200, `version ${vid}`);
+    t.equal(param(res.json, 'status').valueCode, 'anchored');
+    t.equal(param(res.json, 'verified').valueBoolean, true, `version ${vid} verified against the contract`);
+    t.equal(params(res.json, 'problem').length, 0);
+    t.match(param(res.json, 'transaction').valueString, /^0x[0-9a-f]{64}$/);
+    t.equal(param(res.json, 'chainId').valueInteger, 31337);
+  }
+  const current = await s.fhir('GET', `Observation/${id}/$verify`);
+  t.equal(param(current.json, 'resource').valueString, `Observation/${id}/_history/3`, 'instance $verify checks the current version');
+
+  // The CapabilityStatement lists $verify when anchoring is on.
+  const metadata = await s.fhir('GET', 'metadata');
+  t.ok(metadata.json.rest[0].operation.some((o: any) => o.name === 'verify'));
+
+  // Tamper with the index: another leaf → the recomputed leaf no longer matches.
+  await s.close();
+  const db = new DatabaseSync(path.join(s.dataDir, 'vellum.db'));
+  db.prepare("UPDATE anchor_leaves SET leaf = randomblob(32) WHERE seq = (SELECT seq FROM versions WHERE id = ? AND version = 2)").run(id);
+  db.close();
+  const again = await startTestServer(t, { VELLUM_CHAIN: 'embedded', VELLUM_DATA_DIR: s.dataDir });
+  const tampered = await again.fhir('GET', `Observation/${id}/_history/2/$verify`);
+  t.equal(param(tampered.json, 'verified').valueBoolean, false, 'a changed index row is detected');
+  t.ok(params(tampered.json, 'problem').some((p: any) => p.valueCode === 'leaf'));
+  const untouched = await again.fhir('GET', `Observation/${id}/_history/1/$verify`);
+  t.equal(param(untouched.json, 'verified').valueBoolean, true, 'and the chain survived the restart (replayed)');
+});
+
+t.test('$verify without anchoring is 501, and unknown versions 404', async (t) => {
+  const s = await startTestServer(t);
+  const created = await s.fhir('POST', 'Patient', { resourceType: 'Patient', active: true });
+  const res = await s.fhir('GET', `Patient/${created.json.id}/$verify`);
+  t.equal(res.status, 501);
+  t.same(vellumCodes(res.json), ['VLM_ANCHOR_DISABLED']);
+  const anchored = await startTestServer(t, { VELLUM_CHAIN: 'embedded' });
+  t.equal((await anchored.fhir('GET', 'Patient/nope/$verify')).status, 404);
+  t.equal((await anchored.fhir('GET', 'Patient/nope/_history/1/$verify')).status, 404);
+});
