@@ -223,22 +223,23 @@ function journalOf(rpc: Rpc, log: TransactionLog): SenderJournal {
 /**
  * Starts the embedded chain in this process from `<dataDir>/chain/` (replaying its log, or
  * deploying the registry on first start) and returns its ledger. Raises VLM_CHAIN_BAD_KEY,
- * VLM_CHAIN_LOG_CORRUPT, VLM_CHAIN_REPLAY_MISMATCH ('fault'), VLM_CHAIN_ABORTED.
+ * VLM_CHAIN_LOG_CORRUPT, VLM_CHAIN_REPLAY_MISMATCH, VLM_CHAIN_START_FAILED (anything else, e.g.
+ * an unwritable data dir; the cause says what) ('fault'), VLM_CHAIN_ABORTED.
  */
 export async function openEmbeddedLedger(options: EmbeddedLedgerOptions): Promise<EmbeddedLedger> {
   const { signal } = options;
-  throwIfAborted(signal);
-  const dir = path.join(path.resolve(options.dataDir), 'chain');
-  await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
-  const wallet = new Wallet(derivePrivateKey(await anchorerSecret(path.join(dir, 'anchorer.key')), ANCHORER_LABEL));
-  const { genesis, created } = await loadGenesis(path.join(dir, 'genesis.json'));
-  const { log, entries } = await TransactionLog.open(path.join(dir, 'transactions.log'));
-
-  const cleanups: (() => Promise<void>)[] = [() => log.close()];
+  const cleanups: (() => Promise<void>)[] = [];
   const cleanup = async (): Promise<void> => {
     for (const fn of cleanups.reverse()) await fn().catch(() => undefined);
   };
   try {
+    throwIfAborted(signal);
+    const dir = path.join(path.resolve(options.dataDir), 'chain');
+    await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
+    const wallet = new Wallet(derivePrivateKey(await anchorerSecret(path.join(dir, 'anchorer.key')), ANCHORER_LABEL));
+    const { genesis, created } = await loadGenesis(path.join(dir, 'genesis.json'));
+    const { log, entries } = await TransactionLog.open(path.join(dir, 'transactions.log'));
+    cleanups.push(() => log.close());
     if (created && entries.length > 0) {
       throw chainError('VLM_CHAIN_LOG_CORRUPT', 'fault', `${log.file} has transactions but genesis.json was missing`);
     }
@@ -312,6 +313,6 @@ export async function openEmbeddedLedger(options: EmbeddedLedgerOptions): Promis
   } catch (err) {
     await cleanup();
     if (isChainError(err)) throw err;
-    throw chainError('VLM_CHAIN_RPC_ERROR', 'fault', 'the embedded chain could not start', err);
+    throw chainError('VLM_CHAIN_START_FAILED', 'fault', 'the embedded chain could not start', err);
   }
 }

@@ -54,7 +54,9 @@ export type ChainErrorCode =
   | 'VLM_CHAIN_CONTRACT_MISSING'
   | 'VLM_CHAIN_BAD_KEY'
   | 'VLM_CHAIN_LOG_CORRUPT'
-  | 'VLM_CHAIN_REPLAY_MISMATCH';
+  | 'VLM_CHAIN_LOG_WRITE'
+  | 'VLM_CHAIN_REPLAY_MISMATCH'
+  | 'VLM_CHAIN_START_FAILED';
 
 export class ChainError extends Error {
   override readonly name = 'ChainError';

@@ -156,6 +156,6 @@ export async function openRpcLedger(options: RpcLedgerOptions): Promise<RpcLedge
     await sender.close();
     rpc.destroy();
     if (isChainError(err)) throw err;
-    throw chainError('VLM_CHAIN_RPC_ERROR', 'fault', 'the chain ledger could not start', err);
+    throw chainError('VLM_CHAIN_START_FAILED', 'fault', 'the chain ledger could not start', err);
   }
 }

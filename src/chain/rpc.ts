@@ -1,9 +1,9 @@
 /**
  * The one place JSON-RPC calls are made and their failures classified. Both ledgers talk to
  * their chain through an ethers `JsonRpcApiProvider` (`JsonRpcProvider` over HTTP, or
- * `BrowserProvider` over the in-process EDR chain's EIP-1193 provider), but only through raw
- * `send(method, params)`: the sender signs and tracks its own transactions, so none of ethers'
- * higher-level machinery (nonce guessing, receipt caching, polling) is involved.
+ * `BrowserProvider` over the in-process EDR chain's EIP-1193 provider), but only for raw
+ * JSON-RPC requests (see `Rpc`): the sender signs and tracks its own transactions, so none of
+ * ethers' higher-level machinery (nonce guessing, receipt caching, polling) is involved.
  *
  * Every failure becomes a ChainError:
  *

@@ -174,7 +174,7 @@ export class Sender {
   #tail: Promise<unknown> = Promise.resolve();
   /** The next nonce to use; undefined = ask the node (`pending`). */
   #nonce: number | undefined;
-  #fees: { at: number; fees: Fees } | undefined;
+  #fees: { at: number; fees: Promise<Fees> } | undefined;
   readonly #runs = new Map<string, { run: Run; promise: Promise<unknown> }>();
   /** Broadcast transactions whose job gave up (chain unreachable), by key. */
   readonly #orphans = new Map<string, InFlight>();
@@ -366,8 +366,18 @@ export class Sender {
     return (estimate * GAS_HEADROOM_PERCENT + 99n) / 100n;
   }
 
-  async #currentFees(fresh: boolean): Promise<Fees> {
+  /** Current fee data, fetched at most once per FEE_TTL_MS (concurrent callers share one fetch). */
+  #currentFees(fresh: boolean): Promise<Fees> {
     if (!fresh && this.#fees && Date.now() - this.#fees.at < FEE_TTL_MS) return this.#fees.fees;
+    const fees = this.#fetchFees();
+    this.#fees = { at: Date.now(), fees };
+    fees.catch(() => {
+      if (this.#fees?.fees === fees) this.#fees = undefined;
+    });
+    return fees;
+  }
+
+  async #fetchFees(): Promise<Fees> {
     const rpc = this.#o.rpc;
     const block = await this.#retrying(() => rpc.block('latest'));
     let fees: Fees;
@@ -385,9 +395,7 @@ export class Sender {
     } else {
       fees = { type: 0, gasPrice: BigInt(await this.#retrying(() => rpc.request<string>('eth_gasPrice'))) };
     }
-    fees = this.#capped(fees);
-    this.#fees = { at: Date.now(), fees };
-    return fees;
+    return this.#capped(fees);
   }
 
   #capped(fees: Fees): Fees {

@@ -66,6 +66,7 @@ export class TransactionLog {
   readonly file: string;
   readonly #fd: fs.promises.FileHandle;
   #closed = false;
+  #broken: unknown;
 
   private constructor(file: string, fd: fs.promises.FileHandle) {
     this.file = file;
@@ -121,10 +122,21 @@ export class TransactionLog {
     await this.#write({ v: 1, refused: hash });
   }
 
+  /**
+   * A failed write leaves the file's end unknown (part of a line may be there), so the log
+   * refuses every later write (VLM_CHAIN_LOG_WRITE) and nothing more is sent until a restart,
+   * whose open drops a torn final line.
+   */
   async #write(record: object): Promise<void> {
     if (this.#closed) throw chainError('VLM_CHAIN_CLOSED', 'unavailable', 'the transaction log is closed');
-    await this.#fd.write(`${JSON.stringify(record)}\n`);
-    await this.#fd.datasync();
+    if (this.#broken) throw chainError('VLM_CHAIN_LOG_WRITE', 'fault', `${this.file} failed earlier; restart to recover`, this.#broken);
+    try {
+      await this.#fd.write(`${JSON.stringify(record)}\n`);
+      await this.#fd.datasync();
+    } catch (err) {
+      this.#broken = err;
+      throw chainError('VLM_CHAIN_LOG_WRITE', 'fault', `cannot append to ${this.file}`, err);
+    }
   }
 
   async close(): Promise<void> {

@@ -111,7 +111,7 @@ t.test('npm start: first start, health, graceful SIGTERM with writes in flight, 
   t.same(health.json, { status: 'ok' });
   const ready = await first.http('GET', '/ready');
   t.equal(ready.status, 200);
-  t.same(ready.json, { status: 'ready' });
+  t.same(ready.json, { status: 'ready', chain: 'ok', anchorBacklog: 0 }, 'ready, with the embedded chain answering');
   const metadata = await first.fhir('GET', 'metadata');
   t.equal(metadata.status, 200);
   t.equal(metadata.json?.resourceType, 'CapabilityStatement');
