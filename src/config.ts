@@ -103,9 +103,9 @@ function chainConfig(env: NodeJS.ProcessEnv): ChainConfig {
   if (!rpcUrl) throw new ConfigError('VELLUM_CHAIN_RPC_URL', 'is required when VELLUM_CHAIN=rpc');
   try {
     const url = new URL(rpcUrl);
-    if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) throw new Error('protocol');
+    if (!['http:', 'https:'].includes(url.protocol)) throw new Error('protocol');
   } catch {
-    throw new ConfigError('VELLUM_CHAIN_RPC_URL', 'must be an http(s) or ws(s) URL');
+    throw new ConfigError('VELLUM_CHAIN_RPC_URL', 'must be an http(s) URL');
   }
   const privateKey = env.VELLUM_CHAIN_PRIVATE_KEY?.trim() || undefined;
   const keyFile = env.VELLUM_CHAIN_KEY_FILE?.trim() || undefined;
