@@ -68,14 +68,29 @@ const CATEGORY: Record<StorageErrorCategory, { status: number; code: IssueCode }
   fault: { status: 500, code: 'exception' },
 };
 
+/** Storage codes that mean stored data was altered (tampering or corruption), reported as VLM_INTEGRITY. */
+const INTEGRITY_CODES = new Set(['VLM_BLOB_CORRUPT', 'VLM_CIPHER_BINDING']);
+
 /** Turn any thrown value into a FhirError; `fault` is true when the details belong in the log only. */
 export function toFhirError(err: unknown): { error: FhirError; fault: boolean } {
   if (err instanceof FhirError) return { error: err, fault: err.status >= 500 };
   if (isStorageError(err)) {
+    if (INTEGRITY_CODES.has(err.code)) {
+      // Stored data failed its content address or its envelope binding: never serve it.
+      return {
+        error: fhirError(500, 'exception', 'VLM_INTEGRITY', 'Integrity check failed: the stored version does not match its address or binding'),
+        fault: true,
+      };
+    }
     const mapped = CATEGORY[err.category];
     const fault = mapped.status >= 500;
     return {
-      error: fhirError(mapped.status, mapped.code, err.code, fault ? 'The server could not complete the request' : err.message),
+      error: fhirError(
+        mapped.status,
+        mapped.code,
+        mapped.status === 500 ? 'VLM_FAULT' : err.code,
+        fault ? 'The server could not complete the request' : err.message,
+      ),
       fault,
     };
   }

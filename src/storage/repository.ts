@@ -24,6 +24,10 @@ export interface RepositoryOptions {
   cacheEntries?: number;
 }
 
+function cacheKey(record: VersionRecord): string {
+  return `${record.cid} ${record.type}/${record.id}/${record.versionId}/${record.keyScope}`;
+}
+
 export class Repository {
   readonly index: IndexStore;
   readonly blobs: BlobStore;
@@ -57,7 +61,7 @@ export class Repository {
       plaintexts.push(version.plaintext);
     }
     const records = await this.index.commit(writes);
-    records.forEach((record, i) => this.#remember(record.cid, plaintexts[i]!));
+    records.forEach((record, i) => this.#remember(cacheKey(record), plaintexts[i]!));
     return records;
   }
 
@@ -69,7 +73,10 @@ export class Repository {
 
   /** The plaintext bytes of a stored version (verified against its CID, decrypted, binding checked). */
   async load(record: VersionRecord, options?: AbortOptions): Promise<Uint8Array> {
-    const cached = this.#cache.get(record.cid);
+    // Keyed by CID AND version: an index row pointing at another version's envelope must still
+    // go through the cipher's binding check, never be served from the cache.
+    const key = cacheKey(record);
+    const cached = this.#cache.get(key);
     if (cached) return cached;
     const envelope = await this.blobs.get(record.cid, options);
     const plaintext = await this.#cipher.open(
@@ -77,17 +84,17 @@ export class Repository {
       { resourceType: record.type, id: record.id, versionId: String(record.versionId), keyScope: record.keyScope },
       options,
     );
-    this.#remember(record.cid, plaintext);
+    this.#remember(key, plaintext);
     return plaintext;
   }
 
-  #remember(cid: string, plaintext: Uint8Array): void {
+  #remember(key: string, plaintext: Uint8Array): void {
     if (this.#cacheEntries <= 0) return;
     if (this.#cache.size >= this.#cacheEntries) {
       const oldest = this.#cache.keys().next();
       if (!oldest.done) this.#cache.delete(oldest.value);
     }
-    this.#cache.set(cid, plaintext);
+    this.#cache.set(key, plaintext);
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,48 @@
+import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import t from 'tap';
+import { startTestServer, vellumCodes } from '../../helpers/server.ts';
+
+/** Change stored data behind the server's back (it is closed first), then start it again. */
+async function tamper(t: Tap, dataDir: string, sql: string, ...params: (string | number)[]) {
+  const db = new DatabaseSync(path.join(dataDir, 'vellum.db'));
+  db.prepare(sql).run(...params);
+  db.close();
+  return startTestServer(t, { VELLUM_DATA_DIR: dataDir });
+}
+type Tap = Parameters<typeof startTestServer>[0];
+
+t.test('a changed envelope byte, or swapped envelopes, never reach the client', async (t) => {
+  const s = await startTestServer(t);
+  const a = (await s.fhir('POST', 'Patient', { resourceType: 'Patient', name: [{ family: 'Alpha' }] })).json;
+  const b = (await s.fhir('POST', 'Patient', { resourceType: 'Patient', name: [{ family: 'Beta' }] })).json;
+  const cidOf = (id: string) => {
+    const db = new DatabaseSync(path.join(s.dataDir, 'vellum.db'));
+    const row = db.prepare('SELECT cid FROM versions WHERE id = ?').get(id) as { cid: string };
+    db.close();
+    return row.cid;
+  };
+  const cidB = cidOf(b.id);
+  await s.close();
+
+  // 1. Swap: Patient A's index rows point at Patient B's envelope.
+  const swapped = await tamper(t, s.dataDir, 'UPDATE versions SET cid = ? WHERE id = ?', cidB, a.id);
+  const readSwapped = await swapped.fhir('GET', `Patient/${a.id}/_history/1`);
+  t.equal(readSwapped.status, 500, 'a swapped envelope is refused');
+  t.same(vellumCodes(readSwapped.json), ['VLM_INTEGRITY']);
+  t.notMatch(readSwapped.text, /Beta/, 'and the other patient\'s data is not returned');
+  await swapped.close();
+
+  // 2. One byte of B's envelope changed in the block store: its CID no longer matches.
+  const flipped = await tamper(
+    t,
+    s.dataDir,
+    "UPDATE blocks SET bytes = CAST(substr(bytes, 1, 40) || 'X' || substr(bytes, 42) AS BLOB) WHERE cid = ?",
+    cidB,
+  );
+  const readFlipped = await flipped.fhir('GET', `Patient/${b.id}`);
+  t.equal(readFlipped.status, 500, 'a changed envelope is refused');
+  t.same(vellumCodes(readFlipped.json), ['VLM_INTEGRITY']);
+  const search = await flipped.fhir('GET', 'Patient?name=beta');
+  t.equal(search.status, 500, 'search refuses it too rather than returning altered data');
+});
