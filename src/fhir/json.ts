@@ -21,7 +21,9 @@ declare global {
  * 0, an exponent, or 16+ digits. False positives only cost a slower parse.
  */
 export function mayNeedExactNumbers(text: string): boolean {
-  return /\.\d*0(?!\d)|\d[eE][+-]?\d|\d{16}|\.\d{15}/.test(text);
+  // Only digits that end a JSON number (followed by , } ] or whitespace) count: instants inside
+  // strings such as "…:25.020Z" must not force the slow path.
+  return /(?:\.\d*0|\d[eE][+-]?\d+|\d{16,}|\.\d{15,})(?=[\s,}\]])/.test(text);
 }
 
 function exactNumbers(_key: string, value: unknown, context?: { source?: string }): unknown {
