@@ -4,7 +4,7 @@
  * Every acknowledged write must end up anchored and verified by the contract.
  */
 import net from 'node:net';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { HARDHAT_KEYS, startHardhatNode } from '../chain/chain-helpers.ts';
 import { freePort, startProcessServer, tempDataDir, type ProcessServer } from '../helpers/process-server.ts';
 
@@ -20,16 +20,13 @@ async function createPatients(s: ProcessServer, n: number, prefer?: string): Pro
   return ids;
 }
 
-async function expectVerified(t: Tap.Test, s: ProcessServer, ids: string[], label: string) {
+async function expectVerified(t: Test, s: ProcessServer, ids: string[], label: string) {
   let verified = 0;
   for (const id of ids) {
     const res = await s.fhir('GET', `Patient/${id}/$verify`);
     if (res.status === 200 && param(res.json, 'verified')?.valueBoolean === true) verified++;
   }
   t.equal(verified, ids.length, `${label}: every acknowledged write is anchored and verified by the contract`);
-}
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0];
 }
 
 t.test('crash with leaves pending: after a restart every acknowledged write is anchored', async (t) => {

@@ -9,12 +9,72 @@
  * against the CID), decrypted, the leaf is recomputed from the stored resource and compared with the
  * queued leaf, the proof is checked against the root, and the CONTRACT — not the local index — is
  * asked whether that root is anchored and the proof holds.
+ *
+ * ## Proof document (`?export=true`)
+ *
+ * `GET [base]/[type]/[id]/_history/[vid]/$verify?export=true` (or `[base]/[type]/[id]/$verify?export=true`
+ * for the current version) returns, instead of the bare Parameters, a self-contained proof
+ * document that the offline verifier (`vellum verify <file> --rpc <url>`, src/cli/verify.ts)
+ * checks against the chain without this server:
+ *
+ * ```
+ * {
+ *   "resourceType": "Bundle",
+ *   "meta": { "tag": [{ "system": "https://vellum.dev/fhir/CodeSystem/document-kind", "code": "proof-document-v1" }] },
+ *   "type": "collection",
+ *   "timestamp": "<when exported>",
+ *   "entry": [
+ *     // 1. The resource version exactly as stored (meta.versionId, meta.lastUpdated…, decimals
+ *     //    as written). ABSENT for a deletion version: a deletion has no resource, and a
+ *     //    collection entry must carry one (bdl-5). Its leaf commits instead to the RFC 8785 JSON
+ *     //    of {"deleted":true,"id":…,"resourceType":…,"versionId":"<vid>"} (writer.ts).
+ *     { "fullUrl": "<base>/<type>/<id>", "resource": { …the version… } },
+ *     // 2. This operation's Parameters, unchanged (see `verifyParameters`):
+ *     { "fullUrl": "urn:uuid:…", "resource": { "resourceType": "Parameters", "parameter": [ … ] } }
+ *   ]
+ * }
+ * ```
+ *
+ * | parameter     | type         | meaning                                                              |
+ * |---------------|--------------|----------------------------------------------------------------------|
+ * | status        | valueCode    | pending · planned · anchored                                         |
+ * | resource      | valueString  | `<type>/<id>/_history/<vid>`                                         |
+ * | cid           | valueString  | CID of the encrypted envelope in IPFS                                |
+ * | salt          | valueString  | 0x + 32 bytes: the version's salt                                    |
+ * | digest        | valueString  | 0x + 32 bytes: keccak256(salt ‖ RFC 8785 JSON)                      |
+ * | pseudonym     | valueString  | 0x + 32 bytes: HMAC of type/id under the server's key                |
+ * | cidDigest     | valueString  | 0x + 32 bytes: keccak256(binary CID)                                 |
+ * | leaf          | valueString  | 0x + 32 bytes: the Merkle leaf (chain/leaf.ts)                       |
+ * | root          | valueString  | 0x + 32 bytes: the batch's Merkle root (once batched)                |
+ * | leafIndex     | valueInteger | position of the leaf in the batch manifest                          |
+ * | proof         | valueString  | repeated, in order from the leaf up: sibling hashes (may be none)    |
+ * | manifestCid   | valueString  | CID of the batch manifest                                            |
+ * | batchId       | valueInteger | the registry's batch id (once anchored)                              |
+ * | transaction   | valueString  | hash of the anchoring transaction                                    |
+ * | blockNumber   | valueInteger | block that anchored the root                                         |
+ * | anchoredAt    | valueInstant | that block's timestamp                                               |
+ * | chainId       | valueInteger | EIP-155 chain id                                                     |
+ * | contract      | valueString  | AnchorRegistry address                                               |
+ * | verified      | valueBoolean | this server's own check when exported (a verifier ignores it)        |
+ * | problem       | valueCode    | repeated: what this server's check found wrong                       |
+ *
+ * What the offline verifier recomputes, trusting nothing but the chain: `digest =
+ * keccak256(salt ‖ RFC 8785 JSON of entry 1's resource as a standard JSON parser reads it)` (the
+ * writer commits to plain numbers, so `5.40` and `5.4` hash alike), the leaf from `pseudonym`,
+ * `meta.versionId`, that digest and `cidDigest` (`leafFromParts`), the Merkle proof up to `root`,
+ * and then the contract at `contract` on chain `chainId`: `anchoredAt(root)` and
+ * `verifyLeaf(root, leaf, proof)`. The pseudonym (a keyed HMAC of type and id) cannot be
+ * recomputed without the server's key; the proof establishes the content and its inclusion,
+ * and the content itself names its type, id and version.
+ *
+ * The document carries the resource in clear: it is as sensitive as the resource.
  */
+import { randomUUID } from 'node:crypto';
 import { canonicalJson, cidDigest, contentDigest, leafFromParts, pseudonym } from '../../chain/leaf.ts';
 import { toHex, verifyProof } from '../../chain/merkle.ts';
 import type { VersionRecord } from '../../storage/index-store.ts';
 import { fhirError } from '../errors.ts';
-import type { FhirRequest, FhirResource, FhirResponse } from '../request.ts';
+import { queryValue, type FhirRequest, type FhirResource, type FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import { ANCHOR_SALT_EXTENSION, deletionContent } from '../writer.ts';
 import { checkId } from '../interactions/common.ts';
@@ -52,7 +112,40 @@ async function versionRecord(services: FhirServices, request: FhirRequest): Prom
   return record;
 }
 
+/** Kind tag of the proof document (`Bundle.meta.tag`); the code names the format's version. */
+export const PROOF_DOCUMENT_TAG = { system: 'https://vellum.dev/fhir/CodeSystem/document-kind', code: 'proof-document-v1' } as const;
+
 export async function verify(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
+  const exported = queryValue(request, 'export');
+  if (exported !== undefined && exported !== 'true' && exported !== 'false') {
+    throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'export must be true or false', ['export']);
+  }
+  const { record, parameters } = await verifyParameters(services, request);
+  if (exported !== 'true') return { status: 200, raw: true, resource: parameters };
+
+  // The version exactly as stored (exact decimals kept), or nothing for a deletion.
+  const stored = record.deleted ? undefined : await services.loadResource(record, request.signal);
+  const entry: Record<string, unknown>[] = [];
+  if (stored) entry.push({ fullUrl: `${request.baseUrl}/${record.type}/${record.id}`, resource: stored });
+  entry.push({ fullUrl: `urn:uuid:${randomUUID()}`, resource: parameters });
+  return {
+    status: 200,
+    raw: true,
+    resource: {
+      resourceType: 'Bundle',
+      meta: { tag: [{ ...PROOF_DOCUMENT_TAG }] },
+      type: 'collection',
+      timestamp: new Date().toISOString(),
+      entry,
+    },
+  };
+}
+
+/** The $verify Parameters of the requested version, and its record. */
+async function verifyParameters(
+  services: FhirServices,
+  request: FhirRequest,
+): Promise<{ record: VersionRecord; parameters: FhirResource }> {
   const anchoring = services.anchoring;
   if (!anchoring) throw fhirError(501, 'not-supported', 'VLM_ANCHOR_DISABLED', 'Anchoring is not enabled on this server');
   const record = await versionRecord(services, request);
@@ -116,5 +209,5 @@ export async function verify(services: FhirServices, request: FhirRequest): Prom
   }
   out.push({ name: 'verified', valueBoolean: verified });
   for (const problem of problems) out.push({ name: 'problem', valueCode: problem });
-  return { status: 200, raw: true, resource: { resourceType: 'Parameters', parameter: out } };
+  return { record, parameters: { resourceType: 'Parameters', parameter: out } };
 }

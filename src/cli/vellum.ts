@@ -1,0 +1,56 @@
+/**
+ * `vellum` — Vellum's command line (the package's `bin`, through `src/cli/bin.mjs`; also
+ * `npm run vellum -- <command> …`). Commands:
+ *
+ * - `vellum verify <proof.json> --rpc <url> [--json] [--ipfs <kubo url>]` — the offline
+ *   verifier (src/cli/verify.ts): checks an exported proof document against the chain
+ *   without the server. Exit 0 verified, 1 not verified, 2 usage or I/O error.
+ *
+ * Every command returns its exit code; nothing here calls `process.exit`, so commands can be
+ * run in-process by tests.
+ */
+import { fileURLToPath } from 'node:url';
+import { runVerify, type Io } from './verify.ts';
+
+export const USAGE = `Usage: vellum <command> [options]
+
+Commands:
+  verify <proof.json> --rpc <url> [--json] [--ipfs <kubo url>]
+      Check an exported proof document ($verify?export=true) against the chain, without the server.
+
+Run "vellum <command> --help" for a command's options.
+`;
+
+/** Runs `vellum <argv…>` and returns the exit code. */
+export async function main(argv: string[], io: Io): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'verify':
+        return await runVerify(rest, io);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        (command === undefined ? io.stderr : io.stdout).write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        io.stderr.write(`vellum: unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (err) {
+    // A bug or an environment failure nobody classified: still "could not decide", never "verified".
+    io.stderr.write(`vellum: ${(err as Error)?.stack ?? String(err)}\n`);
+    return 2;
+  }
+}
+
+/** Runs the CLI in this process and exits with its code once the output is written. */
+export async function run(): Promise<void> {
+  const code = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin });
+  // Exit explicitly: idle keep-alive sockets must not hold the verdict back.
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
+
+// `node --import tsx src/cli/vellum.ts …` runs it too.
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) await run();
