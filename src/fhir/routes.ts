@@ -15,7 +15,7 @@ import { search } from './interactions/search.ts';
 import { conditionalUpdate, update } from './interactions/update.ts';
 import { vread } from './interactions/vread.ts';
 import { validate } from './operations/validate.ts';
-import { verify } from './operations/verify.ts';
+import { verify, verifySweep } from './operations/verify.ts';
 
 export type Handler = (services: FhirServices, request: FhirRequest, context: WriteContext) => Promise<FhirResponse>;
 
@@ -31,6 +31,7 @@ export function fhirRoutes(statement: Record<string, unknown>): Route[] {
   return [
     { method: 'GET', path: '/metadata', interaction: 'capabilities', handler: capabilities(statement) },
     { method: 'GET', path: '/_history', interaction: 'history-system', handler: history },
+    { method: 'GET', path: '/$verify', interaction: 'operation', handler: verifySweep },
     { method: 'GET', path: '/:type', interaction: 'search-type', handler: search },
     { method: 'POST', path: '/:type', interaction: 'create', handler: create },
     { method: 'PUT', path: '/:type', interaction: 'conditional-update', handler: conditionalUpdate },

@@ -73,7 +73,8 @@ import { randomUUID } from 'node:crypto';
 import { canonicalJson, cidDigest, contentDigest, leafFromParts, pseudonym } from '../../chain/leaf.ts';
 import { toHex, verifyProof } from '../../chain/merkle.ts';
 import type { VersionRecord } from '../../storage/index-store.ts';
-import { fhirError } from '../errors.ts';
+import { FhirError, fhirError, toFhirError } from '../errors.ts';
+import { dateRange } from '../dates.ts';
 import { queryValue, type FhirRequest, type FhirResource, type FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import { ANCHOR_SALT_EXTENSION, deletionContent } from '../writer.ts';
@@ -120,7 +121,8 @@ export async function verify(services: FhirServices, request: FhirRequest): Prom
   if (exported !== undefined && exported !== 'true' && exported !== 'false') {
     throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'export must be true or false', ['export']);
   }
-  const { record, parameters } = await verifyParameters(services, request);
+  const record = await versionRecord(services, request);
+  const { parameters } = await verifyParameters(services, record, request.signal);
   if (exported !== 'true') return { status: 200, raw: true, resource: parameters };
 
   // The version exactly as stored (exact decimals kept), or nothing for a deletion.
@@ -141,19 +143,27 @@ export async function verify(services: FhirServices, request: FhirRequest): Prom
   };
 }
 
-/** The $verify Parameters of the requested version, and its record. */
+/** Contract answers shared by the versions of one sweep (a batch root is asked about once). */
+type RootCache = Map<string, Promise<boolean>>;
+
+/**
+ * The $verify Parameters of a version, and the problems found. With a `rootCache` (the sweep),
+ * the contract is asked once per batch root whether it is anchored and the proof is checked
+ * locally; without one (a single $verify), the contract's `verifyLeaf` checks the proof as well.
+ */
 async function verifyParameters(
   services: FhirServices,
-  request: FhirRequest,
-): Promise<{ record: VersionRecord; parameters: FhirResource }> {
+  record: VersionRecord,
+  signal?: AbortSignal,
+  rootCache?: RootCache,
+): Promise<{ parameters: FhirResource; verified: boolean; status: string; problems: string[] }> {
   const anchoring = services.anchoring;
   if (!anchoring) throw fhirError(501, 'not-supported', 'VLM_ANCHOR_DISABLED', 'Anchoring is not enabled on this server');
-  const record = await versionRecord(services, request);
   const anchor = await services.repository.index.anchorOf(record.seq);
   if (!anchor) throw fhirError(404, 'not-found', 'VLM_ANCHOR_NO_LEAF', 'This version was written without an anchor leaf');
 
   // Recompute the leaf from the stored envelope (the block store checks the bytes against the CID).
-  const bundle = await services.loadBundle(record, request.signal);
+  const bundle = await services.loadBundle(record, signal);
   const entries = (bundle.entry ?? []) as { resource?: FhirResource }[];
   const content = record.deleted ? deletionContent(record.type, record.id, record.versionId) : entries[0]?.resource;
   const salt = saltOf(bundle);
@@ -191,9 +201,16 @@ async function verifyParameters(
     );
   }
   if (batch?.receipt) {
-    const onChain = await anchoring.anchoredAt(batch.root);
-    if (!onChain) problems.push('root-not-on-chain');
-    else if (!(await anchoring.verifyLeaf(batch.root, leaf, batch.proof))) problems.push('contract-rejects-proof');
+    if (rootCache) {
+      const key = toHex(batch.root);
+      let known = rootCache.get(key);
+      if (!known) rootCache.set(key, (known = anchoring.anchoredAt(batch.root).then((at) => at !== undefined)));
+      if (!(await known)) problems.push('root-not-on-chain');
+    } else {
+      const onChain = await anchoring.anchoredAt(batch.root);
+      if (!onChain) problems.push('root-not-on-chain');
+      else if (!(await anchoring.verifyLeaf(batch.root, leaf, batch.proof))) problems.push('contract-rejects-proof');
+    }
     out.push(
       { name: 'batchId', valueInteger: batch.receipt.chainBatchId },
       { name: 'transaction', valueString: batch.receipt.txHash },
@@ -209,5 +226,82 @@ async function verifyParameters(
   }
   out.push({ name: 'verified', valueBoolean: verified });
   for (const problem of problems) out.push({ name: 'problem', valueCode: problem });
-  return { record, parameters: { resourceType: 'Parameters', parameter: out } };
+  return { parameters: { resourceType: 'Parameters', parameter: out }, verified, status: anchor.status, problems };
+}
+
+const SWEEP_PAGE = 500;
+
+/**
+ * GET [base]/$verify?_since=…&_count=… — sweep the store: check every version written since
+ * `_since` (default: all; at most `_count`, default 100,000) and report every mismatch. Pending
+ * versions (not yet anchored) are counted, not reported. Reads an altered envelope as the problem
+ * `integrity`.
+ */
+export async function verifySweep(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
+  if (!services.anchoring) throw fhirError(501, 'not-supported', 'VLM_ANCHOR_DISABLED', 'Anchoring is not enabled on this server');
+  let since: number | undefined;
+  const sinceRaw = queryValue(request, '_since');
+  if (sinceRaw !== undefined) {
+    since = dateRange(sinceRaw)?.low;
+    if (since === undefined) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_since must be an instant', ['_since']);
+  }
+  const countRaw = queryValue(request, '_count');
+  if (countRaw !== undefined && !/^\d{1,7}$/.test(countRaw)) {
+    throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_count must be a whole number', ['_count']);
+  }
+  const limit = countRaw === undefined ? 100_000 : Number(countRaw);
+  const maxSeq = await services.repository.index.lastSeq();
+  const rootCache: RootCache = new Map();
+  const counts = { checked: 0, verified: 0, pending: 0, mismatches: 0 };
+  const mismatches: Parameter[] = [];
+  for (let offset = 0; counts.checked < limit; offset += SWEEP_PAGE) {
+    const page = await services.repository.index.history({ since, maxSeq, count: Math.min(SWEEP_PAGE, limit - counts.checked), offset });
+    if (page.records.length === 0) break;
+    for (const record of page.records) {
+      counts.checked++;
+      let problems: string[];
+      let status: string;
+      try {
+        const result = await verifyParameters(services, record, request.signal, rootCache);
+        if (result.verified) counts.verified++;
+        if (result.status !== 'anchored' && result.problems.length === 0) {
+          counts.pending++;
+          continue;
+        }
+        if (result.verified) continue;
+        problems = result.problems;
+        status = result.status;
+      } catch (err) {
+        // Written before anchoring was enabled: nothing to check.
+        if (err instanceof FhirError && err.issues.some((i) => i.vellumCode === 'VLM_ANCHOR_NO_LEAF')) continue;
+        const { error, fault } = toFhirError(err);
+        if (fault && error.issues[0]?.vellumCode !== 'VLM_INTEGRITY') throw err;
+        problems = ['integrity'];
+        status = 'unknown';
+      }
+      counts.mismatches++;
+      mismatches.push({
+        name: 'mismatch',
+        part: [
+          { name: 'resource', valueString: `${record.type}/${record.id}/_history/${record.versionId}` },
+          { name: 'status', valueCode: status },
+          ...problems.map((problem) => ({ name: 'problem', valueCode: problem })),
+        ],
+      });
+    }
+  }
+  return {
+    status: 200,
+    raw: true,
+    resource: {
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'checked', valueInteger: counts.checked },
+        { name: 'verified', valueInteger: counts.verified },
+        { name: 'pending', valueInteger: counts.pending },
+        { name: 'mismatches', valueInteger: counts.mismatches },
+        ...mismatches,
+      ],
+    },
+  };
 }

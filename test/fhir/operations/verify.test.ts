@@ -39,6 +39,13 @@ t.test('every version gets a proof the contract accepts; tampering is detected',
   const metadata = await s.fhir('GET', 'metadata');
   t.ok(metadata.json.rest[0].operation.some((o: any) => o.name === 'verify'));
 
+  const sweep = await s.fhir('GET', '$verify');
+  t.equal(sweep.status, 200);
+  t.equal(param(sweep.json, 'checked').valueInteger, 3, 'the sweep checks every version');
+  t.equal(param(sweep.json, 'verified').valueInteger, 3);
+  t.equal(param(sweep.json, 'mismatches').valueInteger, 0);
+  t.equal((await s.fhir('GET', '$verify?_since=not-a-date')).status, 400);
+
   // Tamper with the index: another leaf → the recomputed leaf no longer matches.
   await s.close();
   const db = new DatabaseSync(path.join(s.dataDir, 'vellum.db'));
@@ -48,6 +55,14 @@ t.test('every version gets a proof the contract accepts; tampering is detected',
   const tampered = await again.fhir('GET', `Observation/${id}/_history/2/$verify`);
   t.equal(param(tampered.json, 'verified').valueBoolean, false, 'a changed index row is detected');
   t.ok(params(tampered.json, 'problem').some((p: any) => p.valueCode === 'leaf'));
+  const swept = await again.fhir('GET', '$verify');
+  t.equal(param(swept.json, 'mismatches').valueInteger, 1, 'the sweep reports the tampered version');
+  const mismatch = params(swept.json, 'mismatch')[0];
+  t.same(
+    mismatch.part.find((p: any) => p.name === 'resource').valueString,
+    `Observation/${id}/_history/2`,
+    'and names it',
+  );
   const untouched = await again.fhir('GET', `Observation/${id}/_history/1/$verify`);
   t.equal(param(untouched.json, 'verified').valueBoolean, true, 'and the chain survived the restart (replayed)');
 });
