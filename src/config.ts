@@ -14,6 +14,8 @@ export interface Config {
   bodyLimit: number;
   masterKey: string | undefined;
   logLevel: string;
+  /** Kubo / IPFS Cluster RPC API (VELLUM_IPFS_URL); absent = the embedded block store. */
+  ipfsUrl: string | undefined;
   chain: ChainConfig;
 }
 
@@ -85,7 +87,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       throw new ConfigError('VELLUM_MASTER_KEY', 'must be 32 bytes as 64 hex digits or base64/base64url');
     }
   }
-  return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel, chain: chainConfig(env) };
+  const ipfsUrl = env.VELLUM_IPFS_URL?.trim() || undefined;
+  if (ipfsUrl) {
+    let url: URL | undefined;
+    try {
+      url = new URL(ipfsUrl);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new ConfigError('VELLUM_IPFS_URL', 'must be an http(s) URL');
+  }
+  return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel, ipfsUrl, chain: chainConfig(env) };
 }
 
 function chainConfig(env: NodeJS.ProcessEnv): ChainConfig {

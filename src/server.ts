@@ -27,6 +27,8 @@ import { KEY_PURPOSE, deriveKey, keyScoper, loadMasterKey } from './storage/keys
 import { Repository } from './storage/repository.ts';
 import type { ReferenceRow } from './storage/search-types.ts';
 import { SqliteBlobStore } from './storage/sqlite/sqlite-blob-store.ts';
+import type { BlobStore } from './storage/blob-store.ts';
+import { KuboBlobStore } from './storage/kubo-blob-store.ts';
 import { SqliteIndexStore } from './storage/sqlite/sqlite-index.ts';
 
 export interface Vellum {
@@ -46,7 +48,10 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   // row that points at it, and one group fsync makes both durable.
   const databasePath = path.join(config.dataDir, 'vellum.db');
   const index = SqliteIndexStore.open(databasePath);
-  const blobs = SqliteBlobStore.open(databasePath, { groupCommit: true });
+  // Production: Kubo / IPFS Cluster (puts are pinned and durable on return; same CIDs).
+  const blobs: BlobStore = config.ipfsUrl
+    ? await KuboBlobStore.open({ url: config.ipfsUrl })
+    : SqliteBlobStore.open(databasePath, { groupCommit: true });
   const repository = new Repository({ blobs, index, cipher: new JweCipher(masterKey, index.dataKeys) });
 
   // Parameters is never persisted and has no REST endpoint (http://hl7.org/fhir/R4/parameters.html).
