@@ -63,6 +63,13 @@ export interface KuboBlobStoreOptions {
 }
 
 export interface PublishOptions extends AbortOptions {
+  /**
+   * Blob CIDs to pin recursively in addition to the computed roots — e.g. every CID the index
+   * refers to. Needed only for a blob whose bytes equal one 256 KiB chunk of another blob: its
+   * block is then linked from that blob, so it is not a computed root and would be pinned only
+   * indirectly, which `has`/`get` do not count as stored.
+   */
+  roots?: Iterable<string>;
   /** Called after each block is stored, with the running totals. */
   onProgress?: (progress: { blocks: number; bytes: number }) => void;
 }
@@ -72,7 +79,7 @@ export interface PublishResult {
   blocks: number;
   /** Their total size in bytes. */
   bytes: number;
-  /** Root CIDs pinned recursively (blocks that no other published block links to). */
+  /** Root CIDs pinned recursively (blocks that no other published block links to, plus `options.roots`), sorted. */
   roots: string[];
 }
 
@@ -119,8 +126,9 @@ export class KuboBlobStore implements BlobStore {
     }
     const timeoutMs = positive(options.timeoutMs, DEFAULT_TIMEOUT_MS, 'timeoutMs');
     const lookupTimeoutMs = positive(options.lookupTimeoutMs, DEFAULT_LOOKUP_TIMEOUT_MS, 'lookupTimeoutMs');
-    const client = create({ url, ...(options.headers ? { headers: options.headers } : {}) });
-    const where = url.origin + (url.pathname === '/' ? '' : url.pathname);
+    const where = url.origin + (url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''));
+    // A string, not the URL object: the client rewrites the pathname of a URL it is given.
+    const client = create({ url: url.toString(), ...(options.headers ? { headers: options.headers } : {}) });
     const version = await request(`IPFS node at ${where}: version`, options, lookupTimeoutMs, (signal) => client.version({ signal }));
     // Kubo answers {Version, Commit, Repo, System, Golang}; js-ipfs adds {'ipfs-core', …} instead of Golang.
     const isJs = 'ipfs-core' in version;
@@ -252,13 +260,21 @@ export class KuboBlobStore implements BlobStore {
       bytes += block.bytes.byteLength;
       options.onProgress?.({ blocks: stored.size, bytes });
     });
-    const roots = [...stored].filter((cid) => !linked.has(cid)).sort();
-    await pool(roots, PUBLISH_CONCURRENCY, options, (root) =>
-      this.#request(`pin add ${root}`, options, this.#timeoutMs, async (signal) => {
-        await this.#client.pin.add(root, { recursive: true, ...OFFLINE, signal });
-      }),
-    );
-    return { blocks: stored.size, bytes, roots };
+    const roots = new Set([...stored].filter((cid) => !linked.has(cid)));
+    for (const cid of options.roots ?? []) roots.add(canonicalCid(cid));
+    await pool(roots, PUBLISH_CONCURRENCY, options, async (root) => {
+      try {
+        await this.#request(`pin add ${root}`, options, this.#timeoutMs, async (signal) => {
+          await this.#client.pin.add(root, { recursive: true, ...OFFLINE, signal });
+        });
+      } catch (err) {
+        if (isStorageError(err, 'VLM_BLOB_UNAVAILABLE') && isNotFoundReply(err.cause)) {
+          throw storageError('VLM_BLOB_NOT_FOUND', 'not-found', `cannot pin ${root}: it or a block under it is in neither store`, err.cause);
+        }
+        throw err;
+      }
+    });
+    return { blocks: stored.size, bytes, roots: [...roots].sort() };
   }
 
   /** Mark the store closed (idempotent); later calls raise `VLM_BLOB_CLOSED`. Nothing on the node changes. */

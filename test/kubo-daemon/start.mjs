@@ -28,7 +28,7 @@ const { values } = parseArgs({
 
 if (values.repo === undefined) {
   if (process.env.TAP === '1') {
-    console.log('1..0 # SKIP not a test: launcher of the js-ipfs daemon for test/storage/kubo-blob-store.int.test.ts');
+    console.log('1..0 # not a test: launcher of the js-ipfs daemon for test/storage/kubo-blob-store.int.test.ts');
     process.exit(0);
   }
   console.error('usage: node start.mjs --repo <dir> [--api-port <port>]');
@@ -64,6 +64,13 @@ const daemon = new Daemon({
     Pubsub: { Enabled: false },
     Routing: { Type: 'none' },
   },
+});
+
+// js-ipfs 0.66 leaves a rejection unhandled when a client disconnects while it is still looking
+// for a block (e.g. a `cat` of a pinned file with a lost leaf, aborted at the client's deadline);
+// Node would exit on it. Log and keep serving, as a long-running daemon should.
+process.on('unhandledRejection', (reason) => {
+  console.error('js-ipfs daemon: unhandled rejection (ignored):', reason instanceof Error ? reason.message : reason);
 });
 
 let stopping = false;
