@@ -138,11 +138,13 @@ export async function jsonRpc<T = unknown>(url: string, method: string, params: 
   return body.result as T;
 }
 
-/** A `hardhat node` child process on 127.0.0.1:`port`, started from the repository root. */
-export async function startHardhatNode(port: number): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+/** A `hardhat node` child process on 127.0.0.1:`port` (optionally with another chain id), started from the repository root. */
+export async function startHardhatNode(port: number, chainId?: number): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
   const url = `http://127.0.0.1:${port}`;
   // process.execPath is the Node 24 running the tests; `.bin/hardhat` is Hardhat's CLI script.
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'node_modules/.bin/hardhat'), 'node', '--hostname', '127.0.0.1', '--port', String(port)], {
+  const args = [path.join(REPO_ROOT, 'node_modules/.bin/hardhat'), 'node', '--hostname', '127.0.0.1', '--port', String(port)];
+  if (chainId !== undefined) args.push('--chain-id', String(chainId));
+  const child = spawn(process.execPath, args, {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, CI: 'true', HARDHAT_DISABLE_TELEMETRY_PROMPT: 'true' },

@@ -19,42 +19,16 @@ import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import t from 'tap';
 import { openRpcLedger } from '../../src/chain/rpc-chain.ts';
-import { HARDHAT_KEYS, jsonRpc } from '../chain/chain-helpers.ts';
+import { HARDHAT_KEYS, jsonRpc, startHardhatNode } from '../chain/chain-helpers.ts';
 import { REPO_ROOT, freePort, startProcessServer } from '../helpers/process-server.ts';
 
 // ---------------------------------------------------------------- helpers
 
-/** `hardhat node` as a child process on 127.0.0.1 (optionally with another chain id). */
+/** `hardhat node` as a child process on 127.0.0.1 (optionally with another chain id), stopped at teardown. */
 async function startNode(chainId?: number): Promise<{ url: string; stop(): Promise<void> }> {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const args = [path.join(REPO_ROOT, 'node_modules/.bin/hardhat'), 'node', '--hostname', '127.0.0.1', '--port', String(port)];
-  if (chainId !== undefined) args.push('--chain-id', String(chainId));
-  const child = spawn(process.execPath, args, {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, CI: 'true', HARDHAT_DISABLE_TELEMETRY_PROMPT: 'true' },
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await exited;
-  };
-  t.teardown(stop);
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`hardhat node exited: ${output}`);
-    try {
-      await jsonRpc(url, 'eth_chainId');
-      return { url, stop };
-    } catch {
-      if (Date.now() > deadline) throw new Error(`hardhat node did not answer: ${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  const node = await startHardhatNode(await freePort(), chainId);
+  t.teardown(node.stop);
+  return node;
 }
 
 interface CliResult {
