@@ -52,7 +52,12 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   const blobs: BlobStore = config.ipfsUrl
     ? await KuboBlobStore.open({ url: config.ipfsUrl })
     : SqliteBlobStore.open(databasePath, { groupCommit: true });
-  const repository = new Repository({ blobs, index, cipher: new JweCipher(masterKey, index.dataKeys) });
+  const repository = new Repository({
+    blobs,
+    index,
+    cipher: new JweCipher(masterKey, index.dataKeys),
+    locatorKey: config.chain.mode === 'off' ? undefined : deriveKey(masterKey, KEY_PURPOSE.manifestLocator),
+  });
 
   // Parameters is never persisted and has no REST endpoint (http://hl7.org/fhir/R4/parameters.html).
   const resourceTypes = new Set(R4_RESOURCE_TYPES.filter((type) => type !== 'Parameters'));
@@ -205,7 +210,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     lines.push(`vellum_anchor_backlog ${ledger ? await index.backlog() : 0}`);
     return reply.type('text/plain; version=0.0.4').send(lines.join('\n') + '\n');
   });
-  await app.register(fhirPlugin, { prefix: '/fhir', services, routes: fhirRoutes(statement) });
+  await app.register(fhirPlugin, { prefix: '/fhir', services, routes: fhirRoutes(statement, { bundleMaxEntries: config.bundleMaxEntries }) });
   batcher?.start();
 
   let closed = false;
@@ -225,7 +230,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
 }
 
 /** Open the ledger the configuration names (undefined when anchoring is off). */
-async function openLedger(config: Config): Promise<Ledger | undefined> {
+export async function openLedger(config: Config): Promise<Ledger | undefined> {
   const chain = config.chain;
   if (chain.mode === 'off') return undefined;
   if (chain.mode === 'embedded') {

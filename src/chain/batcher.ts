@@ -15,6 +15,8 @@ export interface QueuedLeaf {
   seq: number;
   leaf: Uint8Array;
   cid: string;
+  /** Opaque sealed locator published beside the leaf (only the master key's holder can open it). */
+  locator?: string;
 }
 
 export interface QueuedBatch {
@@ -74,9 +76,31 @@ export interface BatcherOptions {
 
 export const MANIFEST_TYPE = 'vellum.anchor.batch.v1';
 
-/** The public manifest of a batch: enough for anyone to find every envelope and replay the batch. */
+/** One entry of a batch manifest, in leaf order. */
+export interface ManifestEntry {
+  leaf: string;
+  cid: string;
+  /** Sealed locator (opaque to everyone but the master key's holder). */
+  loc?: string;
+}
+
+/** A batch manifest as stored in IPFS. */
+export interface BatchManifest {
+  type: typeof MANIFEST_TYPE;
+  root: string;
+  leaves: ManifestEntry[];
+}
+
+/**
+ * The public manifest of a batch: enough for anyone to find every envelope and check the root,
+ * and for the master key's holder to replay the batch into an index (`vellum rebuild`).
+ */
 export function manifestOf(root: Uint8Array, leaves: readonly QueuedLeaf[]): Uint8Array {
-  const manifest = { type: MANIFEST_TYPE, root: toHex(root), leaves: leaves.map((l) => ({ leaf: toHex(l.leaf), cid: l.cid })) };
+  const manifest: BatchManifest = {
+    type: MANIFEST_TYPE,
+    root: toHex(root),
+    leaves: leaves.map((l) => ({ leaf: toHex(l.leaf), cid: l.cid, ...(l.locator ? { loc: l.locator } : {}) })),
+  };
   return new TextEncoder().encode(JSON.stringify(manifest));
 }
 

@@ -5,6 +5,8 @@
  * - `vellum verify <proof.json> --rpc <url> [--json] [--ipfs <kubo url>]` — the offline
  *   verifier (src/cli/verify.ts): checks an exported proof document against the chain
  *   without the server. Exit 0 verified, 1 not verified, 2 usage or I/O error.
+ * - `vellum rebuild [--blocks-from <path>]... [--json]` — rebuild the index from the chain, IPFS
+ *   and the master key (src/cli/rebuild.ts). Exit 0 rebuilt, 1 the log did not verify, 2 usage.
  *
  * Every command returns its exit code; nothing here calls `process.exit`, so commands can be
  * run in-process by tests.
@@ -17,6 +19,8 @@ export const USAGE = `Usage: vellum <command> [options]
 Commands:
   verify <proof.json> --rpc <url> [--json] [--ipfs <kubo url>]
       Check an exported proof document ($verify?export=true) against the chain, without the server.
+  rebuild [--blocks-from <vellum.db | data dir>]... [--json]
+      Rebuild the index of VELLUM_DATA_DIR from the chain, IPFS and the master key (server stopped).
 
 Run "vellum <command> --help" for a command's options.
 `;
@@ -28,6 +32,9 @@ export async function main(argv: string[], io: Io): Promise<number> {
     switch (command) {
       case 'verify':
         return await runVerify(rest, io);
+      case 'rebuild':
+        // Loaded on demand: `verify` must stay light (no server, no Hardhat).
+        return await (await import('./rebuild.ts')).runRebuild(rest, io);
       case undefined:
       case 'help':
       case '--help':

@@ -35,8 +35,11 @@ export interface IndexWrite {
   cid: string;
   keyScope: string;
   searchRows: SearchRow[];
-  /** The version's anchor leaf, queued (pending) in the same transaction as the version. */
-  anchor?: { leaf: Uint8Array; salt: Uint8Array };
+  /**
+   * The version's anchor leaf, queued (pending) in the same transaction as the version, with
+   * its sealed manifest locator (locator.ts) when the repository has a locator key.
+   */
+  anchor?: { leaf: Uint8Array; salt: Uint8Array; locator?: string };
 }
 
 /** A pending leaf waiting for a batch. */
@@ -45,6 +48,8 @@ export interface PendingLeaf {
   leaf: Uint8Array;
   /** CID of the version's envelope (listed in the public batch manifest). */
   cid: string;
+  /** Sealed locator listed beside the leaf in the manifest (see locator.ts). */
+  locator?: string;
 }
 
 /** A batch planned (persisted before it is sent, so a crash resumes it rather than re-batching). */

@@ -20,6 +20,7 @@ export const KEY_PURPOSE = {
   binding: 'vellum/v1/envelope-binding',
   dataKeyWrap: 'vellum/v1/data-key-wrap',
   leafPseudonym: 'vellum/v1/anchor-leaf-pseudonym',
+  manifestLocator: 'vellum/v1/manifest-locator',
 } as const;
 
 /** Key scope of resources outside any patient compartment. */

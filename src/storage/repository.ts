@@ -6,7 +6,9 @@
  */
 import type { AbortOptions, BlobStore } from './blob-store.ts';
 import type { Cipher } from './cipher.ts';
+import { storageError } from './errors.ts';
 import type { IndexStore, IndexWrite, VersionRecord } from './index-store.ts';
+import { sealLocator } from './locator.ts';
 
 /** A version ready to store: its index entry (less the CID) and its plaintext bytes. */
 export interface PreparedVersion {
@@ -22,6 +24,12 @@ export interface RepositoryOptions {
   cipher: Cipher;
   /** How many decrypted versions to keep in memory (0 disables the cache). */
   cacheEntries?: number;
+  /**
+   * Master-derived key sealing each anchored version's manifest locator (locator.ts). With it,
+   * the scope's wrapped data key is also published as a block, so `vellum rebuild` can
+   * reconstruct the index from the chain, IPFS and the master key alone.
+   */
+  locatorKey?: Uint8Array;
 }
 
 function cacheKey(record: VersionRecord): string {
@@ -34,12 +42,16 @@ export class Repository {
   #cipher: Cipher;
   #cache = new Map<string, Uint8Array>();
   #cacheEntries: number;
+  #locatorKey: Uint8Array | undefined;
+  /** Scope → its wrapped data key and that key's block CID (published once per process and key). */
+  #keyBlocks = new Map<string, { wrapped: Uint8Array; cid: string }>();
 
   constructor(options: RepositoryOptions) {
     this.blobs = options.blobs;
     this.index = options.index;
     this.#cipher = options.cipher;
     this.#cacheEntries = options.cacheEntries ?? 10_000;
+    this.#locatorKey = options.locatorKey;
   }
 
   /**
@@ -57,12 +69,42 @@ export class Repository {
         options,
       );
       const cid = await this.blobs.put(envelope, options);
-      writes.push({ ...write, cid, ...(version.anchor ? { anchor: version.anchor(cid) } : {}) });
+      let anchor: IndexWrite['anchor'];
+      if (version.anchor) {
+        anchor = version.anchor(cid);
+        if (this.#locatorKey) {
+          const keyCid = await this.#publishKey(write.keyScope, options);
+          anchor.locator = sealLocator(this.#locatorKey, anchor.leaf, {
+            type: write.type,
+            id: write.id,
+            versionId: write.versionId,
+            keyScope: write.keyScope,
+            method: write.method,
+            keyCid,
+          });
+        }
+      }
+      writes.push({ ...write, cid, ...(anchor ? { anchor } : {}) });
       plaintexts.push(version.plaintext);
     }
     const records = await this.index.commit(writes);
     records.forEach((record, i) => this.#remember(cacheKey(record), plaintexts[i]!));
     return records;
+  }
+
+  /**
+   * Publish the wrapped data key of `scope` (sealed by `seal` just before) as a block, and return
+   * its CID. Content-addressed, so publishing again is a no-op; remembered per process.
+   */
+  async #publishKey(scope: string, options?: AbortOptions): Promise<string> {
+    const wrapped = this.index.dataKeys.getWrappedKey(scope);
+    if (!wrapped) throw storageError('VLM_KEY_MISSING', 'fault', 'the data key of a scope in use is missing');
+    // Compared, not just looked up: a shredded scope that comes back has a new key.
+    const known = this.#keyBlocks.get(scope);
+    if (known && Buffer.from(known.wrapped).equals(wrapped)) return known.cid;
+    const cid = await this.blobs.put(wrapped, options);
+    this.#keyBlocks.set(scope, { wrapped: new Uint8Array(wrapped), cid });
+    return cid;
   }
 
   /** Resolve once everything stored so far is durable (blocks before index rows). */

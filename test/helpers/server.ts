@@ -23,16 +23,20 @@ export interface TestServer extends Vellum {
   ): Promise<{ status: number; headers: Record<string, string | string[] | number | undefined>; json: any; text: string }>;
 }
 
-/** Start a Vellum on a temporary data dir; closed and removed when the test ends. */
+/**
+ * Start a Vellum on a temporary data dir; closed and removed when the test ends. With
+ * `VELLUM_DATA_DIR` in `env`, that dir is used and left in place (the caller owns it).
+ */
 export async function startTestServer(t: Test, env: Record<string, string> = {}): Promise<TestServer> {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-test-'));
+  const owned = env.VELLUM_DATA_DIR === undefined;
+  const dataDir = env.VELLUM_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-test-'));
   // Anchoring is off unless a test asks for it (VELLUM_CHAIN=embedded): HTTP-semantics tests do not
   // need a chain, and the anchoring tests and every `npm start`-style process test run the default.
   const config = loadConfig({ VELLUM_DATA_DIR: dataDir, PORT: '8080', VELLUM_CHAIN: 'off', ...env });
   const vellum = await createVellum(config, { logger: false });
   t.teardown(async () => {
     await vellum.close();
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    if (owned) fs.rmSync(dataDir, { recursive: true, force: true });
   });
   return {
     ...vellum,

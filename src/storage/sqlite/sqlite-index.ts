@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS anchor_leaves (
   salt BLOB NOT NULL,
   batch_id INTEGER REFERENCES anchor_batches (id),
   leaf_index INTEGER,
-  proof BLOB
+  proof BLOB,
+  locator TEXT
 );
 CREATE INDEX IF NOT EXISTS anchor_leaves_batch ON anchor_leaves (batch_id, seq);
 CREATE TABLE IF NOT EXISTS data_keys (
@@ -157,6 +158,9 @@ export class SqliteIndexStore implements IndexStore {
       db.exec('BEGIN');
       db.exec(CORE_DDL);
       db.exec(SEARCH_DDL);
+      // Databases made before manifest locators existed gain the column (NULL: no locator).
+      const leafColumns = db.prepare('PRAGMA table_info(anchor_leaves)').all() as { name: string }[];
+      if (!leafColumns.some((c) => c.name === 'locator')) db.exec('ALTER TABLE anchor_leaves ADD COLUMN locator TEXT');
       const row = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
       if (!row) db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
       else if (row.value !== SCHEMA_VERSION) {
@@ -287,10 +291,11 @@ export class SqliteIndexStore implements IndexStore {
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(rid, w.type, w.id, w.versionId, w.lastUpdated, w.deleted ? 1 : 0, created ? 1 : 0, w.method, w.cid, w.keyScope);
         if (w.anchor) {
-          this.#prepare('INSERT INTO anchor_leaves (seq, leaf, salt) VALUES (?, ?, ?)').run(
+          this.#prepare('INSERT INTO anchor_leaves (seq, leaf, salt, locator) VALUES (?, ?, ?, ?)').run(
             Number(inserted.lastInsertRowid),
             w.anchor.leaf,
             w.anchor.salt,
+            w.anchor.locator ?? null,
           );
         }
         if (existing) this.#search.deleteRows(rid);
@@ -339,9 +344,9 @@ export class SqliteIndexStore implements IndexStore {
   async pendingLeaves(limit: number): Promise<PendingLeaf[]> {
     this.#check();
     const rows = this.#prepare(
-      'SELECT l.seq, l.leaf, v.cid FROM anchor_leaves l JOIN versions v ON v.seq = l.seq WHERE l.batch_id IS NULL ORDER BY l.seq LIMIT ?',
-    ).all(limit) as { seq: number; leaf: Uint8Array; cid: string }[];
-    return rows.map((r) => ({ seq: Number(r.seq), leaf: r.leaf, cid: r.cid }));
+      'SELECT l.seq, l.leaf, l.locator, v.cid FROM anchor_leaves l JOIN versions v ON v.seq = l.seq WHERE l.batch_id IS NULL ORDER BY l.seq LIMIT ?',
+    ).all(limit) as { seq: number; leaf: Uint8Array; cid: string; locator: string | null }[];
+    return rows.map((r) => ({ seq: Number(r.seq), leaf: r.leaf, cid: r.cid, ...(r.locator ? { locator: r.locator } : {}) }));
   }
 
   async planBatch(batch: Omit<PlannedBatch, 'id'>, proofs: Uint8Array[][]): Promise<PlannedBatch> {
