@@ -1,0 +1,95 @@
+/** Shared pieces of the benchmarks: launching Vellum as `npm start` does, and running the workload. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+export function rssKiB(pid: number): number {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+export async function waitReady(base: string, deadline: number): Promise<void> {
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(`${base}/ready`);
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('Vellum did not become ready in time');
+}
+
+export interface BenchServer {
+  origin: string;
+  child: ChildProcess;
+  dataDir: string;
+  startupMs: number;
+  stop(): Promise<void>;
+}
+
+/** Start `src/main.ts` on a fresh data dir (removed by `stop`), with extra environment. */
+export async function startServer(env: Record<string, string> = {}): Promise<BenchServer> {
+  const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-bench-'));
+  const origin = `http://127.0.0.1:${port}`;
+  const started = Date.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: root,
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', VELLUM_DATA_DIR: dataDir, VELLUM_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const closed = new Promise((r) => child.on('close', r));
+  const stop = async () => {
+    child.kill('SIGTERM');
+    await closed;
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    await waitReady(origin, Date.now() + 60_000);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { origin, child, dataDir, startupMs: Date.now() - started, stop };
+}
+
+export interface LoadSummary {
+  phases: { phase: string; ops: number; ops_per_s: number; p50_ms: number; p95_ms: number; p99_ms: number; errors: number }[];
+  [key: string]: unknown;
+}
+
+/** Run `bench/fhir-load.mjs` against `base` (the FHIR base URL); its last stdout line is the JSON summary. */
+export async function runLoad(base: string, args: string[], echo = true): Promise<{ code: number; summary: LoadSummary }> {
+  const load = spawn(process.execPath, [path.join(root, 'bench/fhir-load.mjs'), `--base-url=${base}`, '--concurrency=8', ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  load.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+    if (echo) process.stdout.write(chunk);
+  });
+  const code: number = await new Promise((resolve) => load.on('close', (c) => resolve(c ?? 1)));
+  return { code, summary: JSON.parse(out.trim().split('\n').at(-1)!) as LoadSummary };
+}
