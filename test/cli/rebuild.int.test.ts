@@ -7,67 +7,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import t, { type Test } from 'tap';
-import { runRebuild } from '../../src/cli/rebuild.ts';
+import t from 'tap';
+import { CHAIN_ENV, entries, loseIndex, rebuild, verifyParams, waitAnchored } from '../helpers/rebuild.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-
-const CHAIN_ENV = { VELLUM_CHAIN: 'embedded', VELLUM_ANCHOR_INTERVAL_MS: '50' };
-
-function captureIo() {
-  let stdout = '';
-  let stderr = '';
-  return {
-    io: { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) } },
-    out: () => stdout,
-    err: () => stderr,
-  };
-}
-
-async function rebuild(dataDir: string, args: string[], env: Record<string, string> = {}) {
-  const cap = captureIo();
-  const code = await runRebuild([...args, '--json'], cap.io, { VELLUM_DATA_DIR: dataDir, PORT: '8080', ...CHAIN_ENV, ...env });
-  let report: any;
-  try {
-    report = JSON.parse(cap.out());
-  } catch {
-    report = undefined;
-  }
-  return { code, report, stderr: cap.err() };
-}
-
-/** What a client sees of a bundle, without what legitimately differs between two servers (ids, paging tokens). */
-function entries(bundle: any) {
-  return {
-    total: bundle?.total,
-    entry: (bundle?.entry ?? []).map((e: any) => ({ fullUrl: e.fullUrl, resource: e.resource, request: e.request, response: e.response, search: e.search })),
-  };
-}
-
-const verifyParams = (p: any) =>
-  Object.fromEntries((p?.parameter ?? []).map((x: any) => [x.name, x.valueString ?? x.valueBoolean ?? x.valueInteger ?? x.valueUnsignedInt ?? x.valueCode ?? x.valueBase64Binary ?? x.valueUri ?? x.valueDecimal ?? null]));
-
-async function waitAnchored(t: Test, s: TestServer) {
-  for (let i = 0; i < 400; i++) {
-    const ready = await s.app.inject({ method: 'GET', url: '/ready' });
-    if (JSON.parse(ready.body).anchorBacklog === 0) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  t.fail('anchoring did not catch up');
-}
-
-/** Move the index database away and strip it down to its blocks: all a rebuild may use. */
-function loseIndex(dataDir: string): string {
-  const db = path.join(dataDir, 'vellum.db');
-  const blocksOnly = path.join(dataDir, 'blocks-only.db');
-  for (const suffix of ['', '-wal', '-shm']) if (fs.existsSync(db + suffix)) fs.renameSync(db + suffix, blocksOnly + suffix);
-  const sqlite = new DatabaseSync(blocksOnly);
-  const tables = (sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all() as { name: string }[]).map((r) => r.name);
-  sqlite.exec('PRAGMA foreign_keys = OFF');
-  for (const name of tables) if (name !== 'blocks') sqlite.exec(`DROP TABLE "${name}"`);
-  sqlite.exec('PRAGMA wal_checkpoint(TRUNCATE)');
-  sqlite.close();
-  return blocksOnly;
-}
 
 async function answers(s: TestServer, patientId: string, versionsOf: Record<string, number>) {
   const get = async (url: string) => {
