@@ -16,6 +16,8 @@ export interface Config {
   logLevel: string;
   /** Kubo / IPFS Cluster RPC API (VELLUM_IPFS_URL); absent = the embedded block store. */
   ipfsUrl: string | undefined;
+  /** Most entries a batch or transaction Bundle may carry (VELLUM_BUNDLE_MAX_ENTRIES); more → 413. */
+  bundleMaxEntries: number;
   chain: ChainConfig;
 }
 
@@ -59,6 +61,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const port = integer(env, 'PORT', 8080, 0, 65535);
   const dataDir = path.resolve(env.VELLUM_DATA_DIR?.trim() || './data');
   const bodyLimit = integer(env, 'VELLUM_BODY_LIMIT', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024);
+  const bundleMaxEntries = integer(env, 'VELLUM_BUNDLE_MAX_ENTRIES', 10_000, 1, 1_000_000);
   const logLevel = (env.VELLUM_LOG_LEVEL ?? 'info').trim();
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('VELLUM_LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
 
@@ -97,7 +100,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
     if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new ConfigError('VELLUM_IPFS_URL', 'must be an http(s) URL');
   }
-  return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel, ipfsUrl, chain: chainConfig(env) };
+  return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel, ipfsUrl, bundleMaxEntries, chain: chainConfig(env) };
 }
 
 function chainConfig(env: NodeJS.ProcessEnv): ChainConfig {

@@ -5,6 +5,7 @@
 import type { FhirRequest, FhirResponse } from './request.ts';
 import type { FhirServices } from './services.ts';
 import type { WriteContext } from './writer.ts';
+import { bundle } from './interactions/bundle.ts';
 import { capabilities } from './interactions/capabilities.ts';
 import { create } from './interactions/create.ts';
 import { conditionalDelete, deleteInteraction } from './interactions/delete.ts';
@@ -26,9 +27,17 @@ export interface Route {
   handler: Handler;
 }
 
+export interface RouteOptions {
+  /** Most entries of a batch or transaction Bundle (VELLUM_BUNDLE_MAX_ENTRIES). */
+  bundleMaxEntries?: number;
+}
+
 /** The FHIR REST routes. `statement` is the CapabilityStatement served at /metadata. */
-export function fhirRoutes(statement: Record<string, unknown>): Route[] {
-  return [
+export function fhirRoutes(statement: Record<string, unknown>, options: RouteOptions = {}): Route[] {
+  const routes: Route[] = [
+    // batch and transaction: GET entries run the GET routes of this same table.
+    { method: 'POST', path: '/', interaction: 'transaction', handler: bundle({ maxEntries: options.bundleMaxEntries ?? 10_000, routes: () => routes }) },
+    { method: 'GET', path: '/', interaction: 'search-system', handler: search },
     { method: 'GET', path: '/metadata', interaction: 'capabilities', handler: capabilities(statement) },
     { method: 'GET', path: '/_history', interaction: 'history-system', handler: history },
     { method: 'GET', path: '/$verify', interaction: 'operation', handler: verifySweep },
@@ -50,4 +59,5 @@ export function fhirRoutes(statement: Record<string, unknown>): Route[] {
     { method: 'GET', path: '/:type/:id/_history/:vid/$verify', interaction: 'operation', handler: verify },
     { method: 'POST', path: '/:type/:id/$validate', interaction: 'operation', handler: validate },
   ];
+  return routes;
 }

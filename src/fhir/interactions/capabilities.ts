@@ -47,7 +47,8 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
       {
         mode: 'server',
         resource,
-        interaction: [{ code: 'history-system' }],
+        // POST [base] with a batch or transaction Bundle (interactions/bundle.ts).
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
         operation: operations,
       },
     ],

@@ -77,6 +77,31 @@ function applyExactly(resource: FhirResource, operations: unknown): FhirResource
   }
 }
 
+/**
+ * Apply a JSON Patch document (`operations`, and `exactOperations` when it holds exact decimals)
+ * to a stored resource: the patched content to commit, with `exact` when it differs from the
+ * plain form. Raises 400 VLM_FHIR_PATCH_NOT_ARRAY / VLM_FHIR_PATCH_INVALID, 422
+ * VLM_FHIR_PATCH_TEST_FAILED / VLM_FHIR_PATCH_NOT_RESOURCE / VLM_FHIR_PATCH_IDENTITY.
+ */
+export function patchedContent(
+  stored: FhirResource,
+  operations: unknown,
+  exactOperations: unknown,
+): { patched: FhirResource; exact?: FhirResource } {
+  // The patch is checked and applied on the plain form (ordinary numbers: what `test` compares
+  // and validation checks); when the stored version or the patch holds exact decimals
+  // (json.ts), it is applied once more to the exact form, which is what is stored.
+  const inexact = hasInexactNumbers(stored);
+  const patched = applyPatch(inexact ? (JSON.parse(JSON.stringify(stored)) as FhirResource) : stored, operations);
+  const exactWanted = inexact || exactOperations !== undefined;
+  const exact = exactWanted ? applyExactly(stored, exactOperations ?? operations) : undefined;
+  for (const version of [patched, exact]) {
+    delete version?.meta?.versionId;
+    delete version?.meta?.lastUpdated;
+  }
+  return { patched, ...(exact ? { exact } : {}) };
+}
+
 async function patchRecord(
   services: FhirServices,
   request: FhirRequest,
@@ -85,17 +110,7 @@ async function patchRecord(
 ): Promise<FhirResponse> {
   checkIfMatch(request, current);
   const stored = (await services.loadResource(current, request.signal))!;
-  // The patch is checked and applied on the plain form (ordinary numbers: what `test` compares
-  // and validation checks); when the stored version or the patch holds exact decimals
-  // (json.ts), it is applied once more to the exact form, which is what is stored.
-  const inexact = hasInexactNumbers(stored);
-  const patched = applyPatch(inexact ? (JSON.parse(JSON.stringify(stored)) as FhirResource) : stored, request.body);
-  const exactWanted = inexact || request.exactBody !== undefined;
-  const exact = exactWanted ? applyExactly(stored, request.exactBody ?? request.body) : undefined;
-  for (const version of [patched, exact]) {
-    delete version?.meta?.versionId;
-    delete version?.meta?.lastUpdated;
-  }
+  const { patched, exact } = patchedContent(stored, request.body, request.exactBody);
   const op = { method: 'patch' as const, type: current.type, id: current.id, resource: patched, expectedVersion: current.versionId };
   const [written] = await services.writer.commit([{ ...op, ...(exact ? { exact } : {}) }], context);
   return writeResponse(request, 200, written!.record, written!.resource, 'Patched');
