@@ -8,7 +8,7 @@
  * See http://hl7.org/fhir/R4/search.html for the semantics each kind carries.
  */
 
-/** The search parameter kinds that have index rows. Composite and special are not indexed. */
+/** The search parameter kinds that have index rows of their own (composites: CompositeRow). */
 export type SearchKind = 'string' | 'token' | 'date' | 'reference' | 'number' | 'quantity' | 'uri';
 
 /** Lowest and highest instants a date range can hold (ms since epoch): open period ends. */
@@ -83,8 +83,30 @@ export interface UriRow {
   readonly value: string;
 }
 
+/** A row of one of the seven indexable kinds. */
+export type BasicRow = StringRow | TokenRow | DateRow | ReferenceRow | NumberRow | QuantityRow | UriRow;
+
+/**
+ * One value of one component of a composite parameter (http://hl7.org/fhir/R4/search.html#composite)
+ * or of `:of-type` (identifier type + value). The components of one element share `group` (unique
+ * within the resource), so a composite search matches components of the SAME element, never one
+ * component here and another there. `part.param` is `<code>$<component index>` (e.g.
+ * `component-code-value-quantity$1`, `identifier:of-type$0`): no search parameter code contains `$`.
+ */
+export interface CompositeRow {
+  readonly kind: 'composite';
+  readonly param: string;
+  readonly group: number;
+  readonly part: BasicRow;
+}
+
 /** One index row of a resource's current version; `param` is the search parameter code. */
-export type SearchRow = StringRow | TokenRow | DateRow | ReferenceRow | NumberRow | QuantityRow | UriRow;
+export type SearchRow = BasicRow | CompositeRow;
+
+/** The parameter code of component `index` of composite `code` (see CompositeRow). */
+export function componentParam(code: string, index: number): string {
+  return `${code}$${index}`;
+}
 
 /** Comparison prefixes of ordered kinds (http://hl7.org/fhir/R4/search.html#prefix). */
 export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
@@ -177,23 +199,81 @@ export interface TypeCondition {
   readonly type: string;
 }
 
-/** `:missing`: the resource has (missing=false) or has no (missing=true) row for `param` in table `of`. */
+/**
+ * `:missing`: the resource has (missing=false) or has no (missing=true) row for `param` in table
+ * `of` (`composite`: `param` is the composite's first component, see CompositeRow).
+ */
 export interface MissingCondition {
   readonly kind: 'missing';
-  readonly of: SearchKind;
+  readonly of: SearchKind | 'composite';
   readonly param: string;
   readonly missing: boolean;
 }
 
-/** One bound value of one parameter. */
-export type IndexCondition =
+/** A condition on the rows of one of the seven indexable kinds. */
+export type RowCondition =
   | StringCondition
   | TokenCondition
   | DateCondition
   | ReferenceCondition
   | NumberCondition
   | QuantityCondition
-  | UriCondition
+  | UriCondition;
+
+/** A search nested in another: current resources of `resourceType` matching every clause. */
+export interface SubQuery {
+  readonly resourceType: string;
+  readonly where: readonly IndexClause[];
+}
+
+/**
+ * Chained parameter (http://hl7.org/fhir/R4/search.html#chaining): the resource has a reference
+ * `param` whose local target is a resource matching one of `targets` (one per target type).
+ */
+export interface ChainCondition {
+  readonly kind: 'chain';
+  readonly param: string;
+  readonly targets: readonly SubQuery[];
+}
+
+/**
+ * Reverse chain `_has` (http://hl7.org/fhir/R4/search.html#has): some resource matching `source`
+ * refers to this one through its reference parameter `param`.
+ */
+export interface HasCondition {
+  readonly kind: 'has';
+  readonly param: string;
+  readonly source: SubQuery;
+}
+
+/**
+ * Composite (and `:of-type`): one element group of `param` where component i matches
+ * `components[i]` (whose `param` is the component's, see CompositeRow).
+ */
+export interface CompositeCondition {
+  readonly kind: 'composite';
+  readonly param: string;
+  readonly components: readonly RowCondition[];
+}
+
+/**
+ * `_include` (http://hl7.org/fhir/R4/search.html#include): the resource is the local target of a
+ * reference parameter in `params` of one of the resources `sourceType/sourceIds`.
+ */
+export interface ReferencedByCondition {
+  readonly kind: 'referencedBy';
+  readonly params: readonly string[];
+  readonly sourceType: string;
+  readonly sourceIds: readonly string[];
+}
+
+/** One bound value of one parameter. */
+export type IndexCondition =
+  | RowCondition
+  | ChainCondition
+  | HasCondition
+  | CompositeCondition
+  | ReferencedByCondition
   | IdCondition
   | LastUpdatedCondition
   | TypeCondition

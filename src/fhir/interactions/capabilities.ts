@@ -5,6 +5,7 @@
  * engine supports for that type.
  */
 import type { FhirRequest, FhirResponse } from '../request.ts';
+import { supportedIncludes } from '../search/include.ts';
 import type { FhirServices } from '../services.ts';
 
 export const SOFTWARE_VERSION = '0.1.0';
@@ -29,6 +30,7 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
     conditionalRead: 'full-support',
     conditionalUpdate: true,
     conditionalDelete: 'single',
+    ...supportedIncludes(services.registry, type),
     searchParam: supportedParams(type),
     operation: operations,
   }));
@@ -47,8 +49,8 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
       {
         mode: 'server',
         resource,
-        // POST [base] with a batch or transaction Bundle (interactions/bundle.ts).
-        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+        // POST [base] with a batch or transaction Bundle (interactions/bundle.ts); GET [base]?_type=….
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'search-system' }, { code: 'history-system' }],
         operation: operations,
       },
     ],

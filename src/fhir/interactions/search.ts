@@ -1,14 +1,19 @@
 /**
  * search — http://hl7.org/fhir/R4/http.html#search, http://hl7.org/fhir/R4/search.html
- * GET [base]/[type]?params and POST [base]/[type]/_search (form-encoded, merged with the URL
- * query). A `searchset` Bundle with `fullUrl`, `search.mode`, `total` and paging links.
+ * GET [base]/[type]?params, POST [base]/[type]/_search (form-encoded, merged with the URL
+ * query) and GET [base]?params (system level, `_type` to choose types). A `searchset` Bundle
+ * with `fullUrl`, `search.mode` (`match`, `include`, `outcome`), `total` and paging links.
+ * `_include` / `_revinclude` add at most MAX_INCLUDES resources per page; beyond it an outcome
+ * entry says the includes were cut (`too-costly`, VLM_FHIR_INCLUDES_CAPPED).
  * Unknown parameters are ignored and reported in an OperationOutcome entry, or rejected with 400
- * under `Prefer: handling=strict`. Malformed values are 400 naming the parameter.
+ * under `Prefer: handling=strict`. Malformed values are 400 naming the parameter
+ * (VLM_FHIR_BAD_SEARCH_PARAMETER; the parser's own code is in the diagnostics).
  */
-import type { IndexQuery } from '../../storage/search-types.ts';
-import { FhirError, fhirError } from '../errors.ts';
+import type { IndexClause, IndexCondition, IndexQuery } from '../../storage/search-types.ts';
+import { FhirError, fhirError, VELLUM_ERROR_SYSTEM } from '../errors.ts';
 import { elementsList, subset, summaryMode } from '../format.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
+import { gatherIncludes, MAX_INCLUDES, parseIncludes, type IncludeDirective } from '../search/include.ts';
 import { parseSearchRequest } from '../search/parse.ts';
 import type { FhirServices } from '../services.ts';
 import { DEFAULT_COUNT, MAX_COUNT, pageLinks } from './paging.ts';
@@ -21,7 +26,7 @@ const RESULT_PARAMS = new Set(['_count', '_offset', '_summary', '_elements', '_f
  * unknown parameter (ignored with an outcome entry, or 400 under `handling=strict`), never
  * silently dropped.
  */
-const UNSUPPORTED_RESULT_PARAMS = new Set(['_include', '_revinclude', '_contained', '_containedType']);
+const UNSUPPORTED_RESULT_PARAMS = new Set(['_contained', '_containedType']);
 
 /**
  * The most values (OR items and AND repetitions together) one search may carry; beyond it the
@@ -39,19 +44,21 @@ const UNSUPPORTED_RESULT_PARAMS = new Set(['_include', '_revinclude', '_containe
  */
 export const MAX_SEARCH_VALUES = 1000;
 
-/** Plan the index query of a search on `type`; 400 for malformed values. */
+/** Plan the index query of a search on `type` (null: system level); 400 for malformed values. */
 export function planQuery(
   services: FhirServices,
-  type: string,
+  type: string | null,
   params: [string, string][],
   baseUrl: string,
-): { query: IndexQuery; unknown: string[] } {
+): { query: IndexQuery; unknown: string[]; includes: IncludeDirective[] } {
   const selecting = params.filter(([name]) => !RESULT_PARAMS.has(name));
   const parsed = parseSearchRequest(services.registry, type, selecting, { baseUrl });
-  if (parsed.errors.length) {
+  const includes = parseIncludes(services.registry, parsed.result);
+  const errors = [...parsed.errors, ...includes.errors];
+  if (errors.length) {
     throw new FhirError(
       400,
-      parsed.errors.map((e) => ({
+      errors.map((e) => ({
         severity: 'error' as const,
         code: 'invalid' as const,
         vellumCode: 'VLM_FHIR_BAD_SEARCH_PARAMETER',
@@ -60,12 +67,28 @@ export function planQuery(
       })),
     );
   }
-  const values = parsed.query.where.reduce((n, clause) => n + Math.max(1, clause.anyOf.length), 0);
-  if (values > MAX_SEARCH_VALUES) {
+  if (countValues(parsed.query.where) > MAX_SEARCH_VALUES) {
     throw fhirError(400, 'too-costly', 'VLM_FHIR_SEARCH_TOO_COMPLEX', `A search may carry at most ${MAX_SEARCH_VALUES} values`);
   }
   const unsupported = parsed.result.map(([name]) => name).filter((name) => UNSUPPORTED_RESULT_PARAMS.has(name.split(':')[0]!));
-  return { query: parsed.query, unknown: [...parsed.unknown, ...unsupported] };
+  return { query: parsed.query, unknown: [...parsed.unknown, ...includes.unknown, ...unsupported], includes: includes.directives };
+}
+
+/** Values of a search, those of chained and `_has` searches and composite components included. */
+function countValues(where: readonly IndexClause[]): number {
+  const ofCondition = (c: IndexCondition): number => {
+    switch (c.kind) {
+      case 'chain':
+        return c.targets.reduce((n, t) => n + countValues(t.where), 0);
+      case 'has':
+        return countValues(c.source.where);
+      case 'composite':
+        return c.components.length;
+      default:
+        return 1;
+    }
+  };
+  return where.reduce((n, clause) => n + Math.max(1, clause.anyOf.reduce((m, c) => m + ofCondition(c), 0)), 0);
 }
 
 function strict(request: FhirRequest): boolean {
@@ -80,7 +103,8 @@ function whole(request: FhirRequest, name: string, fallback: number): number {
 }
 
 export async function search(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
-  const type = request.resourceType!;
+  // No type: the system-level search, GET [base]?_type=… (http://hl7.org/fhir/R4/http.html#search).
+  const type = request.resourceType ?? null;
   // POST _search: form parameters join the URL's (http://hl7.org/fhir/R4/http.html#search).
   if (request.method === 'POST') {
     if (request.body !== undefined && request.contentType !== 'application/x-www-form-urlencoded') {
@@ -96,7 +120,7 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
   if (!['none', 'estimate', 'accurate'].includes(totalMode)) {
     throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_total must be none, estimate or accurate', ['_total']);
   }
-  const { query, unknown } = planQuery(services, type, request.query, request.baseUrl);
+  const { query, unknown, includes } = planQuery(services, type, request.query, request.baseUrl);
   if (unknown.length && strict(request)) {
     throw fhirError(400, 'not-supported', 'VLM_FHIR_UNKNOWN_PARAMETER', `Unknown search parameters: ${unknown.join(', ')}`, unknown);
   }
@@ -117,25 +141,49 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
       search: { mode: 'match' },
     });
   }
-  if (unknown.length) {
+  const issues: Record<string, unknown>[] = unknown.map((name) => ({
+    severity: 'warning',
+    code: 'not-supported',
+    details: { coding: [{ system: VELLUM_ERROR_SYSTEM, code: 'VLM_FHIR_UNKNOWN_PARAMETER' }] },
+    diagnostics: `Search parameter ${name} is not supported and was ignored`,
+    expression: [name],
+  }));
+  if (includes.length && !countOnly && page.records.length) {
+    const included = await gatherIncludes(
+      { registry: services.registry, search: (q) => services.repository.index.search(q) },
+      includes,
+      page.records,
+    );
+    for (const record of included.records) {
+      const resource = await services.loadResource(record, request.signal);
+      if (!resource) continue;
+      // `_elements` names elements of the searched type: included resources are only summarised.
+      entry.push({
+        fullUrl: `${request.baseUrl}/${record.type}/${record.id}`,
+        resource: summary ? subset(resource, summary, undefined, services.definitions) : resource,
+        search: { mode: 'include' },
+      });
+    }
+    if (included.capped) {
+      issues.push({
+        severity: 'warning',
+        code: 'too-costly',
+        details: { coding: [{ system: VELLUM_ERROR_SYSTEM, code: 'VLM_FHIR_INCLUDES_CAPPED' }] },
+        diagnostics: `Only the first ${MAX_INCLUDES} included resources of this page are returned`,
+        expression: [...new Set(includes.map((d) => d.name))],
+      });
+    }
+  }
+  if (issues.length) {
     entry.push({
       fullUrl: `urn:uuid:${crypto.randomUUID()}`,
-      resource: {
-        resourceType: 'OperationOutcome',
-        issue: unknown.map((name) => ({
-          severity: 'warning',
-          code: 'not-supported',
-          details: { coding: [{ system: 'https://vellum.dev/fhir/CodeSystem/error', code: 'VLM_FHIR_UNKNOWN_PARAMETER' }] },
-          diagnostics: `Search parameter ${name} is not supported and was ignored`,
-          expression: [name],
-        })),
-      },
+      resource: { resourceType: 'OperationOutcome', issue: issues },
       search: { mode: 'outcome' },
     });
   }
   const ignored = new Set(unknown);
   const keep = request.query.filter(([name]) => !['_count', '_offset', '_snapshot'].includes(name) && !ignored.has(name));
-  const links = pageLinks(`${request.baseUrl}/${type}`, keep, {
+  const links = pageLinks(type === null ? request.baseUrl : `${request.baseUrl}/${type}`, keep, {
     count,
     offset,
     total: page.total,

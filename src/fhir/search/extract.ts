@@ -23,15 +23,17 @@
 import fhirpath from 'fhirpath';
 import r4Model from 'fhirpath/fhir-context/r4/index.js';
 import {
+  componentParam,
   DATE_MAX,
   DATE_MIN,
   normalizeSearchText,
+  type BasicRow,
   type SearchKind,
   type SearchRow,
 } from '../../storage/search-types.ts';
 import { dateRange } from '../dates.ts';
 import type { FhirResource } from '../request.ts';
-import type { ExpressionPart, SearchRegistry } from './registry.ts';
+import type { CompositeComponent, ExpressionPart, SearchRegistry } from './registry.ts';
 
 /** Turns a resource into the search rows of its current version. */
 export interface Extractor {
@@ -55,18 +57,32 @@ interface CompiledPart {
   readonly keys: readonly string[] | undefined;
 }
 
+/**
+ * A branch of a composite parameter: it selects the elements (`Observation.component`), and each
+ * component's expression is evaluated on one element at a time, so that the rows of one element
+ * share a group (http://hl7.org/fhir/R4/search.html#composite).
+ */
+interface CompiledComposite {
+  readonly param: string;
+  readonly evaluate: Evaluate;
+  readonly components: readonly CompositeComponent[];
+  readonly keys: readonly string[] | undefined;
+  /** Component expressions compiled per element path (`Observation.component`), lazily. */
+  readonly byBase: Map<string, Evaluate[]>;
+}
+
 /** Strings longer than this are cut before indexing (markdown descriptions can be long). */
 const MAX_STRING = 2048;
 
 /** Build an extractor over `registry`; expressions are compiled lazily, once per resource type. */
 export function createExtractor(registry: SearchRegistry, options: ExtractorOptions): Extractor {
   const baseUrl = options.baseUrl.replace(/\/+$/, '');
-  const compiled = new Map<string, CompiledPart[]>();
+  const compiled = new Map<string, { parts: CompiledPart[]; composites: CompiledComposite[] }>();
 
-  const partsFor = (type: string): CompiledPart[] => {
+  const partsFor = (type: string): { parts: CompiledPart[]; composites: CompiledComposite[] } => {
     let parts = compiled.get(type);
     if (parts === undefined) {
-      parts = compileType(registry, type);
+      parts = { parts: compileType(registry, type), composites: compileComposites(registry, type) };
       compiled.set(type, parts);
     }
     return parts;
@@ -82,14 +98,82 @@ export function createExtractor(registry: SearchRegistry, options: ExtractorOpti
         seen.add(key);
         rows.push(row);
       };
-      for (const part of partsFor(resource.resourceType)) {
+      let lastGroup = 0;
+      const ctx: RowContext = { baseUrl, emit, nextGroup: () => ++lastGroup };
+      const { parts, composites } = partsFor(resource.resourceType);
+      for (const part of parts) {
         if (part.keys !== undefined && !hasAny(resource, part.keys)) continue;
         const values = part.evaluate(resource);
-        for (const value of values) toRows(part, value, baseUrl, emit);
+        for (const value of values) toRows(part, value, ctx);
+      }
+      for (const composite of composites) {
+        if (composite.keys !== undefined && !hasAny(resource, composite.keys)) continue;
+        compositeRows(composite, resource, ctx);
       }
       return rows;
     },
   };
+}
+
+/** Where rows go while one resource is extracted; `nextGroup` numbers composite element groups. */
+interface RowContext {
+  readonly baseUrl: string;
+  readonly emit: Emit;
+  nextGroup(): number;
+}
+
+function compileComposites(registry: SearchRegistry, type: string): CompiledComposite[] {
+  const out: CompiledComposite[] = [];
+  for (const param of registry.forType(type)) {
+    if (param.components === undefined) continue;
+    for (const part of param.parts) {
+      out.push({
+        param: param.code,
+        evaluate: compilePart(part, type),
+        components: param.components,
+        keys: firstElementKeys(part, type),
+        byBase: new Map(),
+      });
+    }
+  }
+  return out;
+}
+
+/** Rows of each element the composite selects: a group per element, kept only when every component has a value. */
+function compositeRows(composite: CompiledComposite, resource: FhirResource, ctx: RowContext): void {
+  for (const element of composite.evaluate(resource)) {
+    const node = element as { path?: unknown; data?: unknown };
+    const base = typeof node.path === 'string' ? node.path : resource.resourceType;
+    let evaluators = composite.byBase.get(base);
+    if (evaluators === undefined) {
+      evaluators = composite.components.map((c) => {
+        const fn = fhirpath.compile({ base, expression: c.expression } as unknown as string, r4Model, { resolveInternalTypes: false });
+        // `%resource` is the whole resource (MolecularSequence's coordinates use it).
+        return (data: unknown) => fn(data, { resource }) as unknown[];
+      });
+      composite.byBase.set(base, evaluators);
+    }
+    const data = unwrap(element).data;
+    const perComponent: BasicRow[][] = composite.components.map((component, i) => {
+      const parts: BasicRow[] = [];
+      const emit: Emit = (row) => {
+        if (row.kind !== 'composite') parts.push(row);
+      };
+      const sub: RowContext = { baseUrl: ctx.baseUrl, emit, nextGroup: ctx.nextGroup };
+      const compiled: CompiledPart = {
+        param: componentParam(composite.param, i),
+        kind: component.kind,
+        evaluate: () => [],
+        resolveIs: undefined,
+        keys: undefined,
+      };
+      for (const value of evaluators[i]!(data)) toRows(compiled, value, sub);
+      return parts;
+    });
+    if (perComponent.some((parts) => parts.length === 0)) continue;
+    const group = ctx.nextGroup();
+    for (const parts of perComponent) for (const part of parts) ctx.emit({ kind: 'composite', param: part.param, group, part });
+  }
 }
 
 function hasAny(resource: FhirResource, keys: readonly string[]): boolean {
@@ -154,15 +238,16 @@ function unwrap(value: unknown): { type: string | undefined; data: unknown } {
 type Emit = (row: SearchRow) => void;
 type Json = Record<string, unknown>;
 
-function toRows(part: CompiledPart, value: unknown, baseUrl: string, emit: Emit): void {
+function toRows(part: CompiledPart, value: unknown, ctx: RowContext): void {
   const { type, data } = unwrap(value);
   if (data === undefined || data === null) return;
+  const { baseUrl, emit } = ctx;
   const param = part.param;
   switch (part.kind) {
     case 'string':
       return stringRows(param, type, data, emit);
     case 'token':
-      return tokenRows(param, type, data, emit);
+      return tokenRows(param, type, data, ctx);
     case 'date':
       return dateRows(param, type, data, emit);
     case 'reference':
@@ -255,7 +340,8 @@ function codingRow(param: string, coding: Json, emit: Emit): void {
   emit({ kind: 'token', param, system: str(coding['system']) ?? null, code, text });
 }
 
-function tokenRows(param: string, type: string | undefined, data: unknown, emit: Emit): void {
+function tokenRows(param: string, type: string | undefined, data: unknown, ctx: RowContext): void {
+  const emit = ctx.emit;
   if (typeof data === 'boolean') {
     emit({ kind: 'token', param, system: null, code: String(data), text: null });
     return;
@@ -279,6 +365,7 @@ function tokenRows(param: string, type: string | undefined, data: unknown, emit:
       const value = str(o['value']);
       if (value === undefined) return;
       emit({ kind: 'token', param, system: str(o['system']) ?? null, code: value, text: textOf(obj(o['type'])?.['text']) });
+      ofTypeRows(param, o, value, ctx);
       return;
     }
     case 'ContactPoint': {
@@ -290,6 +377,24 @@ function tokenRows(param: string, type: string | undefined, data: unknown, emit:
       // Untyped objects (e.g. from ofType on an unknown path): read them as a Coding if they look like one.
       if ('code' in o || 'display' in o) codingRow(param, o, emit);
   }
+}
+
+/**
+ * `:of-type` (http://hl7.org/fhir/R4/search.html#token): the identifier's type codings and its
+ * value as the two components of one group, so `of-type=system|code|value` matches a type and a
+ * value of the SAME identifier.
+ */
+function ofTypeRows(param: string, identifier: Json, value: string, ctx: RowContext): void {
+  const codings = objs(obj(identifier['type'])?.['coding']).filter((c) => str(c['code']) !== undefined);
+  if (codings.length === 0) return;
+  const code = `${param}:of-type`;
+  const group = ctx.nextGroup();
+  for (const coding of codings) {
+    const part: BasicRow = { kind: 'token', param: componentParam(code, 0), system: str(coding['system']) ?? null, code: str(coding['code'])!, text: null };
+    ctx.emit({ kind: 'composite', param: part.param, group, part });
+  }
+  const part: BasicRow = { kind: 'token', param: componentParam(code, 1), system: null, code: value, text: null };
+  ctx.emit({ kind: 'composite', param: part.param, group, part });
 }
 
 /**
@@ -423,5 +528,7 @@ function rowKey(row: SearchRow): string {
       return `q\u0000${row.param}\u0000${row.value}\u0000${row.system}\u0000${row.code}\u0000${row.unit}`;
     case 'uri':
       return `u\u0000${row.param}\u0000${row.value}`;
+    case 'composite':
+      return `c\u0000${row.group}\u0000${rowKey(row.part)}`;
   }
 }

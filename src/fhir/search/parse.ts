@@ -8,11 +8,17 @@
  *   `system|`, `code`, `:not`, `:text`), date (prefixes eq ne gt lt ge le sa eb ap over
  *   precision ranges), reference (`Type/id`, `id`, this server's absolute URL, other URLs,
  *   `:Type`), number (prefixes, implicit precision), quantity (`[prefix]value|system|code`,
- *   `value||code`, `value`), uri (exact, `:below`, `:above`), `:missing` on every kind,
- *   `_id`, `_lastUpdated`, `_type` (system level), `_count`, `_offset`, `_sort`.
+ *   `value||code`, `value`), uri (exact, `:below`, `:above`), composite (`a$b`, components
+ *   matched within one element), identifier `:of-type` (`system|code|value`), `:missing` on
+ *   every kind, `_id`, `_lastUpdated`, `_type` (system level; other parameters then resolve
+ *   in every listed type), `_count`, `_offset`, `_sort`.
+ * - Chains (`subject:Patient.name`, `subject.name`, `encounter:Encounter.subject:Patient.family`,
+ *   http://hl7.org/fhir/R4/search.html#chaining) and reverse chains (`_has:Observation:patient:code`,
+ *   nested, http://hl7.org/fhir/R4/search.html#has) become nested searches, up to MAX_CHAIN links.
+ *   A chain without a type modifier searches every target type that has the chained parameter.
  * - Result parameters (`_summary`, `_elements`, `_include`, …) are returned untouched in
- *   `result`; parameters the registry does not know or the index cannot serve (chains,
- *   `_has`, composite, special, `_text`, `_content`, …) are listed in `unknown`.
+ *   `result`; parameters the registry does not know or the index cannot serve (special,
+ *   `_text`, `_content`, …, also at the end of a chain) are listed in `unknown`.
  * - Malformed values become `errors` entries `{ param, code }` (the HTTP layer answers 400).
  *
  * Error codes:
@@ -26,6 +32,11 @@
  *   VLM_SEARCH_BAD_COUNT       `_count` / `_offset` not a non-negative integer
  *   VLM_SEARCH_BAD_SORT        `_sort` on an unknown or unsortable parameter
  *   VLM_SEARCH_BAD_TYPE        `_type` names no resource type
+ *   VLM_SEARCH_BAD_CHAIN       a chain through a non-reference parameter, to a type the parameter
+ *                              cannot target, without a type where the targets are open, or too long
+ *   VLM_SEARCH_BAD_HAS         `_has` not `_has:Type:param:…`, or `param` not a reference to this type
+ *   VLM_SEARCH_BAD_COMPOSITE   a composite value without one `$`-separated part per component
+ *   VLM_SEARCH_BAD_OF_TYPE     `:of-type` not `system|code|value`
  */
 
 import type {
@@ -34,9 +45,11 @@ import type {
   IndexQuery,
   IndexSort,
   Prefix,
+  RowCondition,
   SearchKind,
+  SubQuery,
 } from '../../storage/search-types.ts';
-import { normalizeSearchText } from '../../storage/search-types.ts';
+import { componentParam, normalizeSearchText } from '../../storage/search-types.ts';
 import { searchDateRange, splitReference } from './extract.ts';
 import type { SearchParamDef, SearchRegistry } from './registry.ts';
 
@@ -44,6 +57,8 @@ import type { SearchParamDef, SearchRegistry } from './registry.ts';
 export const DEFAULT_COUNT = 50;
 /** Largest page served; a larger `_count` is lowered to it (http://hl7.org/fhir/R4/search.html#count). */
 export const MAX_COUNT = 1000;
+/** Most links in one chain or `_has` nest (`a.b.c.d` is 4); longer is VLM_SEARCH_BAD_CHAIN. */
+export const MAX_CHAIN = 4;
 
 /** Parameters that shape the result, not the match; passed through in `ParsedSearch.result`. */
 const RESULT_PARAMS = new Set([
@@ -94,6 +109,9 @@ class ParamError extends Error {
   }
 }
 
+/** Thrown when a parameter (or the end of its chain) is unknown: the whole parameter is listed in `unknown`. */
+class UnknownParam extends Error {}
+
 /**
  * Parse the parameters of a search on `resourceType` (null = system-level search) into an
  * IndexQuery; never throws (see the error codes above).
@@ -104,7 +122,19 @@ export function parseSearchRequest(
   params: Iterable<readonly [string, string]>,
   options: ParseOptions,
 ): ParsedSearch {
-  const ctx: Context = { registry, resourceType, baseUrl: options.baseUrl.replace(/\/+$/, ''), now: options.now ?? Date.now() };
+  const list = [...params];
+  // At system level, `_type` scopes the other parameters: each must exist in every listed type.
+  const types =
+    resourceType === null
+      ? list.filter(([name]) => name === '_type').flatMap(([, value]) => splitEscaped(value, ',').map(unescape).filter((t) => t !== ''))
+      : [];
+  const ctx: Context = {
+    registry,
+    resourceType,
+    types: types.filter((t) => registry.resourceTypes.includes(t)),
+    baseUrl: options.baseUrl.replace(/\/+$/, ''),
+    now: options.now ?? Date.now(),
+  };
   const where: IndexClause[] = [];
   const sort: IndexSort[] = [];
   const unknown: string[] = [];
@@ -114,7 +144,7 @@ export function parseSearchRequest(
   let offset = 0;
   let wantTotal = true;
 
-  for (const [name, value] of params) {
+  for (const [name, value] of list) {
     const colon = name.indexOf(':');
     const code = colon < 0 ? name : name.slice(0, colon);
     const modifier = colon < 0 ? undefined : name.slice(colon + 1);
@@ -135,19 +165,13 @@ export function parseSearchRequest(
         if (types.some((t) => !registry.resourceTypes.includes(t))) throw new ParamError('VLM_SEARCH_BAD_TYPE');
         if (types.length) where.push({ negate: false, anyOf: types.map((type) => ({ kind: 'type', type })) });
       } else {
-        const def = registry.get(resourceType, code);
-        // Chains (`subject:Patient.name`) are not supported yet: unknown, not malformed.
-        const chained = modifier !== undefined && modifier.includes('.');
-        if (def === undefined || chained || (def.kind === undefined && def.column === undefined)) {
-          unknown.push(name);
-          continue;
-        }
-        if (value === '') continue; // an empty value selects nothing: ignore it
-        where.push(parseClause(ctx, def, modifier, value));
+        const clause = parseParam(ctx, resourceType, name, value, 1);
+        if (clause !== null) where.push(clause);
       }
     } catch (err) {
-      if (!(err instanceof ParamError)) throw err;
-      errors.push({ param: name, code: err.code });
+      if (err instanceof UnknownParam) unknown.push(name);
+      else if (err instanceof ParamError) errors.push({ param: name, code: err.code });
+      else throw err;
     }
   }
   return { query: { resourceType, where, sort, count, offset, wantTotal }, unknown, errors, result };
@@ -156,8 +180,105 @@ export function parseSearchRequest(
 interface Context {
   readonly registry: SearchRegistry;
   readonly resourceType: string | null;
+  /** System level: the `_type` list (known types only). */
+  readonly types: readonly string[];
   readonly baseUrl: string;
   readonly now: number;
+}
+
+/**
+ * One parameter of a search on `type` → its clause; null when the value is empty (an empty value
+ * selects nothing: the parameter is ignored). `depth` counts chain and `_has` links.
+ */
+function parseParam(ctx: Context, type: string | null, name: string, value: string, depth: number): IndexClause | null {
+  if (depth > MAX_CHAIN) throw new ParamError('VLM_SEARCH_BAD_CHAIN');
+  if (name === '_has' || name.startsWith('_has:')) return parseHas(ctx, type, name, value, depth);
+  const dot = name.indexOf('.');
+  if (dot >= 0) return parseChain(ctx, type, name.slice(0, dot), name.slice(dot + 1), value, depth);
+  const colon = name.indexOf(':');
+  const code = colon < 0 ? name : name.slice(0, colon);
+  const modifier = colon < 0 ? undefined : name.slice(colon + 1);
+  const def = lookup(ctx, type, code);
+  if (def === undefined || (def.kind === undefined && def.column === undefined && def.components === undefined)) {
+    throw new UnknownParam();
+  }
+  if (value === '') return null;
+  return parseClause(ctx, def, modifier, value);
+}
+
+/**
+ * The parameter `code` of `type`. At system level: a Resource parameter, or one that every `_type`
+ * has with the same kind (its reference targets merged).
+ */
+function lookup(ctx: Context, type: string | null, code: string): SearchParamDef | undefined {
+  if (type !== null) return ctx.registry.get(type, code);
+  const common = ctx.registry.get(null, code);
+  if (common !== undefined || ctx.types.length === 0) return common;
+  const defs = ctx.types.map((t) => ctx.registry.get(t, code));
+  const first = defs[0];
+  if (first?.kind === undefined || defs.some((d) => d?.kind !== first.kind)) return undefined;
+  return { ...first, targets: [...new Set(defs.flatMap((d) => d!.targets))] };
+}
+
+/**
+ * `ref[:Type].rest=value` on `type`: resources whose reference `ref` targets a resource (of `Type`,
+ * or of any target type that knows the next link) matching `rest=value`
+ * (http://hl7.org/fhir/R4/search.html#chaining).
+ */
+function parseChain(ctx: Context, type: string | null, head: string, rest: string, value: string, depth: number): IndexClause | null {
+  const colon = head.indexOf(':');
+  const code = colon < 0 ? head : head.slice(0, colon);
+  const typeModifier = colon < 0 ? undefined : head.slice(colon + 1);
+  const def = lookup(ctx, type, code);
+  if (def === undefined) throw new UnknownParam();
+  if (def.kind !== 'reference' || rest === '') throw new ParamError('VLM_SEARCH_BAD_CHAIN');
+  let candidates: readonly string[];
+  if (typeModifier !== undefined) {
+    if (!ctx.registry.resourceTypes.includes(typeModifier)) throw new ParamError('VLM_SEARCH_BAD_CHAIN');
+    if (def.targets.length && !def.targets.includes(typeModifier)) throw new ParamError('VLM_SEARCH_BAD_CHAIN');
+    candidates = [typeModifier];
+  } else {
+    // A reference to Any type cannot be chained without naming the type.
+    candidates = def.targets.filter((t) => ctx.registry.resourceTypes.includes(t));
+    if (candidates.length === 0) throw new ParamError('VLM_SEARCH_BAD_CHAIN');
+  }
+  const targets: SubQuery[] = [];
+  let empty = false;
+  for (const target of candidates) {
+    let clause: IndexClause | null;
+    try {
+      clause = parseParam(ctx, target, rest, value, depth + 1);
+    } catch (err) {
+      // A target type without the chained parameter is skipped; every one without it = unknown.
+      if (err instanceof UnknownParam) continue;
+      throw err;
+    }
+    if (clause === null) empty = true;
+    else targets.push({ resourceType: target, where: [clause] });
+  }
+  if (empty) return null;
+  if (targets.length === 0) throw new UnknownParam();
+  return { negate: false, anyOf: [{ kind: 'chain', param: def.code, targets }] };
+}
+
+/**
+ * `_has:Source:ref:rest=value` on `type`: resources that some `Source` matching `rest=value`
+ * refers to through its reference parameter `ref` (http://hl7.org/fhir/R4/search.html#has).
+ */
+function parseHas(ctx: Context, type: string | null, name: string, value: string, depth: number): IndexClause | null {
+  const parts = name.split(':');
+  const [, source, ref] = parts;
+  const rest = parts.slice(3).join(':');
+  if (source === undefined || ref === undefined || rest === '' || !ctx.registry.resourceTypes.includes(source)) {
+    throw new ParamError('VLM_SEARCH_BAD_HAS');
+  }
+  const def = ctx.registry.get(source, ref);
+  if (def === undefined) throw new UnknownParam();
+  if (def.kind !== 'reference') throw new ParamError('VLM_SEARCH_BAD_HAS');
+  if (type !== null && def.targets.length && !def.targets.includes(type)) throw new ParamError('VLM_SEARCH_BAD_HAS');
+  const inner = parseParam(ctx, source, rest, value, depth + 1);
+  if (inner === null) return null;
+  return { negate: false, anyOf: [{ kind: 'has', param: def.code, source: { resourceType: source, where: [inner] } }] };
 }
 
 function wholeNumber(value: string): number {
@@ -172,7 +293,7 @@ function parseSort(ctx: Context, value: string): IndexSort[] {
     .map((item) => {
       const descending = item.startsWith('-');
       const code = descending ? item.slice(1) : item;
-      const def = ctx.registry.get(ctx.resourceType, code);
+      const def = lookup(ctx, ctx.resourceType, code);
       if (def?.column !== undefined) return { of: def.column, param: code, descending };
       if (def?.kind === undefined || !SORTABLE.has(def.kind)) throw new ParamError('VLM_SEARCH_BAD_SORT');
       return { of: def.kind, param: code, descending };
@@ -183,8 +304,13 @@ function parseClause(ctx: Context, def: SearchParamDef, modifier: string | undef
   // Raw comma items: token and quantity split them further on `|` before unescaping.
   const raw = splitEscaped(value, ',').filter((v) => v !== '');
   const values = raw.map(unescape);
+  // Composites take only `:missing`: whether the resource has an element with every component.
+  if (def.components !== undefined && modifier !== undefined && modifier !== 'missing') throw new ParamError('VLM_SEARCH_BAD_MODIFIER');
   if (modifier === 'missing') {
     const missing = parseMissing(value);
+    if (def.components !== undefined) {
+      return { negate: false, anyOf: [{ kind: 'missing', of: 'composite', param: componentParam(def.code, 0), missing }] };
+    }
     if (def.column !== undefined) {
       // Columns are always present: missing=true matches nothing, missing=false everything.
       return { negate: !missing, anyOf: [] };
@@ -206,6 +332,9 @@ function parseClause(ctx: Context, def: SearchParamDef, modifier: string | undef
     };
   }
   const param = def.code;
+  if (def.components !== undefined) {
+    return { negate: false, anyOf: raw.map((v) => parseComposite(ctx, param, def.components!, v)) };
+  }
   switch (def.kind) {
     case 'string': {
       if (modifier !== undefined && modifier !== 'exact' && modifier !== 'contains') {
@@ -221,6 +350,7 @@ function parseClause(ctx: Context, def: SearchParamDef, modifier: string | undef
       if (modifier === 'text') {
         return { negate: false, anyOf: values.map((v) => ({ kind: 'token', param, text: normalizeSearchText(v) })) };
       }
+      if (modifier === 'of-type') return { negate: false, anyOf: raw.map((v) => parseOfType(param, v)) };
       if (modifier !== undefined && modifier !== 'not') throw new ParamError('VLM_SEARCH_BAD_MODIFIER');
       return { negate: modifier === 'not', anyOf: raw.map((v) => parseToken(param, v)) };
     }
@@ -232,7 +362,7 @@ function parseClause(ctx: Context, def: SearchParamDef, modifier: string | undef
       };
     }
     case 'reference':
-      return { negate: false, anyOf: values.map((v) => parseReference(ctx, def, modifier, v)) };
+      return { negate: false, anyOf: values.map((v) => parseReference(ctx, param, def.targets, modifier, v)) };
     case 'number': {
       if (modifier !== undefined) throw new ParamError('VLM_SEARCH_BAD_MODIFIER');
       return { negate: false, anyOf: values.map((v) => ({ kind: 'number', param, ...parseNumber(v) })) };
@@ -246,6 +376,60 @@ function parseClause(ctx: Context, def: SearchParamDef, modifier: string | undef
     default:
       throw new ParamError('VLM_SEARCH_BAD_MODIFIER');
   }
+}
+
+/**
+ * One composite value `a$b…` (raw, escapes kept): one condition per component, each parsed as its
+ * component's kind (http://hl7.org/fhir/R4/search.html#composite).
+ */
+function parseComposite(ctx: Context, code: string, components: NonNullable<SearchParamDef['components']>, raw: string): IndexCondition {
+  const parts = splitEscaped(raw, '$');
+  if (parts.length !== components.length || parts.some((p) => p === '')) throw new ParamError('VLM_SEARCH_BAD_COMPOSITE');
+  return {
+    kind: 'composite',
+    param: code,
+    components: components.map((component, i) => parseValue(ctx, component.kind, componentParam(code, i), parts[i]!)),
+  };
+}
+
+/** One raw value (escapes kept) of a parameter of `kind`, without modifier. */
+function parseValue(ctx: Context, kind: SearchKind, param: string, raw: string): RowCondition {
+  const value = unescape(raw);
+  switch (kind) {
+    case 'string':
+      return { kind: 'string', param, op: 'starts', value: normalizeSearchText(value) };
+    case 'token':
+      return parseToken(param, raw);
+    case 'date':
+      return { kind: 'date', param, ...parseDate(value, ctx.now) };
+    case 'reference':
+      return parseReference(ctx, param, [], undefined, value);
+    case 'number':
+      return { kind: 'number', param, ...parseNumber(value) };
+    case 'quantity':
+      return parseQuantity(param, raw);
+    case 'uri':
+      return { kind: 'uri', param, op: 'eq', value };
+  }
+}
+
+/**
+ * `:of-type=system|code|value` (http://hl7.org/fhir/R4/search.html#token): an identifier whose
+ * type has the coding and whose value is `value`, in the same identifier (see extract.ts).
+ */
+function parseOfType(param: string, raw: string): IndexCondition {
+  const parts = splitPipes(raw);
+  if (parts.length !== 3 || parts[1] === '' || parts[2] === '') throw new ParamError('VLM_SEARCH_BAD_OF_TYPE');
+  const [system, code, value] = parts as [string, string, string];
+  const composite = `${param}:of-type`;
+  return {
+    kind: 'composite',
+    param: composite,
+    components: [
+      { kind: 'token', param: componentParam(composite, 0), ...(system !== '' ? { system } : {}), code },
+      { kind: 'token', param: componentParam(composite, 1), code: value },
+    ],
+  };
 }
 
 function parseMissing(value: string): boolean {
@@ -279,7 +463,7 @@ function splitPipes(value: string): string[] {
   return splitEscaped(value, '|').map(unescape);
 }
 
-function parseToken(param: string, value: string): IndexCondition {
+function parseToken(param: string, value: string): RowCondition {
   const parts = splitPipes(value);
   if (parts.length === 1) return { kind: 'token', param, code: parts[0]! };
   if (parts.length !== 2) return { kind: 'token', param, system: parts[0]!, code: parts.slice(1).join('|') };
@@ -327,7 +511,7 @@ function parseNumber(value: string): { prefix: Prefix; value: number; low: numbe
   return { prefix, value: n, low: n - half, high: n + half };
 }
 
-function parseQuantity(param: string, value: string): IndexCondition {
+function parseQuantity(param: string, value: string): RowCondition {
   const parts = splitPipes(value);
   if (parts.length !== 1 && parts.length !== 3) throw new ParamError('VLM_SEARCH_BAD_QUANTITY');
   const number = parseNumber(parts[0]!);
@@ -344,15 +528,20 @@ function parseQuantity(param: string, value: string): IndexCondition {
 
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
-function parseReference(ctx: Context, def: SearchParamDef, modifier: string | undefined, value: string): IndexCondition {
-  const param = def.code;
+function parseReference(
+  ctx: Context,
+  param: string,
+  targets: readonly string[],
+  modifier: string | undefined,
+  value: string,
+): RowCondition {
   let typeModifier: string | undefined;
   if (modifier !== undefined) {
     if (!ctx.registry.resourceTypes.includes(modifier)) throw new ParamError('VLM_SEARCH_BAD_MODIFIER');
     typeModifier = modifier;
   }
   if (ID.test(value)) {
-    const types = typeModifier !== undefined ? [typeModifier] : def.targets;
+    const types = typeModifier !== undefined ? [typeModifier] : targets;
     return { kind: 'reference', param, id: value, types };
   }
   const target = splitReference(value.split('|')[0]!, ctx.baseUrl);

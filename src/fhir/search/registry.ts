@@ -38,6 +38,16 @@ export interface ExpressionPart {
   readonly resolveIs?: string;
 }
 
+/**
+ * One component of a composite parameter (SearchParameter.component): the kind and code of the
+ * parameter its `definition` names, and its FHIRPath relative to the composite's element.
+ */
+export interface CompositeComponent {
+  readonly code: string;
+  readonly kind: SearchKind;
+  readonly expression: string;
+}
+
 /** A search parameter as it applies to one resource type. */
 export interface SearchParamDef {
   readonly code: string;
@@ -53,6 +63,8 @@ export interface SearchParamDef {
   readonly kind: SearchKind | undefined;
   /** `_id` and `_lastUpdated` live in resources columns, never in index rows. */
   readonly column?: 'id' | 'lastUpdated';
+  /** Composite parameters whose every component is indexable: the components, in order. */
+  readonly components?: readonly CompositeComponent[];
 }
 
 /** Search parameters by resource type. */
@@ -74,6 +86,7 @@ interface RawSearchParameter {
   base: string[];
   expression?: string;
   target?: string[];
+  component?: { definition: string; expression: string }[];
 }
 
 /** Medplum additions in its R4 file that R4 (4.0.1) does not define. */
@@ -94,14 +107,15 @@ export function createSearchRegistry(resourceTypes: readonly string[]): SearchRe
   const byType = new Map<string, Map<string, SearchParamDef>>();
   for (const type of resourceTypes) byType.set(type, new Map());
 
+  const byUrl = new Map(bundle.entry.map(({ resource: sp }) => [sp.url, sp]));
   for (const { resource: sp } of bundle.entry) {
     if (NON_R4_PARAMETERS.has(sp.id)) continue;
     for (const base of sp.base) {
       if (ABSTRACT_BASES.has(base)) {
-        common.push(narrow(sp, base));
+        common.push(narrow(sp, base, byUrl));
       } else if (wanted.has(base)) {
         const params = byType.get(base)!;
-        if (!params.has(sp.code)) params.set(sp.code, narrow(sp, base));
+        if (!params.has(sp.code)) params.set(sp.code, narrow(sp, base, byUrl));
       }
     }
   }
@@ -130,12 +144,12 @@ export function supportedSearchParams(
 ): { name: string; type: SearchParamType; definition: string; documentation: string }[] {
   return registry
     .forType(resourceType)
-    .filter((p) => p.kind !== undefined || p.column !== undefined)
+    .filter((p) => p.kind !== undefined || p.column !== undefined || p.components !== undefined)
     .map((p) => ({ name: p.code, type: p.type, definition: p.url, documentation: p.description }))
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 
-function narrow(sp: RawSearchParameter, base: string): SearchParamDef {
+function narrow(sp: RawSearchParameter, base: string, byUrl: ReadonlyMap<string, RawSearchParameter>): SearchParamDef {
   const parts: ExpressionPart[] = [];
   for (const branch of splitUnion(sp.expression ?? '')) {
     const part = toPart(branch, base);
@@ -156,7 +170,30 @@ function narrow(sp: RawSearchParameter, base: string): SearchParamDef {
     targets: narrowedTargets?.length ? narrowedTargets : [...(sp.target ?? [])],
     kind: indexed ? (sp.type as SearchKind) : undefined,
   };
+  const components = sp.type === 'composite' && parts.length > 0 ? compositeComponents(sp, byUrl) : undefined;
+  if (components) return { ...def, components };
   return column ? { ...def, column } : def;
+}
+
+/**
+ * Component expressions R4 (4.0.1) gives to the wrong component: DocumentReference-relationship
+ * pairs `relatesto` (a reference) with `code` and `relation` (a token) with `target`, so as
+ * published it could never match. Corrected here, keyed by SearchParameter id.
+ */
+const COMPONENT_EXPRESSION_FIXES: Record<string, readonly string[]> = {
+  'DocumentReference-relationship': ['target', 'code'],
+};
+
+/** The components of a composite, or undefined when one of them is not indexable. */
+function compositeComponents(sp: RawSearchParameter, byUrl: ReadonlyMap<string, RawSearchParameter>): CompositeComponent[] | undefined {
+  const out: CompositeComponent[] = [];
+  const fixes = COMPONENT_EXPRESSION_FIXES[sp.id];
+  for (const [i, component] of (sp.component ?? []).entries()) {
+    const def = byUrl.get(component.definition);
+    if (def === undefined || !INDEXED_TYPES.has(def.type)) return undefined;
+    out.push({ code: def.code, kind: def.type as SearchKind, expression: fixes?.[i] ?? component.expression });
+  }
+  return out.length >= 2 ? out : undefined;
 }
 
 const RESOLVE_IS = /^(.*)\.where\(resolve\(\) is ([A-Za-z]+)\)$/s;

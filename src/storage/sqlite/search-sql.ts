@@ -47,11 +47,18 @@ import {
   normalizeSearchText,
   type IndexClause,
   type IndexCondition,
+  type BasicRow,
+  type ChainCondition,
+  type CompositeCondition,
+  type HasCondition,
   type IndexQuery,
   type IndexSort,
   type Prefix,
+  type ReferencedByCondition,
+  type RowCondition,
   type SearchKind,
   type SearchRow,
+  type SubQuery,
 } from '../search-types.ts';
 
 const KINDS: readonly SearchKind[] = ['string', 'token', 'date', 'reference', 'number', 'quantity', 'uri'];
@@ -97,10 +104,23 @@ CREATE TABLE IF NOT EXISTS search_uri (
 CREATE INDEX IF NOT EXISTS search_uri_rid ON search_uri(rid, param, value);
 CREATE INDEX IF NOT EXISTS search_uri_value ON search_uri(param, value, rid);
 
+-- Composite components (and identifier :of-type): one row per component value, the components
+-- of one element sharing grp. Its columns are the union of the kind tables' columns, so the
+-- predicates on s.code, s.value, s.low… written for those tables apply here unchanged.
+CREATE TABLE IF NOT EXISTS search_composite (
+  ${FK}, param TEXT NOT NULL, grp INTEGER NOT NULL,
+  norm TEXT, exact TEXT, system TEXT, code TEXT, text TEXT, low INTEGER, high INTEGER,
+  target_type TEXT, target_id TEXT, url TEXT, value, unit TEXT);
+CREATE INDEX IF NOT EXISTS search_composite_rid ON search_composite(rid, param, grp);
+CREATE INDEX IF NOT EXISTS search_composite_code ON search_composite(param, code, system, rid, grp);
+CREATE INDEX IF NOT EXISTS search_composite_value ON search_composite(param, value, rid, grp);
+
 CREATE INDEX IF NOT EXISTS search_resources_updated ON resources(type, last_updated);
 `;
 
-const INSERT_SQL: Record<SearchKind, string> = {
+const TABLES: readonly string[] = [...KINDS, 'composite'];
+
+const INSERT_SQL: Record<SearchRow['kind'], string> = {
   string: 'INSERT INTO search_string (rid, param, norm, exact) VALUES (?, ?, ?, ?)',
   token: 'INSERT INTO search_token (rid, param, system, code, text) VALUES (?, ?, ?, ?, ?)',
   date: 'INSERT INTO search_date (rid, param, low, high) VALUES (?, ?, ?, ?)',
@@ -108,6 +128,9 @@ const INSERT_SQL: Record<SearchKind, string> = {
   number: 'INSERT INTO search_number (rid, param, value) VALUES (?, ?, ?)',
   quantity: 'INSERT INTO search_quantity (rid, param, value, system, code, unit) VALUES (?, ?, ?, ?, ?, ?)',
   uri: 'INSERT INTO search_uri (rid, param, value) VALUES (?, ?, ?)',
+  composite:
+    'INSERT INTO search_composite (rid, param, grp, norm, exact, system, code, text, low, high, target_type, target_id, url, value, unit) ' +
+    'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
 };
 
 /** One search hit: the resources row of the current version. */
@@ -152,7 +175,7 @@ export class SearchSql {
 
   /** Delete every search row of `rid` (before re-indexing an update, or on delete). */
   deleteRows(rid: number): void {
-    for (const kind of KINDS) this.#statement(`DELETE FROM search_${kind} WHERE rid = ?`).run(rid);
+    for (const table of TABLES) this.#statement(`DELETE FROM search_${table} WHERE rid = ?`).run(rid);
   }
 
   /**
@@ -257,8 +280,39 @@ function insertValues(rid: number, row: SearchRow): SQLInputValue[] {
       return [rid, row.param, row.value, row.system, row.code, row.unit];
     case 'uri':
       return [rid, row.param, row.value];
+    case 'composite':
+      return [rid, row.part.param, row.group, ...compositeColumns(row.part)];
   }
 }
+
+/** A component's values in search_composite's columns (norm … unit). */
+function compositeColumns(p: BasicRow): SQLInputValue[] {
+  const c: Record<string, SQLInputValue> = {};
+  switch (p.kind) {
+    case 'string':
+      Object.assign(c, { norm: p.norm, exact: p.exact });
+      break;
+    case 'token':
+      Object.assign(c, { system: p.system, code: p.code, text: p.text });
+      break;
+    case 'date':
+      Object.assign(c, { low: p.low, high: p.high });
+      break;
+    case 'reference':
+      Object.assign(c, { target_type: p.targetType, target_id: p.targetId, url: p.url });
+      break;
+    case 'number':
+    case 'uri':
+      c['value'] = p.value;
+      break;
+    case 'quantity':
+      Object.assign(c, { value: p.value, system: p.system, code: p.code, unit: p.unit });
+      break;
+  }
+  return COMPOSITE_COLUMNS.map((name) => c[name] ?? null);
+}
+
+const COMPOSITE_COLUMNS = ['norm', 'exact', 'system', 'code', 'text', 'low', 'high', 'target_type', 'target_id', 'url', 'value', 'unit'];
 
 function toHit(row: Record<string, unknown>): SearchHit {
   return {
@@ -298,7 +352,7 @@ class Binder {
   }
 }
 
-function whereSql(q: IndexQuery, b: Binder): string {
+function whereSql(q: SubQuery | IndexQuery, b: Binder): string {
   const parts = ['r.deleted = 0'];
   const driver = chooseDriver(q.where);
   // With a driving clause, `+` keeps SQLite from walking the (type, id) index and probing the
@@ -347,27 +401,37 @@ function unionAll(selects: readonly string[]): string {
 function selectivity(clause: IndexClause): number {
   if (clause.negate || clause.anyOf.length === 0) return 0;
   let rank = Infinity;
-  for (const c of clause.anyOf) {
-    let r = 0;
-    switch (c.kind) {
-      case 'reference':
-        r = 3;
-        break;
-      case 'token':
-        r = c.code !== undefined ? 2 : 0;
-        break;
-      case 'string':
-        r = c.op === 'contains' ? 0 : 1;
-        break;
-      case 'uri':
-        r = c.op === 'eq' ? 2 : 1;
-        break;
-      default:
-        r = 0;
-    }
-    rank = Math.min(rank, r);
-  }
+  for (const c of clause.anyOf) rank = Math.min(rank, conditionRank(c));
   return rank;
+}
+
+function conditionRank(c: IndexCondition): number {
+  switch (c.kind) {
+    case 'reference':
+      return 3;
+    case 'token':
+      return c.code !== undefined ? 2 : 0;
+    case 'string':
+      return c.op === 'contains' ? 0 : 1;
+    case 'uri':
+      return c.op === 'eq' ? 2 : 1;
+    case 'referencedBy':
+      return 3;
+    // Linked searches drive when their own best clause would: the nested search is run once and
+    // its few targets (or sources) are joined through the reference index.
+    case 'chain':
+      return Math.min(...c.targets.map((t) => subRank(t)));
+    case 'has':
+      return subRank(c.source);
+    case 'composite':
+      return c.components.length ? conditionRank(c.components[0]!) : 0;
+    default:
+      return 0;
+  }
+}
+
+function subRank(q: SubQuery): number {
+  return Math.max(0, ...q.where.map(selectivity));
 }
 
 function chooseDriver(clauses: readonly IndexClause[]): number {
@@ -385,11 +449,76 @@ function chooseDriver(clauses: readonly IndexClause[]): number {
 
 function clauseSql(clause: IndexClause, driving: boolean, b: Binder): string {
   if (clause.anyOf.length === 0) return clause.negate ? '1' : '0';
-  // chooseDriver only picks clauses made of row conditions.
+  // chooseDriver only picks clauses made of row and linked conditions.
   const sql = driving
-    ? `r.rid IN (${unionAll(rowGroups(clause.anyOf.filter(isRowCondition)).map((g) => g.drive(b)))})`
+    ? `r.rid IN (${unionAll([
+        ...rowGroups(clause.anyOf.filter(isRowCondition)).map((g) => g.drive(b)),
+        ...clause.anyOf.filter(isLinkedCondition).map((c) => linkedSql(c, b).drive()),
+      ])})`
     : anyOfSql(clause.anyOf, b);
   return clause.negate ? `NOT (${sql})` : `(${sql})`;
+}
+
+/**
+ * Chains, `_has`, composites and `_include` targets, each as a driving SELECT of rids or as a
+ * probe of the candidate `r`. Nested searches reuse the aliases `r` and `s`: SQL resolves a name
+ * to the innermost query that defines it, so the nested `whereSql` reads its own resources.
+ */
+function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): string } {
+  switch (c.kind) {
+    case 'chain': {
+      // (target_id, target_type) of every resource the chain's nested searches select.
+      const targets = () => c.targets.map((t) => `SELECT r.id, r.type FROM resources r WHERE ${whereSql(t, b)}`).join(' UNION ALL ');
+      return {
+        drive: () => `SELECT s.rid FROM search_reference s WHERE s.param = ${b.bind(c.param)} AND (s.target_id, s.target_type) IN (${targets()})`,
+        probe: () =>
+          `EXISTS (SELECT 1 FROM ${perResource('reference')} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)} ` +
+          `AND (s.target_id, s.target_type) IN (${targets()}))`,
+      };
+    }
+    case 'has': {
+      const sources = () => `SELECT r.rid FROM resources r WHERE ${whereSql(c.source, b)}`;
+      return {
+        drive: () =>
+          `SELECT t.rid FROM search_reference s JOIN resources t ON t.type = s.target_type AND t.id = s.target_id ` +
+          `WHERE s.param = ${b.bind(c.param)} AND s.rid IN (${sources()})`,
+        probe: () =>
+          `EXISTS (SELECT 1 FROM search_reference s INDEXED BY search_reference_target WHERE s.param = ${b.bind(c.param)} ` +
+          `AND s.target_id = r.id AND s.target_type = r.type AND s.rid IN (${sources()}))`,
+      };
+    }
+    case 'composite': {
+      // One SELECT of element groups per component; the groups every component matches (INTERSECT).
+      const arms = (columns: string, perRid: boolean) =>
+        c.components
+          .map((comp) => {
+            const groups = groupsOf(comp.kind, comp.param, [comp]);
+            const from = perRid ? 'search_composite s INDEXED BY search_composite_rid' : 'search_composite s';
+            const rid = perRid ? 's.rid = r.rid AND ' : '';
+            // Bound in text order: the parameter, then the predicate's values.
+            const param = b.bind(comp.param);
+            const pred = or(groups.map((g) => (perRid ? g.probe(b) : g.match(b))));
+            return `SELECT ${columns} FROM ${from} WHERE ${rid}s.param = ${param} AND ${pred}`;
+          })
+          .join(' INTERSECT ');
+      return {
+        drive: () => `SELECT rid FROM (${arms('s.rid, s.grp', false)})`,
+        probe: () => `EXISTS (${arms('s.grp', true)})`,
+      };
+    }
+    case 'referencedBy': {
+      const sources = () =>
+        `SELECT r.rid FROM resources r WHERE r.type = ${b.bind(c.sourceType)} AND r.id IN ${jsonList(c.sourceIds, b)} AND r.deleted = 0`;
+      return {
+        drive: () =>
+          `SELECT t.rid FROM search_reference s JOIN resources t ON t.type = s.target_type AND t.id = s.target_id ` +
+          `WHERE s.rid IN (${sources()}) AND s.param IN ${jsonList(c.params, b)}`,
+        probe: () =>
+          `(r.type, r.id) IN (SELECT s.target_type, s.target_id FROM search_reference s ` +
+          `WHERE s.rid IN (${sources()}) AND s.param IN ${jsonList(c.params, b)})`,
+      };
+    }
+  }
 }
 
 /**
@@ -415,6 +544,7 @@ function anyOfSql(conditions: readonly IndexCondition[], b: Binder): string {
       `EXISTS (SELECT 1 FROM ${perResource(table)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)} AND ${or(groups.map((g) => g.probe(b)))})`,
     );
   }
+  for (const c of conditions.filter(isLinkedCondition)) terms.push(linkedSql(c, b).probe());
   return or(terms);
 }
 
@@ -423,14 +553,21 @@ function anyOfSql(conditions: readonly IndexCondition[], b: Binder): string {
  * statistics SQLite may otherwise pick the covering value index and scan every row of the
  * parameter for each resource (measured: minutes instead of milliseconds at 100k rows).
  */
-function perResource(kind: SearchKind): string {
+function perResource(kind: SearchKind | 'composite'): string {
   return `search_${kind} s INDEXED BY search_${kind}_rid`;
 }
 
-type RowCondition = Exclude<IndexCondition, { kind: 'id' | 'type' | 'lastUpdated' | 'missing' }>;
+const ROW_KINDS = new Set<string>(KINDS);
 
 function isRowCondition(c: IndexCondition): c is RowCondition {
-  return c.kind !== 'id' && c.kind !== 'type' && c.kind !== 'lastUpdated' && c.kind !== 'missing';
+  return ROW_KINDS.has(c.kind);
+}
+
+/** Conditions on other resources or on element groups, each planned on its own (see `linkedSql`). */
+type LinkedCondition = ChainCondition | HasCondition | CompositeCondition | ReferencedByCondition;
+
+function isLinkedCondition(c: IndexCondition): c is LinkedCondition {
+  return c.kind === 'chain' || c.kind === 'has' || c.kind === 'composite' || c.kind === 'referencedBy';
 }
 
 /**
@@ -445,6 +582,8 @@ interface RowGroup {
   drive(b: Binder): string;
   /** A predicate on one row `s` of `param` of the candidate resource: the per-resource probe. */
   probe(b: Binder): string;
+  /** The same predicate where `s` is read from a value index (composite components). */
+  match(b: Binder): string;
 }
 
 /**
@@ -460,6 +599,7 @@ function predicateGroup(table: SearchKind, param: string, pred: (b: Binder, seek
     param,
     drive: (b) => `SELECT s.rid FROM search_${table} s WHERE s.param = ${b.bind(param)} AND ${pred(b, '')}`,
     probe: (b) => pred(b, '+'),
+    match: (b) => pred(b, ''),
   };
 }
 
@@ -480,6 +620,7 @@ function prefixGroups(table: SearchKind, param: string, column: string, prefixes
     drive: (b) =>
       `SELECT s.rid FROM json_each(${bindJson(values, b)}) j CROSS JOIN search_${table} s WHERE s.param = ${b.bind(param)} AND ${inRange}`,
     probe: (b) => `EXISTS (SELECT 1 FROM json_each(${bindJson(values, b)}) j WHERE ${inRange})`,
+    match: (b) => `EXISTS (SELECT 1 FROM json_each(${bindJson(values, b)}) j WHERE ${inRange})`,
   });
   return groups;
 }

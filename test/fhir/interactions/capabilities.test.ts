@@ -65,7 +65,15 @@ t.test('every listed search parameter of 10 types can be used', async (t) => {
     t.ok(resource.searchParam.length > 2, `${type} lists search parameters`);
     const failures: string[] = [];
     for (const param of resource.searchParam) {
-      const value = VALUE[param.type];
+      // A composite's last component decides what its second value must look like.
+      const value =
+        param.type === 'composite'
+          ? param.name.endsWith('-quantity')
+            ? 'abc$5'
+            : param.name.endsWith('-date')
+              ? 'abc$ge2020'
+              : VALUE.composite
+          : VALUE[param.type];
       if (value === undefined) {
         failures.push(`${param.name}: unexpected type ${param.type}`);
         continue;
