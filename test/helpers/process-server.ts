@@ -146,7 +146,7 @@ async function request(url: string, method: string, body?: unknown, headers: Rec
   const res = await fetch(url, {
     method,
     headers: { accept: FHIR_JSON, ...(hasBody ? { 'content-type': FHIR_JSON } : {}), ...headers },
-    body: !hasBody ? undefined : typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body),
+    body: !hasBody ? undefined : typeof body === 'string' ? body : body instanceof Uint8Array ? Buffer.from(body) : JSON.stringify(body),
   });
   const text = await res.text();
   let json: any;
