@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { parseMasterKey } from './storage/keys.ts';
+import { loadAuthConfig, type AuthConfig } from './fhir/auth/config.ts';
 
 export interface Config {
   host: string;
@@ -19,6 +20,10 @@ export interface Config {
   /** Most entries a batch or transaction Bundle may carry (VELLUM_BUNDLE_MAX_ENTRIES); more → 413. */
   bundleMaxEntries: number;
   chain: ChainConfig;
+  /** SMART authorization (VELLUM_AUTH=embedded|external|off and its variables, src/fhir/auth/config.ts). */
+  auth: AuthConfig;
+  /** An AuditEvent for every interaction (VELLUM_AUDIT=on|off, default on). */
+  audit: boolean;
 }
 
 /** Where versions are anchored: the in-process chain (default), an external JSON-RPC node, or nowhere. */
@@ -100,7 +105,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
     if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new ConfigError('VELLUM_IPFS_URL', 'must be an http(s) URL');
   }
-  return { host, port, dataDir, baseUrl, bodyLimit, masterKey, logLevel, ipfsUrl, bundleMaxEntries, chain: chainConfig(env) };
+  const auditRaw = (env.VELLUM_AUDIT ?? 'on').trim();
+  if (auditRaw !== 'on' && auditRaw !== 'off') throw new ConfigError('VELLUM_AUDIT', 'must be on or off');
+  return {
+    host,
+    port,
+    dataDir,
+    baseUrl,
+    bodyLimit,
+    masterKey,
+    logLevel,
+    ipfsUrl,
+    bundleMaxEntries,
+    chain: chainConfig(env),
+    auth: loadAuthConfig(env, baseUrl),
+    audit: auditRaw === 'on',
+  };
 }
 
 function chainConfig(env: NodeJS.ProcessEnv): ChainConfig {

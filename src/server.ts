@@ -20,6 +20,9 @@ import type { FhirServices } from './fhir/services.ts';
 import { R4_RESOURCE_TYPES } from './fhir/validation/resource-types.ts';
 import { createValidator } from './fhir/validation/validator.ts';
 import { Writer } from './fhir/writer.ts';
+import { accessWriteStep } from './fhir/access.ts';
+import { AuditTrail } from './fhir/audit.ts';
+import { authPlugin, bearerToken, createAuthVerifier, openEmbeddedAuth, type TokenVerifier } from './fhir/auth/index.ts';
 import { AnchorBatcher } from './chain/batcher.ts';
 import type { Ledger } from './chain/ledger.ts';
 import { JweCipher } from './storage/jwe-cipher.ts';
@@ -95,7 +98,10 @@ export async function createVellum(config: Config, options: { logger?: boolean }
 
   const writer = new Writer({
     leafKey,
-    steps: batcher ? [{ name: 'anchor', afterCommit: async (written) => batcher.notify(written.length) }] : [],
+    steps: [
+      accessWriteStep(() => services),
+      ...(batcher ? [{ name: 'anchor', afterCommit: async (written: unknown[]) => batcher.notify(written.length) }] : []),
+    ],
     repository,
     validate: (resource, type) => validator.validate(resource, type),
     extract: (resource) => extractor.extract(resource),
@@ -210,7 +216,41 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     lines.push(`vellum_anchor_backlog ${ledger ? await index.backlog() : 0}`);
     return reply.type('text/plain; version=0.0.4').send(lines.join('\n') + '\n');
   });
-  await app.register(fhirPlugin, { prefix: '/fhir', services, routes: fhirRoutes(statement, { bundleMaxEntries: config.bundleMaxEntries }) });
+  // SMART authorization: the embedded authorization server (default), an external issuer, or off.
+  const embeddedAuth =
+    config.auth.mode === 'embedded'
+      ? await openEmbeddedAuth({
+          dataDir: config.dataDir,
+          config: config.auth,
+          log: { info: (obj, msg) => app.log.info(obj, msg) },
+          patientExists: async (id) => {
+            const record = await index.current('Patient', id);
+            return record !== undefined && !record.deleted;
+          },
+        })
+      : undefined;
+  const verifier: TokenVerifier | undefined = embeddedAuth?.verifier ?? createAuthVerifier(config.auth);
+  if (verifier) {
+    services.access = {
+      authenticate: (authorization) => verifier.verify(bearerToken(authorization)),
+      patientScope: (id) => scopeOf(`Patient/${id}`),
+    };
+  }
+  if (embeddedAuth) {
+    await app.register(authPlugin, { prefix: new URL(embeddedAuth.urls.issuer).pathname.replace(/\/+$/, ''), ...embeddedAuth.pluginOptions });
+    const discovery = embeddedAuth.smartConfiguration();
+    app.get('/fhir/.well-known/smart-configuration', async (_request, reply) =>
+      reply.header('Access-Control-Allow-Origin', '*').header('Cache-Control', 'public, max-age=300').send(discovery),
+    );
+    ((statement.rest as Record<string, unknown>[])[0]!).security = embeddedAuth.capabilitySecurity();
+  }
+  const audit = config.audit ? new AuditTrail(writer, config.baseUrl) : undefined;
+  await app.register(fhirPlugin, {
+    prefix: '/fhir',
+    services,
+    routes: fhirRoutes(statement, { bundleMaxEntries: config.bundleMaxEntries }),
+    ...(audit ? { audit } : {}),
+  });
   batcher?.start();
 
   let closed = false;
@@ -222,8 +262,10 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       closed = true;
       closing = true;
       await app.close();
+      await audit?.close();
       await batcher?.stop();
       await ledger?.close();
+      await embeddedAuth?.close();
       await repository.close();
     },
   };

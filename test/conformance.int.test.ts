@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
+import { adminToken } from './helpers/process-server.ts';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const READY_TIMEOUT_MS = 60_000;
@@ -64,7 +65,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Start Vellum on a free port and wait for GET /ready; retried if another process took the port. */
-async function startVellum(t: Test): Promise<string> {
+async function startVellum(t: Test): Promise<{ baseUrl: string; token: string }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-conformance-'));
   // Registered first, so it runs after the server's own teardown has stopped it.
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
@@ -82,7 +83,8 @@ async function startVellum(t: Test): Promise<string> {
       try {
         const res = await fetch(`http://127.0.0.1:${port}/ready`);
         await res.arrayBuffer();
-        if (res.status === 200) return `http://127.0.0.1:${port}/fhir`;
+        // Authorization is on, as `npm start` runs: the suite uses the administrator's token.
+        if (res.status === 200) return { baseUrl: `http://127.0.0.1:${port}/fhir`, token: await adminToken(dataDir) };
       } catch {
         // not listening yet
       }
@@ -95,8 +97,8 @@ async function startVellum(t: Test): Promise<string> {
 }
 
 t.test('every conformance check passes against a real Vellum', async (t) => {
-  const baseUrl = await startVellum(t);
-  const run = start(t, ['--import', 'tsx', 'conformance/run.ts', '--base-url', baseUrl], childEnv({}));
+  const { baseUrl, token } = await startVellum(t);
+  const run = start(t, ['--import', 'tsx', 'conformance/run.ts', '--base-url', baseUrl, '--token', token], childEnv({}));
   const timer = setTimeout(() => run.child.kill('SIGKILL'), CONFORMANCE_TIMEOUT_MS);
   const status = await run.exited;
   clearTimeout(timer);

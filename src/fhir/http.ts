@@ -13,6 +13,8 @@ import { queryValue, type FhirRequest, type FhirResponse } from './request.ts';
 import type { Route } from './routes.ts';
 import type { FhirServices } from './services.ts';
 import type { WriteContext } from './writer.ts';
+import type { AuditInput, AuditTrail } from './audit.ts';
+import type { Principal } from './auth/verify.ts';
 
 const JSON_BODY_TYPES = ['application/fhir+json', 'application/json', 'application/json+fhir', 'application/json-patch+json'];
 
@@ -56,8 +58,10 @@ function serialize(body: unknown, request: { query: [string, string][] }): strin
 export interface FhirPluginOptions {
   services: FhirServices;
   routes: Route[];
-  /** The write context (agent) of a request; SMART replaces the anonymous default later. */
+  /** The write context (agent) of a request without a principal (authorization off). */
   context?: (request: FastifyRequest) => WriteContext;
+  /** Where every interaction's AuditEvent goes (absent: no audit trail). */
+  audit?: AuditTrail;
 }
 
 /** Send an error as an OperationOutcome (faults are logged with details, answered generically). */
@@ -113,13 +117,37 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
   // Anything else (XML included) is answered 415 by the route, with an OperationOutcome.
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, { unsupported: true, length: (body as Buffer).length }));
 
-  app.setErrorHandler((err, request, reply) => {
+  app.setErrorHandler(async (err, request, reply) => {
     const mapped = fastifyErrorToFhir(err as { code?: string; statusCode?: number });
-    return sendError(reply, request, mapped ?? err);
+    const failure = mapped ?? err;
+    await auditFailure(request, 'unrouted', failure);
+    return sendError(reply, request, failure);
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, request, fhirError(404, 'not-found', 'VLM_FHIR_NO_ROUTE', 'No FHIR interaction at this path')),
-  );
+  app.setNotFoundHandler(async (request, reply) => {
+    const failure = fhirError(404, 'not-found', 'VLM_FHIR_NO_ROUTE', 'No FHIR interaction at this path');
+    await auditFailure(request, 'unrouted', failure);
+    return sendError(reply, request, failure);
+  });
+
+  /** Record AuditEvents; if they cannot be stored, the request fails (503) rather than go unaudited. */
+  async function audited(inputs: AuditInput[]): Promise<void> {
+    if (!options.audit || inputs.length === 0) return;
+    try {
+      await Promise.all(inputs.map((input) => options.audit!.record(input)));
+    } catch (err) {
+      app.log.error({ err: { code: (err as { code?: string }).code, name: (err as Error)?.name } }, 'audit trail write failed');
+      throw fhirError(503, 'transient', 'VLM_AUDIT_UNAVAILABLE', 'The access could not be audited');
+    }
+  }
+
+  async function auditFailure(req: FastifyRequest, interaction: string, err: unknown, request?: FhirRequest, principal?: Principal): Promise<void> {
+    if (!options.audit) return;
+    const { error } = toFhirError(err);
+    const code = error.issues.map((i) => i.vellumCode).find(Boolean);
+    await audited(
+      auditInputs(interaction, req, request, principal, { status: error.status }, code),
+    ).catch(() => undefined); // the failure is answered either way
+  }
 
   const byPath = new Map<string, Route[]>();
   for (const route of options.routes) byPath.set(route.path, [...(byPath.get(route.path) ?? []), route]);
@@ -135,17 +163,23 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
       url: path,
       exposeHeadRoute: false,
       handler: async (req, reply) => {
+        let principal: Principal | undefined;
+        let fhirRequest: FhirRequest | undefined;
+        let interaction = 'unrouted';
         try {
           const query = parseQuery(req.url);
           const method = req.method === 'HEAD' ? 'GET' : req.method;
           const route = routes.find((r) => r.method === method);
+          if (route) interaction = route.interaction;
           if (!route) {
             reply.header('Allow', allow);
             throw fhirError(405, 'not-supported', 'VLM_FHIR_METHOD_NOT_ALLOWED', `${req.method} is not allowed here`);
           }
-          const params = req.params as { type?: string; id?: string; vid?: string };
-          if (params.type !== undefined && !services.resourceTypes.has(params.type)) {
-            throw fhirError(404, 'not-supported', 'VLM_FHIR_UNKNOWN_TYPE', `${params.type} is not an R4 resource type`);
+          const params = req.params as { type?: string; id?: string; vid?: string; ctype?: string };
+          for (const named of [params.type, params.ctype]) {
+            if (named !== undefined && !services.resourceTypes.has(named)) {
+              throw fhirError(404, 'not-supported', 'VLM_FHIR_UNKNOWN_TYPE', `${named} is not an R4 resource type`);
+            }
           }
           const contentType = mediaType(req.headers['content-type']);
           let body: unknown = req.body;
@@ -164,6 +198,7 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
             resourceType: params.type,
             id: params.id,
             versionId: params.vid,
+            ...(params.ctype !== undefined ? { compartmentType: params.ctype } : {}),
             query,
             headers,
             body,
@@ -174,13 +209,22 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
           // Everything that can reject the request is checked before the interaction runs: a write
           // must never be committed and then answered with an error (406, or 400 for a bad
           // `_summary` / `_elements`).
+          fhirRequest = request;
+          if (services.access && route.interaction !== 'capabilities') {
+            principal = await services.access.authenticate(req.headers.authorization);
+            request.principal = principal;
+          }
           const responseType = negotiate(request);
           const shape = { summary: summaryMode(request), elements: elementsList(request) };
-          const writeContext = { ...context(req), committed: [] as VersionRecord[] };
+          const writeContext: WriteContext = principal
+            ? { agent: { display: principal.clientId, ...(principal.fhirUser ? { reference: principal.fhirUser } : {}) }, principal, committed: [] }
+            : { ...context(req), committed: [] };
           const response = await route.handler(services, request, writeContext);
-          await waitForAnchors(request, writeContext.committed);
+          await waitForAnchors(request, writeContext.committed!);
+          await audited(auditInputs(interaction, req, request, principal, response));
           return send(reply, request, response, responseType, shape, req.method === 'HEAD');
         } catch (err) {
+          await auditFailure(req, interaction, err, fhirRequest, principal);
           return sendError(reply, req, err);
         }
       },
@@ -216,4 +260,86 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
     reply.type(`${type}; charset=utf-8`);
     return head ? reply.send() : reply.send(serialize(body, request));
   }
+}
+
+/** Patient compartment references an audited resource may carry at its top level. */
+const PATIENT_FIELDS = ['subject', 'patient', 'beneficiary', 'individual'];
+
+function patientOf(request: FhirRequest | undefined, resource: Record<string, unknown> | undefined): string | undefined {
+  if (request?.restriction) return `Patient/${request.restriction.patient}`;
+  if (request?.resourceType === 'Patient' && request.id) return `Patient/${request.id}`;
+  if (resource && resource.resourceType === 'Patient' && typeof resource.id === 'string') return `Patient/${resource.id}`;
+  if (resource && resource.resourceType !== 'Bundle') {
+    for (const field of PATIENT_FIELDS) {
+      const ref = (resource[field] as { reference?: unknown } | undefined)?.reference;
+      if (typeof ref === 'string' && /^Patient\/[A-Za-z0-9\-.]{1,64}$/.test(ref)) return ref;
+    }
+  }
+  for (const [name, value] of request?.query ?? []) {
+    if (name === 'patient' || name === 'subject' || name === 'patient:Patient' || name === 'subject:Patient') {
+      const id = value.replace(/^.*Patient\//, '');
+      if (/^[A-Za-z0-9\-.]{1,64}$/.test(id)) return `Patient/${id}`;
+    }
+  }
+  return undefined;
+}
+
+const VERSION_LOCATION = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([0-9]+))?$/;
+
+/** The AuditEvents of one interaction: one, or one per entry of a batch or transaction. */
+function auditInputs(
+  interaction: string,
+  req: FastifyRequest,
+  request: FhirRequest | undefined,
+  principal: Principal | undefined,
+  response: { status: number; resource?: Record<string, unknown>; headers?: Record<string, string> },
+  errorCode?: string,
+): AuditInput[] {
+  const base = { principal, address: req.ip, method: request?.method ?? req.method };
+  const requestEntries = (request?.body as { entry?: { request?: { method?: string; url?: string }; resource?: Record<string, unknown> }[] } | undefined)?.entry;
+  if (interaction === 'transaction' && Array.isArray(requestEntries) && requestEntries.length > 0) {
+    const answered = (response.resource?.resourceType === 'Bundle' ? (response.resource.entry as { response?: { status?: string; location?: string }; resource?: Record<string, unknown> }[]) : undefined) ?? [];
+    return requestEntries.map((entry, i) => {
+      const answer = answered[i];
+      const status = answer?.response?.status ? Number.parseInt(answer.response.status, 10) || response.status : response.status;
+      const method = typeof entry?.request?.method === 'string' ? entry.request.method : 'GET';
+      const url = typeof entry?.request?.url === 'string' ? entry.request.url.split('?')[0]! : '';
+      const at = VERSION_LOCATION.exec(answer?.response?.location ?? url);
+      const type = at?.[1] ?? url.split('/')[0];
+      return {
+        ...base,
+        principal,
+        interaction: method === 'POST' ? 'create' : method === 'PUT' ? 'update' : method === 'PATCH' ? 'patch' : method === 'DELETE' ? 'delete' : 'read',
+        method,
+        status,
+        ...(errorCode && status >= 400 ? { errorCode } : {}),
+        ...(type ? { resourceType: type } : {}),
+        ...(at?.[2] ? { id: at[2] } : {}),
+        ...(at?.[3] ? { versionId: at[3] } : {}),
+        ...(principal?.patient ? { patient: `Patient/${principal.patient}` } : {}),
+        entry: i + 1,
+      };
+    });
+  }
+  const location = response.headers?.['Location'] ?? response.headers?.['Content-Location'];
+  const at = location ? VERSION_LOCATION.exec(location) : undefined;
+  const etag = /W\/"([0-9]+)"/.exec(response.headers?.['ETag'] ?? '')?.[1];
+  const isSearch = /^(search|history)/.test(interaction);
+  const queryIndex = req.url.indexOf('?');
+  const resource = response.resource && response.resource.resourceType !== 'OperationOutcome' ? response.resource : undefined;
+  const operation = /\/(\$[A-Za-z-]+)(?:\?|$)/.exec(req.url)?.[1];
+  return [
+    {
+      ...base,
+      interaction,
+      status: response.status,
+      ...(errorCode ? { errorCode } : {}),
+      ...(request?.compartmentType ?? request?.resourceType ?? at?.[1] ? { resourceType: request?.compartmentType ?? request?.resourceType ?? at?.[1] } : {}),
+      ...((request?.id && !request.compartmentType) || at?.[2] ? { id: (request?.compartmentType ? undefined : request?.id) ?? at![2]! } : {}),
+      ...(request?.versionId ?? at?.[3] ?? (!isSearch && etag) ? { versionId: request?.versionId ?? at?.[3] ?? etag! } : {}),
+      ...(isSearch ? { query: queryIndex >= 0 ? req.url.slice(queryIndex + 1) : '' } : {}),
+      ...(operation ? { operation } : {}),
+      ...(patientOf(request, resource) ? { patient: patientOf(request, resource)! } : {}),
+    },
+  ];
 }

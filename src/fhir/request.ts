@@ -2,6 +2,8 @@
  * The plain request and response that interactions deal in. Interactions do not know the web
  * framework: the Fastify plugin (`http.ts`) builds a FhirRequest and writes a FhirResponse.
  */
+import type { Restriction } from './access.ts';
+import type { Principal } from './auth/verify.ts';
 
 export type FhirResource = { resourceType: string; id?: string; meta?: FhirMeta; [key: string]: unknown };
 
@@ -32,6 +34,12 @@ export interface FhirRequest {
   /** Content type of the body (media type only, lower-case), when there is one. */
   contentType?: string;
   signal?: AbortSignal;
+  /** Compartment search `[type]/[id]/[compartmentType]`: the type searched within the compartment. */
+  compartmentType?: string;
+  /** The caller, when authorization is on (set from the bearer token by http.ts). */
+  principal?: Principal;
+  /** The patient compartment the request is confined to (set by access.ts `guard`). */
+  restriction?: Restriction;
 }
 
 export interface FhirResponse {

@@ -5,6 +5,7 @@
 import type { FhirRequest, FhirResponse } from './request.ts';
 import type { FhirServices } from './services.ts';
 import type { WriteContext } from './writer.ts';
+import { guard } from './access.ts';
 import { bundle } from './interactions/bundle.ts';
 import { capabilities } from './interactions/capabilities.ts';
 import { create } from './interactions/create.ts';
@@ -17,6 +18,7 @@ import { conditionalUpdate, update } from './interactions/update.ts';
 import { vread } from './interactions/vread.ts';
 import { validate } from './operations/validate.ts';
 import { verify, verifySweep } from './operations/verify.ts';
+import { everything } from './operations/everything.ts';
 
 export type Handler = (services: FhirServices, request: FhirRequest, context: WriteContext) => Promise<FhirResponse>;
 
@@ -34,9 +36,11 @@ export interface RouteOptions {
 
 /** The FHIR REST routes. `statement` is the CapabilityStatement served at /metadata. */
 export function fhirRoutes(statement: Record<string, unknown>, options: RouteOptions = {}): Route[] {
+  // Every handler is guarded (access.ts): scopes and the patient compartment.
+  let guarded: Route[] = [];
   const routes: Route[] = [
-    // batch and transaction: GET entries run the GET routes of this same table.
-    { method: 'POST', path: '/', interaction: 'transaction', handler: bundle({ maxEntries: options.bundleMaxEntries ?? 10_000, routes: () => routes }) },
+    // batch and transaction: GET entries run the (guarded) GET routes of this same table.
+    { method: 'POST', path: '/', interaction: 'transaction', handler: bundle({ maxEntries: options.bundleMaxEntries ?? 10_000, routes: () => guarded }) },
     { method: 'GET', path: '/', interaction: 'search-system', handler: search },
     { method: 'GET', path: '/metadata', interaction: 'capabilities', handler: capabilities(statement) },
     { method: 'GET', path: '/_history', interaction: 'history-system', handler: history },
@@ -54,10 +58,13 @@ export function fhirRoutes(statement: Record<string, unknown>, options: RouteOpt
     { method: 'PATCH', path: '/:type/:id', interaction: 'patch', handler: patch },
     { method: 'DELETE', path: '/:type/:id', interaction: 'delete', handler: deleteInteraction },
     { method: 'GET', path: '/:type/:id/_history', interaction: 'history-instance', handler: history },
+    { method: 'GET', path: '/:type/:id/$everything', interaction: 'operation', handler: everything },
+    { method: 'GET', path: '/:type/:id/:ctype', interaction: 'search-compartment', handler: search },
     { method: 'GET', path: '/:type/:id/_history/:vid', interaction: 'vread', handler: vread },
     { method: 'GET', path: '/:type/:id/$verify', interaction: 'operation', handler: verify },
     { method: 'GET', path: '/:type/:id/_history/:vid/$verify', interaction: 'operation', handler: verify },
     { method: 'POST', path: '/:type/:id/$validate', interaction: 'operation', handler: validate },
   ];
-  return routes;
+  guarded = routes.map(guard);
+  return guarded;
 }

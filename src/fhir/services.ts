@@ -2,6 +2,7 @@
  * The narrow set of components the FHIR interactions use, built once by the composition root
  * (`src/server.ts`) and passed in. No module-level state.
  */
+import type { AccessServices } from './access.ts';
 import type { Repository } from '../storage/repository.ts';
 import type { VersionRecord } from '../storage/index-store.ts';
 import type { ResourceDefinitions } from './definitions.ts';
@@ -35,6 +36,8 @@ export interface FhirServices {
   resourceTypes: ReadonlySet<string>;
   baseUrl: string;
   anchoring?: AnchoringServices;
+  /** Present when authorization is on: requests carry a principal and are checked (access.ts). */
+  access?: AccessServices;
   /** The stored bundle (the resource version and its Provenance) of a version record, with plain numbers. */
   loadBundle(record: VersionRecord, signal?: AbortSignal): Promise<FhirResource>;
   /** The stored resource of a version record (undefined for a deletion). */

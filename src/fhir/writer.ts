@@ -11,6 +11,7 @@ import type { IndexWrite, VersionRecord, WriteMethod } from '../storage/index-st
 import type { Repository } from '../storage/repository.ts';
 import type { SearchRow } from '../storage/search-types.ts';
 import { FhirError, fhirError } from './errors.ts';
+import type { Principal } from './auth/verify.ts';
 import type { FhirResource } from './request.ts';
 
 export interface WriteOp {
@@ -31,6 +32,8 @@ export interface WriteOp {
 /** Who is writing, for the Provenance of each version. */
 export interface WriteContext {
   agent: { display: string; reference?: string };
+  /** The caller, when authorization is on (access.ts checks every version against it). */
+  principal?: Principal;
   signal?: AbortSignal;
   /** Filled with every version committed for this request (e.g. to wait for its anchoring). */
   committed?: VersionRecord[];

@@ -103,8 +103,34 @@ export interface HistoryQuery {
   at?: { low: number; high: number };
   /** Snapshot: only versions with seq <= this (keeps pages stable while others write). */
   maxSeq?: number;
+  /** Only versions of this key scope (a patient's compartment)… */
+  keyScope?: string;
+  /** …and, with `keyScope`, deletion versions too (they carry no data and no scope). */
+  withDeletions?: boolean;
   count: number;
   offset: number;
+}
+
+/** Which current resources `currentResources` walks, in index order (rid ascending). */
+export interface CurrentResourcesQuery {
+  /** Only resources whose index row id is greater than this (0 = from the start). */
+  afterRid: number;
+  limit: number;
+  /** Only these types (all types when absent). */
+  types?: readonly string[];
+}
+
+/** A current, non-deleted resource and its index row id (the cursor of `currentResources`). */
+export interface CurrentResource {
+  rid: number;
+  record: VersionRecord;
+}
+
+/** The search rows that replace a current resource's rows (see `replaceSearchRows`). */
+export interface SearchRowsReplacement {
+  type: string;
+  id: string;
+  rows: SearchRow[];
 }
 
 export interface Page<T> {
@@ -132,6 +158,18 @@ export interface IndexStore extends AnchorQueue {
   flush(): Promise<void>;
   /** Current, non-deleted resources matching the query. */
   search(query: IndexQuery): Promise<Page<VersionRecord>>;
+  /**
+   * Current, non-deleted resources in index order, a page at a time (`vellum reindex` walks the
+   * whole store with it: pass the last `rid` of a page as the next `afterRid`).
+   */
+  currentResources(query: CurrentResourcesQuery): Promise<CurrentResource[]>;
+  /**
+   * Replace the search rows of current, non-deleted resources, all in one transaction (a search
+   * parameter change re-extracts them). Versions, pointers and anchors are untouched. Resources
+   * that are absent or deleted are skipped; returns how many were re-indexed. Raises StorageError
+   * `VLM_INDEX_COMMIT` (fault) when the transaction fails (nothing is changed).
+   */
+  replaceSearchRows(entries: readonly SearchRowsReplacement[]): Promise<number>;
   /** Raises StorageError (unavailable) when the index cannot be reached. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -58,6 +58,8 @@ export interface ProcessServer extends ServerProcess {
   origin: string;
   /** The FHIR base, http://127.0.0.1:<port>/fhir */
   baseUrl: string;
+  /** The administrator's access token sent with every FHIR call (undefined when authorization is off). */
+  token: string | undefined;
   /** Request against the origin (`path` starts with /) with a JSON body if given. */
   http(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<HttpResult>;
   /** Request against the FHIR base (`path` relative to /fhir). */
@@ -176,7 +178,7 @@ export async function startProcessServer(t: Test, options: StartOptions = {}): P
       ...options.env,
     });
     const state = await waitReady(proc, port);
-    if (state === 'ready') return processServer(proc, port, dataDir);
+    if (state === 'ready') return await processServer(proc, port, dataDir);
     if (state === 'port-taken' && attempt < 5) continue;
     throw new Error(`server did not become ready (${state}):\n${proc.stderr()}`);
   }
@@ -204,16 +206,46 @@ async function waitReady(proc: ServerProcess, port: number): Promise<'ready' | '
   return 'timeout';
 }
 
-function processServer(proc: ServerProcess, port: number, dataDir: string): ProcessServer {
+/**
+ * An administrator access token, as a new user gets one: `client_credentials` with the
+ * `client_secret_basic` credentials of `<dataDir>/admin-client.json` (written on first start).
+ */
+export async function adminToken(dataDir: string, scope = 'system/*.*'): Promise<string> {
+  const admin = JSON.parse(fs.readFileSync(path.join(dataDir, 'admin-client.json'), 'utf8')) as { client_id: string; client_secret: string; token_url: string };
+  const basic = Buffer.from(`${encodeURIComponent(admin.client_id)}:${encodeURIComponent(admin.client_secret)}`).toString('base64');
+  const res = await fetch(admin.token_url, {
+    method: 'POST',
+    headers: { authorization: `Basic ${basic}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope }).toString(),
+  });
+  const json = (await res.json()) as { access_token?: string };
+  if (res.status !== 200 || !json.access_token) throw new Error(`admin token: ${res.status} ${JSON.stringify(json)}`);
+  return json.access_token;
+}
+
+async function processServer(proc: ServerProcess, port: number, dataDir: string): Promise<ProcessServer> {
   const origin = `http://127.0.0.1:${port}`;
+  // Authorization is on by default (as `npm start` runs): FHIR calls carry the administrator's token
+  // unless the test sends its own Authorization header (an empty one sends none).
+  const token = fs.existsSync(path.join(dataDir, 'admin-client.json')) ? await adminToken(dataDir).catch(() => undefined) : undefined;
+  const withToken = (headers: Record<string, string> = {}) => {
+    const given = Object.keys(headers).find((h) => h.toLowerCase() === 'authorization');
+    if (given !== undefined) {
+      if (headers[given] !== '') return headers;
+      const { [given]: _dropped, ...rest } = headers;
+      return rest;
+    }
+    return token ? { ...headers, authorization: `Bearer ${token}` } : headers;
+  };
   return {
     ...proc,
     port,
     dataDir,
     origin,
+    token,
     baseUrl: `${origin}/fhir`,
-    http: (method, p, body, headers) => request(`${origin}${p}`, method, body, headers),
-    fhir: (method, p, body, headers) => request(`${origin}/fhir/${p}`.replace(/\/+$/, ''), method, body, headers),
+    http: (method, p, body, headers) => request(`${origin}${p}`, method, body, p.startsWith('/fhir') ? withToken(headers) : headers),
+    fhir: (method, p, body, headers) => request(`${origin}/fhir/${p}`.replace(/\/+$/, ''), method, body, withToken(headers)),
     async stop() {
       if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill('SIGTERM');
       const timer = setTimeout(() => proc.child.kill('SIGKILL'), EXIT_TIMEOUT_MS);

@@ -32,7 +32,8 @@ export async function startTestServer(t: Test, env: Record<string, string> = {})
   const dataDir = env.VELLUM_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-test-'));
   // Anchoring is off unless a test asks for it (VELLUM_CHAIN=embedded): HTTP-semantics tests do not
   // need a chain, and the anchoring tests and every `npm start`-style process test run the default.
-  const config = loadConfig({ VELLUM_DATA_DIR: dataDir, PORT: '8080', VELLUM_CHAIN: 'off', ...env });
+  // Authorization and the audit trail are off too: their own tests turn them on.
+  const config = loadConfig({ VELLUM_DATA_DIR: dataDir, PORT: '8080', VELLUM_CHAIN: 'off', VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off', ...env });
   const vellum = await createVellum(config, { logger: false });
   t.teardown(async () => {
     await vellum.close();

@@ -141,7 +141,10 @@ t.test('npm start: first start, health, graceful SIGTERM with writes in flight, 
   const agent = new http.Agent({ keepAlive: true });
   t.teardown(() => agent.destroy());
   const held = Array.from({ length: 20 }, (_, i) =>
-    holdRequest(first.origin, 'POST', '/fhir/Patient', JSON.stringify(patientResource(p, `Inflight${i}`)), { agent }),
+    holdRequest(first.origin, 'POST', '/fhir/Patient', JSON.stringify(patientResource(p, `Inflight${i}`)), {
+      agent,
+      headers: { authorization: `Bearer ${first.token}` },
+    }),
   );
   await Promise.all(held.map((h) => h.accepted));
   const stopping = first.stop();

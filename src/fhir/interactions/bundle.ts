@@ -245,6 +245,7 @@ class BundleRun {
       headers,
       baseUrl: this.#request.baseUrl,
       ...(this.#request.signal ? { signal: this.#request.signal } : {}),
+      ...(this.#request.principal ? { principal: this.#request.principal } : {}),
     };
   }
 

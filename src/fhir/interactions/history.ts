@@ -10,6 +10,7 @@ import { dateRange } from '../dates.ts';
 import { fhirError } from '../errors.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
+import { inCompartmentType } from '../access.ts';
 import { checkId } from './common.ts';
 import { pageCount, pageLinks } from './paging.ts';
 
@@ -45,6 +46,13 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
     const current = await services.repository.index.current(type, id);
     if (!current) throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', `${type}/${id} is not known`);
   }
+  // A patient-confined token: its compartment's versions of one type (deletions carry no data and
+  // no compartment: an instance's deletions are shown with its other versions).
+  let keyScope: string | undefined;
+  if (request.restriction) {
+    if (!type) throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', 'A patient-confined token reads history one type at a time');
+    if (inCompartmentType(services, type)) keyScope = request.restriction.keyScope;
+  }
   let since: number | undefined;
   const sinceRaw = queryValue(request, '_since');
   if (sinceRaw !== undefined) {
@@ -61,7 +69,20 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
   const count = pageCount(request);
   const offset = nonNegative(request, '_offset') ?? 0;
   const maxSeq = nonNegative(request, '_snapshot') ?? (await services.repository.index.lastSeq());
-  const page = await services.repository.index.history({ type, id, since, at, maxSeq, count, offset });
+  const page = await services.repository.index.history({
+    type,
+    id,
+    since,
+    at,
+    maxSeq,
+    count,
+    offset,
+    ...(keyScope !== undefined ? { keyScope, withDeletions: id !== undefined } : {}),
+  });
+  if (id !== undefined && keyScope !== undefined && offset === 0 && !page.records.some((r) => !r.deleted)) {
+    // No version of this resource with data is in the compartment: it is not the caller's.
+    throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "The resource is outside the patient's compartment this token is confined to");
+  }
   const entry = [];
   for (const record of page.records) {
     const resource = record.deleted ? undefined : await services.loadResource(record, request.signal);

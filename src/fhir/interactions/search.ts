@@ -10,6 +10,7 @@
  * (VLM_FHIR_BAD_SEARCH_PARAMETER; the parser's own code is in the diagnostics).
  */
 import type { IndexClause, IndexCondition, IndexQuery } from '../../storage/search-types.ts';
+import { compartmentClause, restrictionClause, visible } from '../access.ts';
 import { FhirError, fhirError, VELLUM_ERROR_SYSTEM } from '../errors.ts';
 import { elementsList, subset, summaryMode } from '../format.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
@@ -103,8 +104,22 @@ function whole(request: FhirRequest, name: string, fallback: number): number {
 }
 
 export async function search(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
-  // No type: the system-level search, GET [base]?_type=… (http://hl7.org/fhir/R4/http.html#search).
-  const type = request.resourceType ?? null;
+  // Compartment search, GET [base]/Patient/[id]/[type] (http://hl7.org/fhir/R4/compartmentdefinition.html):
+  // a search of [type] confined to the compartment. No type: the system-level search,
+  // GET [base]?_type=… (http://hl7.org/fhir/R4/http.html#search).
+  const compartment = request.compartmentType !== undefined ? { type: request.resourceType!, id: request.id! } : undefined;
+  const type = compartment ? request.compartmentType! : (request.resourceType ?? null);
+  const confine: IndexClause[] = [];
+  if (compartment) {
+    if (compartment.type !== 'Patient') {
+      throw fhirError(400, 'not-supported', 'VLM_FHIR_COMPARTMENT_UNSUPPORTED', 'Only the Patient compartment can be searched');
+    }
+    const clause = compartmentClause(services, type!, compartment.id);
+    if (!clause) throw fhirError(400, 'invalid', 'VLM_FHIR_NOT_IN_COMPARTMENT', `${type} is not in the Patient compartment`);
+    confine.push(clause);
+  }
+  const restricted = restrictionClause(services, request, type);
+  if (restricted) confine.push(restricted);
   // POST _search: form parameters join the URL's (http://hl7.org/fhir/R4/http.html#search).
   if (request.method === 'POST') {
     if (request.body !== undefined && request.contentType !== 'application/x-www-form-urlencoded') {
@@ -127,6 +142,7 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
   const countOnly = summary === 'count';
   const page = await services.repository.index.search({
     ...query,
+    where: [...query.where, ...confine],
     count: countOnly ? 0 : count,
     offset,
     wantTotal: countOnly || totalMode !== 'none',
@@ -155,6 +171,8 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
       page.records,
     );
     for (const record of included.records) {
+      // A patient-confined token sees included resources of its own compartment (and those outside any).
+      if (!visible(services, request, record)) continue;
       const resource = await services.loadResource(record, request.signal);
       if (!resource) continue;
       // `_elements` names elements of the searched type: included resources are only summarised.
@@ -183,7 +201,8 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
   }
   const ignored = new Set(unknown);
   const keep = request.query.filter(([name]) => !['_count', '_offset', '_snapshot'].includes(name) && !ignored.has(name));
-  const links = pageLinks(type === null ? request.baseUrl : `${request.baseUrl}/${type}`, keep, {
+  const path = compartment ? `${compartment.type}/${compartment.id}/${type}` : type;
+  const links = pageLinks(path === null ? request.baseUrl : `${request.baseUrl}/${path}`, keep, {
     count,
     offset,
     total: page.total,

@@ -69,6 +69,7 @@
  *
  * The document carries the resource in clear: it is as sensitive as the resource.
  */
+import { assertVisible } from '../access.ts';
 import { randomUUID } from 'node:crypto';
 import { canonicalJson, cidDigest, contentDigest, leafFromParts, pseudonym } from '../../chain/leaf.ts';
 import { toHex, verifyProof } from '../../chain/merkle.ts';
@@ -100,6 +101,12 @@ function saltOf(bundle: FhirResource): Uint8Array | undefined {
 }
 
 async function versionRecord(services: FhirServices, request: FhirRequest): Promise<VersionRecord> {
+  const record = await findVersionRecord(services, request);
+  if (!record.deleted) assertVisible(services, request, record);
+  return record;
+}
+
+async function findVersionRecord(services: FhirServices, request: FhirRequest): Promise<VersionRecord> {
   const type = request.resourceType!;
   const id = checkId(request.id!);
   if (request.versionId === undefined) {

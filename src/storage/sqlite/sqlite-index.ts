@@ -9,12 +9,15 @@ import { storageError } from '../errors.ts';
 import type {
   AnchorRecord,
   BatchReceipt,
+  CurrentResource,
+  CurrentResourcesQuery,
   HistoryQuery,
   IndexStore,
   IndexWrite,
   Page,
   PendingLeaf,
   PlannedBatch,
+  SearchRowsReplacement,
   VersionRecord,
   WriteMethod,
 } from '../index-store.ts';
@@ -233,6 +236,10 @@ export class SqliteIndexStore implements IndexStore {
       where.push('v.seq <= ?');
       params.push(query.maxSeq);
     }
+    if (query.keyScope !== undefined) {
+      where.push(query.withDeletions ? '(v.key_scope = ? OR v.deleted = 1)' : 'v.key_scope = ?');
+      params.push(query.keyScope);
+    }
     if (query.at !== undefined) {
       // Current at some point of [low, high]: written by `high`, and not superseded by `low`.
       where.push(
@@ -339,6 +346,42 @@ export class SqliteIndexStore implements IndexStore {
       if (record) records.push(record);
     }
     return { records, total };
+  }
+
+  async currentResources(query: CurrentResourcesQuery): Promise<CurrentResource[]> {
+    this.#check();
+    // Types as one bound JSON array, so any list is one statement (the rid primary key drives).
+    const types = query.types === undefined ? null : JSON.stringify(query.types);
+    const rows = this.#prepare(
+      `SELECT r.rid, ${VERSION_COLUMNS} FROM resources r JOIN versions v ON v.type = r.type AND v.id = r.id AND v.version = r.version
+       WHERE r.rid > ? AND r.deleted = 0 AND (? IS NULL OR r.type IN (SELECT j.value FROM json_each(?) j))
+       ORDER BY r.rid LIMIT ?`,
+    ).all(query.afterRid, types, types, query.limit) as unknown as (VersionRow & { rid: number })[];
+    return rows.map((row) => ({ rid: Number(row.rid), record: toRecord(row) }));
+  }
+
+  async replaceSearchRows(entries: readonly SearchRowsReplacement[]): Promise<number> {
+    this.#check();
+    const db = this.#db;
+    let replaced = 0;
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const entry of entries) {
+        const row = this.#prepare('SELECT rid FROM resources WHERE type = ? AND id = ? AND deleted = 0').get(entry.type, entry.id) as
+          | { rid: number }
+          | undefined;
+        if (!row) continue;
+        const rid = Number(row.rid);
+        this.#search.deleteRows(rid);
+        this.#search.insertRows(rid, entry.rows);
+        replaced++;
+      }
+      db.exec('COMMIT');
+    } catch (err) {
+      db.exec('ROLLBACK');
+      throw storageError('VLM_INDEX_COMMIT', 'fault', 'search rows replacement failed', err);
+    }
+    return replaced;
   }
 
   async pendingLeaves(limit: number): Promise<PendingLeaf[]> {

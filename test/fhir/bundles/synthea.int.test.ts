@@ -101,6 +101,26 @@ t.test('the 50 Synthea patients, one transaction each', async (t) => {
     const expected = Object.fromEntries(Object.entries(meta.resourceCounts).filter(([type]) => !NOT_PER_PATIENT.has(type)));
     t.same(counted, expected, `${meta.file}: counts by type`);
   }
+  // $everything (all pages) and compartment search give the same counts, the patient's
+  // Organizations and Practitioners included (they are referenced from its encounters and claims).
+  for (const { meta, ref } of patients.slice(0, 10)) {
+    const counted: Record<string, number> = {};
+    let url: string | undefined = `${ref}/$everything?_count=500`;
+    let pages = 0;
+    while (url) {
+      const page = await s.fhir('GET', url);
+      t.equal(page.status, 200);
+      for (const e of page.json.entry ?? []) counted[e.resource.resourceType] = (counted[e.resource.resourceType] ?? 0) + 1;
+      const next = (page.json.link ?? []).find((l: any) => l.relation === 'next')?.url as string | undefined;
+      url = next?.slice(next.indexOf('/fhir/') + '/fhir/'.length);
+      pages++;
+    }
+    t.ok(pages >= 1);
+    t.same(counted, meta.resourceCounts, `${meta.file}: $everything counts by type`);
+    const compartment = await s.fhir('GET', `${ref}/Observation?_summary=count`);
+    t.equal(compartment.json.total, meta.resourceCounts.Observation ?? 0, `${meta.file}: Patient/{id}/Observation`);
+  }
+
   // POSTs always create: the type totals are the corpus totals.
   const totals: Record<string, number> = {};
   for (const type of Object.keys(index.resourceTypeTotals)) totals[type] = (await s.fhir('GET', `${type}?_summary=count`)).json.total;

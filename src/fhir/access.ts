@@ -1,0 +1,205 @@
+/**
+ * Access control on the FHIR request path (SMART scopes and the patient compartment).
+ *
+ * - Every route's handler is wrapped by `guard`: the caller's SMART scopes must allow the
+ *   interaction on the type (403 `VLM_AUTH_SCOPE` otherwise). A grant that comes from `patient/`
+ *   scopes (or any token of a patient user) confines the request to that patient's compartment:
+ *   `request.restriction`.
+ * - Confinement is enforced where records are known: single reads (`assertVisible`), searches (a
+ *   compartment clause ANDed into the index query, so totals never count what cannot be seen,
+ *   and a filter on `_include`d resources), type history (a key-scope filter in the index), and
+ *   writes (`accessWriteStep`, which sees every version of every interaction and bundle entry).
+ * - A resource is in a patient's compartment when its key scope (src/server.ts `keyScope`: the
+ *   first Patient it references through an R4 Patient CompartmentDefinition parameter) is that
+ *   patient's. Resources of types outside the compartment (Organization, Practitioner,
+ *   Medication…) are governed by scopes only.
+ * - AuditEvents: clients never update or delete them (405); only administrators and patients (for
+ *   their own) read and search them.
+ *
+ * Routes called inside a batch or transaction go through the same guard, with the principal of the
+ * bundle's request.
+ */
+import type { Principal } from './auth/verify.ts';
+import { decide, insufficientScope } from './auth/verify.ts';
+import type { Interaction } from './auth/scopes.ts';
+import { fhirError } from './errors.ts';
+import type { FhirRequest } from './request.ts';
+import type { Route } from './routes.ts';
+import type { FhirServices } from './services.ts';
+import type { IndexClause } from '../storage/search-types.ts';
+import type { VersionRecord } from '../storage/index-store.ts';
+import type { WriteStep } from './writer.ts';
+
+/** The compartment a request is confined to. */
+export interface Restriction {
+  patient: string;
+  /** The patient's key scope (what its compartment's records carry). */
+  keyScope: string;
+}
+
+/** What the FHIR layer needs to know about the caller's patient compartment. */
+export interface AccessServices {
+  /** The caller of a request from its `Authorization` header; raises a 401 FhirError (auth/verify.ts). */
+  authenticate(authorization: string | string[] | undefined): Promise<Principal>;
+  /** Key scope of `Patient/{id}` (src/storage/keys.ts keyScoper). */
+  patientScope(patientId: string): string;
+}
+
+/** The SMART interaction a route stands for (undefined: no scope needed, e.g. /metadata). */
+function scopeInteraction(route: Route, request: FhirRequest): Interaction | undefined {
+  switch (route.interaction) {
+    case 'capabilities':
+    case 'transaction': // every entry is checked on its own
+      return undefined;
+    case 'read':
+      return 'read';
+    case 'vread':
+      return 'vread';
+    case 'search-type':
+    case 'search-system':
+    case 'search-compartment':
+      return 'search';
+    case 'history-instance':
+    case 'history-type':
+    case 'history-system':
+      return 'history';
+    case 'create':
+      return 'create';
+    case 'update':
+    case 'conditional-update':
+      return 'update';
+    case 'patch':
+    case 'conditional-patch':
+      return 'patch';
+    case 'delete':
+    case 'conditional-delete':
+      return 'delete';
+    case 'operation':
+      // $verify and $everything disclose data: they need read access; $validate stores nothing.
+      return request.resourceType === undefined || /\$validate$/.test(route.path) ? undefined : 'read';
+    default:
+      return 'operation';
+  }
+}
+
+const AUDIT_WRITES = new Set(['update', 'conditional-update', 'patch', 'conditional-patch', 'delete', 'conditional-delete']);
+
+/** Wrap a route's handler with the scope check and the compartment restriction. */
+export function guard(route: Route): Route {
+  return {
+    ...route,
+    handler: async (services, request, context) => {
+      const principal = request.principal;
+      if (services.access && principal) {
+        const type = request.compartmentType ?? request.resourceType;
+        if (type === 'AuditEvent' && AUDIT_WRITES.has(route.interaction)) {
+          throw fhirError(405, 'not-supported', 'VLM_AUDIT_IMMUTABLE', 'AuditEvents cannot be updated or deleted');
+        }
+        if (route.path === '/$verify' && !principal.admin) {
+          throw fhirError(403, 'forbidden', 'VLM_AUTH_ADMIN_ONLY', 'The store-wide $verify sweep is for administrators');
+        }
+        const interaction = scopeInteraction(route, request);
+        if (interaction !== undefined) {
+          const decision = decideFor(principal, interaction, type);
+          if (!decision.allowed) throw insufficientScope(interaction, type ?? '*');
+          if (type === 'AuditEvent' && !principal.admin && decision.patient === undefined && interaction !== 'create') {
+            throw fhirError(403, 'forbidden', 'VLM_AUDIT_FORBIDDEN', 'Only administrators, and patients for their own, read AuditEvents');
+          }
+          if (decision.patient !== undefined) {
+            request = { ...request, restriction: { patient: decision.patient, keyScope: services.access.patientScope(decision.patient) } };
+          }
+        }
+      }
+      return route.handler(services, request, context);
+    },
+  };
+}
+
+/**
+ * Scope decision; at system level (no type) every type of the search or history must be allowed,
+ * which `*` expresses.
+ */
+function decideFor(principal: Principal, interaction: Interaction, type: string | undefined): { allowed: boolean; patient?: string } {
+  return decide(principal, interaction, type ?? '*');
+}
+
+/** Whether records of `type` belong to patient compartments (governed by the restriction). */
+export function inCompartmentType(services: FhirServices, type: string): boolean {
+  return type === 'Patient' || services.definitions.patientCompartmentParams(type).length > 0;
+}
+
+/** Whether a restricted request may see `record`. */
+export function visible(services: FhirServices, request: FhirRequest, record: VersionRecord): boolean {
+  const restriction = request.restriction;
+  if (!restriction) return true;
+  if (!inCompartmentType(services, record.type)) return true;
+  return record.keyScope === restriction.keyScope;
+}
+
+/** 403 `VLM_AUTH_COMPARTMENT` unless the request may see `record`. */
+export function assertVisible(services: FhirServices, request: FhirRequest, record: VersionRecord): void {
+  if (!visible(services, request, record)) {
+    throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "The resource is outside the patient's compartment this token is confined to");
+  }
+}
+
+/**
+ * The clause confining a search of `type` to `Patient/{patient}`'s compartment (R4 Patient
+ * CompartmentDefinition): undefined when the type is outside any patient compartment.
+ */
+export function compartmentClause(services: FhirServices, type: string, patient: string): IndexClause | undefined {
+  if (type === 'Patient') {
+    return { negate: false, anyOf: [{ kind: 'id', id: patient }, { kind: 'reference', param: 'link', id: patient, types: ['Patient'] }] };
+  }
+  const params = services.definitions.patientCompartmentParams(type).filter((p) => services.registry.get(type, p)?.kind === 'reference');
+  if (params.length === 0) return undefined;
+  return { negate: false, anyOf: params.map((param) => ({ kind: 'reference' as const, param, id: patient, types: ['Patient'] })) };
+}
+
+/** The search clause a restricted request adds to a search of `type` (the system level is refused). */
+export function restrictionClause(services: FhirServices, request: FhirRequest, type: string | null): IndexClause | undefined {
+  const restriction = request.restriction;
+  if (!restriction) return undefined;
+  if (type === null) {
+    throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', 'A patient-confined token searches one type at a time (or uses Patient/$everything)');
+  }
+  return compartmentClause(services, type, restriction.patient);
+}
+
+const WRITE_INTERACTION: Record<string, Interaction> = { create: 'create', update: 'update', patch: 'patch', delete: 'delete' };
+
+/**
+ * The write step enforcing scopes and the compartment on every version (single interactions and
+ * bundle entries alike): the caller's scopes must allow the write, AuditEvents are never changed,
+ * and a patient-confined caller writes only inside its patient's compartment — both the version
+ * written and the one it replaces.
+ */
+export function accessWriteStep(services: () => FhirServices): WriteStep {
+  return {
+    name: 'access',
+    async beforeCommit(versions, context) {
+      const principal = context.principal;
+      const svc = services();
+      if (!principal || !svc.access) return;
+      for (const version of versions) {
+        const { type, method } = version.write;
+        if (type === 'AuditEvent' && method !== 'create') {
+          throw fhirError(405, 'not-supported', 'VLM_AUDIT_IMMUTABLE', 'AuditEvents cannot be updated or deleted');
+        }
+        const interaction = WRITE_INTERACTION[method]!;
+        const decision = decide(principal, interaction, type);
+        if (!decision.allowed) throw insufficientScope(interaction, type);
+        if (decision.patient === undefined) continue;
+        const keyScope = svc.access.patientScope(decision.patient);
+        const outside = () =>
+          fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "A patient-confined token writes only inside its patient's compartment");
+        if (!inCompartmentType(svc, type)) throw outside();
+        if (method !== 'delete' && version.write.keyScope !== keyScope) throw outside();
+        if (version.write.expectedVersion > 0) {
+          const previous = await svc.repository.index.version(type, version.write.id, version.write.expectedVersion);
+          if (previous && !previous.deleted && previous.keyScope !== keyScope) throw outside();
+        }
+      }
+    },
+  };
+}
