@@ -5,7 +5,9 @@
  * are outside any patient compartment (Organization, Practitioner, Medication, Location…), as a
  * paged `searchset`. Matches are ordered by type then id; referenced resources come with each
  * page as `search.mode = include`. `_since` keeps resources changed since an instant; `_type`
- * keeps the listed types (referenced ones included).
+ * keeps the listed types (referenced ones included). AuditEvents (in the compartment by R4's
+ * definition, but the server's record of accesses, not the patient's record) come only when
+ * `_type` names them.
  */
 import type { VersionRecord } from '../../storage/index-store.ts';
 import type { IndexClause } from '../../storage/search-types.ts';
@@ -33,7 +35,8 @@ export async function everything(services: FhirServices, request: FhirRequest): 
   assertVisible(services, request, patient);
   const id = patient.id;
 
-  let types = [...services.resourceTypes].filter((type) => inCompartmentType(services, type)).sort();
+  // The audit trail is in the compartment too, but it is not the patient's record: only on request (_type).
+  let types = [...services.resourceTypes].filter((type) => inCompartmentType(services, type) && type !== 'AuditEvent').sort();
   const typeParam = queryValue(request, '_type');
   let wanted: Set<string> | undefined;
   if (typeParam !== undefined) {
@@ -41,7 +44,7 @@ export async function everything(services: FhirServices, request: FhirRequest): 
     for (const type of wanted) {
       if (!services.resourceTypes.has(type)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', `_type: ${type} is not a resource type`, ['_type']);
     }
-    types = types.filter((type) => wanted!.has(type));
+    types = [...services.resourceTypes].filter((type) => inCompartmentType(services, type) && wanted!.has(type)).sort();
   }
   const where = (type: string): IndexClause[] => {
     const clauses: IndexClause[] = [
