@@ -46,7 +46,25 @@ export interface BenchServer {
   child: ChildProcess;
   dataDir: string;
   startupMs: number;
+  /** The administrator's access token (undefined when VELLUM_AUTH=off). */
+  token: string | undefined;
   stop(): Promise<void>;
+}
+
+/** An administrator token from `<dataDir>/admin-client.json` (client_credentials, client_secret_basic). */
+export async function adminToken(dataDir: string): Promise<string> {
+  const admin = JSON.parse(fs.readFileSync(path.join(dataDir, 'admin-client.json'), 'utf8')) as { client_id: string; client_secret: string; token_url: string };
+  const res = await fetch(admin.token_url, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${encodeURIComponent(admin.client_id)}:${encodeURIComponent(admin.client_secret)}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/*.*' }).toString(),
+  });
+  const json = (await res.json()) as { access_token?: string };
+  if (!json.access_token) throw new Error(`no admin token (${res.status})`);
+  return json.access_token;
 }
 
 /** Start `src/main.ts` on a fresh data dir (removed by `stop`), with extra environment. */
@@ -72,7 +90,9 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ben
     await stop();
     throw err;
   }
-  return { origin, child, dataDir, startupMs: Date.now() - started, stop };
+  const startupMs = Date.now() - started;
+  const token = env.VELLUM_AUTH === 'off' ? undefined : await adminToken(dataDir);
+  return { origin, child, dataDir, startupMs, token, stop };
 }
 
 export interface LoadSummary {
@@ -81,9 +101,11 @@ export interface LoadSummary {
 }
 
 /** Run `bench/fhir-load.mjs` against `base` (the FHIR base URL); its last stdout line is the JSON summary. */
-export async function runLoad(base: string, args: string[], echo = true): Promise<{ code: number; summary: LoadSummary }> {
+export async function runLoad(base: string, args: string[], echo = true, token?: string): Promise<{ code: number; summary: LoadSummary }> {
   const load = spawn(process.execPath, [path.join(root, 'bench/fhir-load.mjs'), `--base-url=${base}`, '--concurrency=8', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    // The token goes through the environment, not the command line.
+    env: { ...process.env, ...(token ? { TOKEN: token } : {}) },
   });
   let out = '';
   load.stdout.on('data', (chunk: Buffer) => {

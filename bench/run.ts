@@ -14,7 +14,7 @@ import { root, rssKiB, runLoad, startServer } from './lib.ts';
  * Commit → mined latency: writes sent with `Prefer: anchor=wait` (8 in flight, like the workload),
  * each timed until the server answers, i.e. until its batch is mined.
  */
-async function measureAnchorLatency(base: string, samples = 80): Promise<{ samples: number; p50_ms: number; p99_ms: number; max_ms: number }> {
+async function measureAnchorLatency(base: string, token: string | undefined, samples = 80): Promise<{ samples: number; p50_ms: number; p99_ms: number; max_ms: number }> {
   const latencies: number[] = [];
   let next = 0;
   const worker = async () => {
@@ -23,7 +23,7 @@ async function measureAnchorLatency(base: string, samples = 80): Promise<{ sampl
       const started = performance.now();
       const res = await fetch(`${base}/Patient`, {
         method: 'POST',
-        headers: { 'content-type': 'application/fhir+json', prefer: 'anchor=wait, return=minimal' },
+        headers: { 'content-type': 'application/fhir+json', prefer: 'anchor=wait, return=minimal', ...(token ? { authorization: `Bearer ${token}` } : {}) },
         body: JSON.stringify({ resourceType: 'Patient', active: true }),
       });
       await res.arrayBuffer();
@@ -43,8 +43,8 @@ async function main(): Promise<void> {
   let peakRss = 0;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server.child.pid!))), 200);
   try {
-    const { code, summary } = await runLoad(`${origin}/fhir`, process.argv.slice(2));
-    const anchorLatency = await measureAnchorLatency(`${origin}/fhir`);
+    const { code, summary } = await runLoad(`${origin}/fhir`, process.argv.slice(2), true, server.token);
+    const anchorLatency = await measureAnchorLatency(`${origin}/fhir`, server.token);
     console.log(
       `anchor latency (commit → mined, Prefer: anchor=wait, ${anchorLatency.samples} writes, 1 s window): ` +
         `p50 ${anchorLatency.p50_ms} ms, p99 ${anchorLatency.p99_ms} ms, max ${anchorLatency.max_ms} ms`,
