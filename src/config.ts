@@ -24,6 +24,8 @@ export interface Config {
   auth: AuthConfig;
   /** An AuditEvent for every interaction (VELLUM_AUDIT=on|off, default on). */
   audit: boolean;
+  /** What a response waits for (VELLUM_AUDIT_DURABILITY): its audit record fsynced (default) or in the WAL. */
+  auditDurability: 'fsync' | 'wal';
 }
 
 /** Where versions are anchored: the in-process chain (default), an external JSON-RPC node, or nowhere. */
@@ -107,6 +109,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const auditRaw = (env.VELLUM_AUDIT ?? 'on').trim();
   if (auditRaw !== 'on' && auditRaw !== 'off') throw new ConfigError('VELLUM_AUDIT', 'must be on or off');
+  const durability = (env.VELLUM_AUDIT_DURABILITY ?? 'fsync').trim();
+  if (durability !== 'fsync' && durability !== 'wal') throw new ConfigError('VELLUM_AUDIT_DURABILITY', 'must be fsync or wal');
   return {
     host,
     port,
@@ -120,6 +124,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     chain: chainConfig(env),
     auth: loadAuthConfig(env, baseUrl),
     audit: auditRaw === 'on',
+    auditDurability: durability,
   };
 }
 

@@ -22,7 +22,7 @@ import { createValidator } from './fhir/validation/validator.ts';
 import { Writer } from './fhir/writer.ts';
 import { accessWriteStep } from './fhir/access.ts';
 import { AuditTrail } from './fhir/audit.ts';
-import { authPlugin, bearerToken, createAuthVerifier, openEmbeddedAuth, type TokenVerifier } from './fhir/auth/index.ts';
+import { authPlugin, bearerToken, createAuthVerifier, openEmbeddedAuth, type Principal, type TokenVerifier } from './fhir/auth/index.ts';
 import { AnchorBatcher } from './chain/batcher.ts';
 import type { Ledger } from './chain/ledger.ts';
 import { JweCipher } from './storage/jwe-cipher.ts';
@@ -33,6 +33,7 @@ import { SqliteBlobStore } from './storage/sqlite/sqlite-blob-store.ts';
 import type { BlobStore } from './storage/blob-store.ts';
 import { KuboBlobStore } from './storage/kubo-blob-store.ts';
 import { SqliteIndexStore } from './storage/sqlite/sqlite-index.ts';
+import { SqliteAuditQueue } from './storage/sqlite/audit-queue.ts';
 
 export interface Vellum {
   app: FastifyInstance;
@@ -231,8 +232,18 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       : undefined;
   const verifier: TokenVerifier | undefined = embeddedAuth?.verifier ?? createAuthVerifier(config.auth);
   if (verifier) {
+    // Verified tokens are remembered until they expire: a client's next call costs no signature check.
+    const verified = new Map<string, Principal>();
     services.access = {
-      authenticate: (authorization) => verifier.verify(bearerToken(authorization)),
+      authenticate: async (authorization) => {
+        const token = bearerToken(authorization);
+        const known = verified.get(token);
+        if (known && known.expiresAt * 1000 > Date.now()) return known;
+        const principal = await verifier.verify(token);
+        if (verified.size >= 10_000) verified.delete(verified.keys().next().value!);
+        verified.set(token, principal);
+        return principal;
+      },
       patientScope: (id) => scopeOf(`Patient/${id}`),
     };
   }
@@ -244,7 +255,17 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     );
     ((statement.rest as Record<string, unknown>[])[0]!).security = embeddedAuth.capabilitySecurity();
   }
-  const audit = config.audit ? new AuditTrail(writer, config.baseUrl) : undefined;
+  const auditQueue = config.audit ? SqliteAuditQueue.open(databasePath, deriveKey(masterKey, KEY_PURPOSE.auditQueue)) : undefined;
+  const audit = auditQueue
+    ? new AuditTrail({
+        writer,
+        queue: auditQueue,
+        baseUrl: config.baseUrl,
+        durability: config.auditDurability,
+        exists: async (id) => (await index.current('AuditEvent', id)) !== undefined,
+        onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code } }, 'audit conversion failed; will retry'),
+      })
+    : undefined;
   await app.register(fhirPlugin, {
     prefix: '/fhir',
     services,
@@ -263,6 +284,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       closing = true;
       await app.close();
       await audit?.close();
+      await auditQueue?.close();
       await batcher?.stop();
       await ledger?.close();
       await embeddedAuth?.close();

@@ -13,7 +13,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Principal } from './auth/verify.ts';
 import type { FhirResource } from './request.ts';
+import { splitReference } from './search/extract.ts';
 import type { WriteOp, Writer } from './writer.ts';
+import { normalizeSearchText, type SearchRow } from '../storage/search-types.ts';
 
 /** What one audited access was. */
 export interface AuditInput {
@@ -137,64 +139,168 @@ export function auditEvent(input: AuditInput, baseUrl: string, recorded: string)
   };
 }
 
-interface Pending {
-  input: AuditInput;
-  recorded: string;
-  resolve: () => void;
-  reject: (err: unknown) => void;
+type Json = Record<string, any>;
+
+/**
+ * The search rows of an AuditEvent made by `auditEvent`, without FHIRPath: the same rows the
+ * registry-driven extractor gives for this shape (test/fhir/audit.test.ts checks they are
+ * identical), at a fraction of the cost — every access writes one.
+ */
+export function auditRows(event: Json, baseUrl: string): SearchRow[] {
+  const rows: SearchRow[] = [];
+  const token = (param: string, coding: Json | undefined) => {
+    if (!coding || (coding.code === undefined && coding.display === undefined)) return;
+    rows.push({ kind: 'token', param, system: coding.system ?? null, code: coding.code ?? null, text: typeof coding.display === 'string' ? normalizeSearchText(coding.display) : null });
+  };
+  const reference = (param: string, ref: unknown, onlyType?: string) => {
+    if (typeof ref !== 'string') return;
+    const target = splitReference(ref, baseUrl);
+    if (!target) return;
+    if (onlyType !== undefined && target.type !== onlyType) return;
+    if ('id' in target) rows.push({ kind: 'reference', param, targetType: target.type, targetId: target.id, url: null });
+    else rows.push({ kind: 'reference', param, targetType: null, targetId: null, url: target.url });
+  };
+  const string = (param: string, value: unknown) => {
+    if (typeof value === 'string') rows.push({ kind: 'string', param, norm: normalizeSearchText(value), exact: value });
+  };
+  rows.push({ kind: 'token', param: 'action', system: null, code: event.action, text: null });
+  for (const agent of event.agent ?? []) string('address', agent.network?.address);
+  for (const agent of event.agent ?? []) reference('agent', agent.who?.reference);
+  const at = Date.parse(event.recorded);
+  rows.push({ kind: 'date', param: 'date', low: at, high: at });
+  for (const entity of event.entity ?? []) reference('entity', entity.what?.reference);
+  for (const entity of event.entity ?? []) string('entity-name', entity.name);
+  for (const entity of event.entity ?? []) token('entity-role', entity.role);
+  for (const entity of event.entity ?? []) token('entity-type', entity.type);
+  rows.push({ kind: 'token', param: 'outcome', system: null, code: event.outcome, text: null });
+  for (const agent of event.agent ?? []) reference('patient', agent.who?.reference, 'Patient');
+  for (const entity of event.entity ?? []) reference('patient', entity.what?.reference, 'Patient');
+  if (typeof event.source?.site === 'string') rows.push({ kind: 'token', param: 'site', system: null, code: event.source.site, text: null });
+  for (const coding of event.subtype ?? []) token('subtype', coding);
+  token('type', event.type);
+  // One row per distinct value, as the extractor gives.
+  const seen = new Set<string>();
+  return rows.filter((row) => {
+    const key = JSON.stringify(row);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
-/** Batches AuditEvents into the write path. */
+/** Where audit records wait, durably, until they become AuditEvents (src/storage/sqlite/audit-queue.ts). */
+export interface AuditQueue {
+  readonly instance: string;
+  append(plaintext: Uint8Array): number;
+  flush(): Promise<void>;
+  take(limit: number): { seq: number; body: Uint8Array }[];
+  remove(seqs: readonly number[]): void;
+  size(): number;
+}
+
+export interface AuditTrailOptions {
+  writer: Writer;
+  queue: AuditQueue;
+  baseUrl: string;
+  /** Is an AuditEvent of this id stored already (a record converted before a crash)? */
+  exists(id: string): Promise<boolean>;
+  /**
+   * `fsync` (default): a response waits until its audit record is on disk. `wal`: until it is in
+   * the database's write-ahead log — safe from a process crash at once, from a power loss after
+   * the next group fsync (a few milliseconds later).
+   */
+  durability?: 'fsync' | 'wal';
+  onError?: (err: unknown) => void;
+}
+
+const BATCH = 500;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * The audit trail: `record` queues an access durably (the response waits for that only); a worker
+ * turns queued records into AuditEvents in batches through the write path — validated by
+ * construction (test/fhir/audit.test.ts), rows made without FHIRPath (`auditRows`), encrypted,
+ * indexed and anchored like any version — and removes them. AuditEvent ids are
+ * `ae-{instance}-{seq}`, so a record converted just before a crash is not stored twice.
+ */
 export class AuditTrail {
-  readonly #writer: Writer;
-  readonly #baseUrl: string;
-  #queue: Pending[] = [];
-  #flushing: Promise<void> | undefined;
+  readonly #o: AuditTrailOptions;
+  #draining: Promise<void> | undefined;
+  #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  #failures = 0;
 
-  constructor(writer: Writer, baseUrl: string) {
-    this.#writer = writer;
-    this.#baseUrl = baseUrl;
+  constructor(options: AuditTrailOptions) {
+    this.#o = options;
+    // Records left by a previous run (a crash before conversion) are converted first.
+    if (options.queue.size() > 0) this.#schedule(0);
   }
 
-  /** Queue the AuditEvent of one access; resolves once it is durably stored (rejects if it could not be). */
-  record(input: AuditInput): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error('VLM_AUDIT_CLOSED'));
-    return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ input, recorded: new Date().toISOString(), resolve, reject });
-      this.#flushing ??= this.#drain();
-    });
+  /** Queue the audit record of one access; resolves once it is durably queued. */
+  async record(input: AuditInput): Promise<void> {
+    if (this.#closed) throw new Error('VLM_AUDIT_CLOSED');
+    this.#o.queue.append(encoder.encode(JSON.stringify({ input, recorded: new Date().toISOString() })));
+    if (this.#o.durability !== 'wal') await this.#o.queue.flush();
+    this.#schedule(10);
   }
 
-  /** Commit queued events, batch after batch, until the queue is empty. */
-  async #drain(): Promise<void> {
-    // Let the requests of this tick queue their events first.
-    await new Promise((r) => setImmediate(r));
-    try {
-      while (this.#queue.length) {
-        const batch = this.#queue.splice(0, 500);
-        const ops: WriteOp[] = batch.map(({ input, recorded }) => ({
-          method: 'create',
-          type: 'AuditEvent',
-          id: randomUUID(),
-          resource: auditEvent(input, this.#baseUrl, recorded),
-          expectedVersion: 0,
-        }));
-        try {
-          await this.#writer.exclusive(() => this.#writer.commit(ops, { agent: { display: 'Vellum audit trail' } }));
-          for (const p of batch) p.resolve();
-        } catch (err) {
-          for (const p of batch) p.reject(err);
-        }
-      }
-    } finally {
-      this.#flushing = undefined;
+  /** Convert everything queued so far (searches of AuditEvents call this first, to see every access). */
+  async settle(): Promise<void> {
+    while (this.#o.queue.size() > 0) {
+      await this.#startDrain();
+      if (this.#failures > 0) return; // the store refuses for now: answer with what is stored
     }
   }
 
-  /** Wait for queued events, then refuse new ones. */
+  #schedule(ms: number): void {
+    if (this.#timer || this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#startDrain();
+    }, ms);
+    this.#timer.unref?.();
+  }
+
+  /** The running conversion, or a new one (cleared when it settles, never while it is being set). */
+  #startDrain(): Promise<void> {
+    this.#draining ??= this.#drain().finally(() => {
+      this.#draining = undefined;
+    });
+    return this.#draining;
+  }
+
+  async #drain(): Promise<void> {
+    const { queue, writer, baseUrl } = this.#o;
+    try {
+      for (;;) {
+        const records = queue.take(BATCH);
+        if (records.length === 0) break;
+        const ops: WriteOp[] = [];
+        for (const record of records) {
+          const id = `ae-${queue.instance}-${record.seq}`;
+          if (await this.#o.exists(id)) continue;
+          const { input, recorded } = JSON.parse(decoder.decode(record.body)) as { input: AuditInput; recorded: string };
+          const resource = auditEvent(input, baseUrl, recorded);
+          ops.push({ method: 'create', type: 'AuditEvent', id, resource, expectedVersion: 0, searchRows: auditRows(resource, baseUrl) });
+        }
+        if (ops.length) await writer.exclusive(() => writer.commit(ops, { agent: { display: 'Vellum audit trail' } }));
+        queue.remove(records.map((r) => r.seq));
+        this.#failures = 0;
+      }
+    } catch (err) {
+      this.#failures++;
+      this.#o.onError?.(err);
+      // The records stay queued; try again later (backing off while the store refuses).
+      if (!this.#closed) this.#schedule(Math.min(30_000, 100 * 2 ** Math.min(this.#failures, 8)));
+    }
+  }
+
+  /** Convert what is queued, then refuse new records. */
   async close(): Promise<void> {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.settle().catch(() => undefined);
     this.#closed = true;
-    while (this.#flushing) await this.#flushing;
   }
 }

@@ -16,6 +16,8 @@ import type { WriteContext } from './writer.ts';
 import type { AuditInput, AuditTrail } from './audit.ts';
 import type { Principal } from './auth/verify.ts';
 
+const WRITES = new Set(['create', 'update', 'patch', 'delete', 'conditional-update', 'conditional-patch', 'conditional-delete']);
+
 const JSON_BODY_TYPES = ['application/fhir+json', 'application/json', 'application/json+fhir', 'application/json-patch+json'];
 
 /** Split a raw query string into ordered name/value pairs (names repeat for AND). */
@@ -219,6 +221,10 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
           const writeContext: WriteContext = principal
             ? { agent: { display: principal.clientId, ...(principal.fhirUser ? { reference: principal.fhirUser } : {}) }, principal, committed: [] }
             : { ...context(req), committed: [] };
+          // Reads of the audit trail see every access so far: convert what is still queued.
+          if (options.audit && !WRITES.has(route.interaction) && (request.compartmentType ?? request.resourceType ?? 'AuditEvent') === 'AuditEvent') {
+            await options.audit.settle();
+          }
           const response = await route.handler(services, request, writeContext);
           await waitForAnchors(request, writeContext.committed!);
           await audited(auditInputs(interaction, req, request, principal, response));

@@ -21,6 +21,7 @@ export const KEY_PURPOSE = {
   dataKeyWrap: 'vellum/v1/data-key-wrap',
   leafPseudonym: 'vellum/v1/anchor-leaf-pseudonym',
   manifestLocator: 'vellum/v1/manifest-locator',
+  auditQueue: 'vellum/v1/audit-queue',
 } as const;
 
 /** Key scope of resources outside any patient compartment. */

@@ -1,0 +1,132 @@
+/**
+ * The durable audit queue: where an access's audit record is written — encrypted, and fsynced
+ * with the other writers of the moment (group commit) — before its response leaves. A background
+ * worker (src/fhir/audit.ts) turns queued records into AuditEvents through the notarised write
+ * path in large batches and then removes them. It lives in the index's SQLite file (its own table
+ * and connection), so it shares the data dir's backups and permissions.
+ *
+ * Records are sealed with AES-256-GCM under a master-derived key (random IV, sequence number as
+ * additional data): the queue never holds readable PHI, even for the milliseconds a record waits.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { storageError } from '../errors.ts';
+import { WalSync } from './wal-sync.ts';
+
+export interface QueuedRecord {
+  seq: number;
+  body: Uint8Array;
+}
+
+export class SqliteAuditQueue {
+  readonly #db: DatabaseSync;
+  readonly #key: Uint8Array;
+  readonly #wal: WalSync | undefined;
+  readonly #insert: StatementSync;
+  readonly #update: StatementSync;
+  readonly #take: StatementSync;
+  readonly #count: StatementSync;
+  #closed = false;
+  /** Stable per data dir: prefixes AuditEvent ids so re-converting a record after a crash is idempotent. */
+  readonly instance: string;
+
+  private constructor(db: DatabaseSync, key: Uint8Array, wal: WalSync | undefined) {
+    this.#db = db;
+    this.#key = key;
+    this.#wal = wal;
+    db.exec(`
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = NORMAL;
+      PRAGMA busy_timeout = 5000;
+      CREATE TABLE IF NOT EXISTS audit_queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
+      CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    `);
+    db.prepare("INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('instance', ?)").run(randomBytes(6).toString('hex'));
+    this.instance = (db.prepare("SELECT value FROM audit_meta WHERE key = 'instance'").get() as { value: string }).value;
+    this.#insert = db.prepare('INSERT INTO audit_queue (body) VALUES (?)');
+    this.#update = db.prepare('UPDATE audit_queue SET body = ? WHERE seq = ?');
+    this.#take = db.prepare('SELECT seq, body FROM audit_queue ORDER BY seq LIMIT ?');
+    this.#count = db.prepare('SELECT COUNT(*) AS n FROM audit_queue');
+  }
+
+  /** Open the queue in the SQLite file at `path` (':memory:' for tests); `key` is 32 bytes. */
+  static open(path: string, key: Uint8Array): SqliteAuditQueue {
+    if (key.length !== 32) throw storageError('VLM_AUDIT_QUEUE_KEY', 'invalid', 'the audit queue key must be 32 bytes');
+    try {
+      return new SqliteAuditQueue(new DatabaseSync(path), key, path === ':memory:' ? undefined : new WalSync(path));
+    } catch (err) {
+      throw storageError('VLM_AUDIT_QUEUE_OPEN', 'unavailable', 'cannot open the audit queue', err);
+    }
+  }
+
+  #check(): void {
+    if (this.#closed) throw storageError('VLM_AUDIT_QUEUE_CLOSED', 'unavailable', 'the audit queue is closed');
+  }
+
+  /** Append a record (committed to the WAL on return; durable once `flush` resolves). Returns its sequence number. */
+  append(plaintext: Uint8Array): number {
+    this.#check();
+    // The row id is assigned by the insert; the sealed body binds it afterwards (one transaction).
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const seq = Number(this.#insert.run(new Uint8Array(0)).lastInsertRowid);
+      this.#update.run(this.#seal(seq, plaintext), seq);
+      this.#db.exec('COMMIT');
+      return seq;
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw storageError('VLM_AUDIT_QUEUE_WRITE', 'unavailable', 'cannot queue the audit record', err);
+    }
+  }
+
+  /** Resolve once every record appended so far is on disk (one fsync shared by concurrent callers). */
+  async flush(): Promise<void> {
+    await this.#wal?.sync();
+  }
+
+  /** The oldest `limit` records, opened. A record that does not open (tampered) raises VLM_AUDIT_QUEUE_CORRUPT. */
+  take(limit: number): QueuedRecord[] {
+    this.#check();
+    const rows = this.#take.all(limit) as { seq: number; body: Uint8Array }[];
+    return rows.map((r) => ({ seq: Number(r.seq), body: this.#open(Number(r.seq), r.body) }));
+  }
+
+  /** Remove records once their AuditEvents are stored. */
+  remove(seqs: readonly number[]): void {
+    this.#check();
+    if (seqs.length === 0) return;
+    this.#db.prepare('DELETE FROM audit_queue WHERE seq IN (SELECT value FROM json_each(?))').run(JSON.stringify(seqs));
+  }
+
+  size(): number {
+    this.#check();
+    return Number((this.#count.get() as { n: number }).n);
+  }
+
+  #seal(seq: number, plaintext: Uint8Array): Uint8Array {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.#key, iv);
+    cipher.setAAD(Buffer.from(`vellum.audit.${seq}`));
+    return Buffer.concat([iv, cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+  }
+
+  #open(seq: number, sealed: Uint8Array): Uint8Array {
+    try {
+      const bytes = Buffer.from(sealed);
+      const decipher = createDecipheriv('aes-256-gcm', this.#key, bytes.subarray(0, 12));
+      decipher.setAAD(Buffer.from(`vellum.audit.${seq}`));
+      decipher.setAuthTag(bytes.subarray(bytes.length - 16));
+      return Buffer.concat([decipher.update(bytes.subarray(12, bytes.length - 16)), decipher.final()]);
+    } catch (err) {
+      throw storageError('VLM_AUDIT_QUEUE_CORRUPT', 'fault', `audit record ${seq} does not open`, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#wal?.sync();
+    await this.#wal?.close();
+    this.#db.close();
+  }
+}
