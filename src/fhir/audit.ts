@@ -193,7 +193,7 @@ export interface AuditQueue {
   readonly instance: string;
   append(plaintext: Uint8Array): number;
   flush(): Promise<void>;
-  take(limit: number): { seq: number; body: Uint8Array }[];
+  take(limit: number): { seq: number; body: Uint8Array | undefined }[];
   remove(seqs: readonly number[]): void;
   size(): number;
 }
@@ -280,7 +280,10 @@ export class AuditTrail {
         for (const record of records) {
           const id = `ae-${queue.instance}-${record.seq}`;
           if (await this.#o.exists(id)) continue;
-          const { input, recorded } = JSON.parse(decoder.decode(record.body)) as { input: AuditInput; recorded: string };
+          // A record altered on disk cannot be trusted: its loss itself is recorded, as a serious failure.
+          const { input, recorded } = record.body
+            ? (JSON.parse(decoder.decode(record.body)) as { input: AuditInput; recorded: string })
+            : { input: { interaction: 'unrouted', method: 'GET', status: 500, errorCode: 'VLM_AUDIT_QUEUE_CORRUPT' } as AuditInput, recorded: new Date().toISOString() };
           const resource = auditEvent(input, baseUrl, recorded);
           ops.push({ method: 'create', type: 'AuditEvent', id, resource, expectedVersion: 0, searchRows: auditRows(resource, baseUrl) });
         }

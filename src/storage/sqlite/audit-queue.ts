@@ -15,7 +15,8 @@ import { WalSync } from './wal-sync.ts';
 
 export interface QueuedRecord {
   seq: number;
-  body: Uint8Array;
+  /** The record; undefined when its sealed body does not open (altered on disk). */
+  body: Uint8Array | undefined;
 }
 
 export class SqliteAuditQueue {
@@ -84,11 +85,17 @@ export class SqliteAuditQueue {
     await this.#wal?.sync();
   }
 
-  /** The oldest `limit` records, opened. A record that does not open (tampered) raises VLM_AUDIT_QUEUE_CORRUPT. */
+  /** The oldest `limit` records, opened (`body` undefined for one that does not open: altered on disk). */
   take(limit: number): QueuedRecord[] {
     this.#check();
     const rows = this.#take.all(limit) as { seq: number; body: Uint8Array }[];
-    return rows.map((r) => ({ seq: Number(r.seq), body: this.#open(Number(r.seq), r.body) }));
+    return rows.map((r) => {
+      try {
+        return { seq: Number(r.seq), body: this.#open(Number(r.seq), r.body) };
+      } catch {
+        return { seq: Number(r.seq), body: undefined };
+      }
+    });
   }
 
   /** Remove records once their AuditEvents are stored. */
