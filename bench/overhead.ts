@@ -7,7 +7,8 @@
  *   on (the embedded chain, the default) → `bench/results/anchoring-overhead.{json,md}`;
  * - `npm run bench:auth`: SMART authorization + audit trail off (`VELLUM_AUTH=off VELLUM_AUDIT=off`)
  *   vs on (the default: every request carries a token, every access writes an AuditEvent) →
- *   `bench/results/auth-overhead.{json,md}`.
+ *   `bench/results/auth-overhead.{json,md}`; `-- --feature=auth-wal` compares with the audit
+ *   records' durability relaxed to the WAL (`VELLUM_AUDIT_DURABILITY=wal`).
  *
  * `npm run bench:anchoring -- --rounds=5 --patients=500`
  */
@@ -29,6 +30,12 @@ const FEATURES = {
     label: ['authorization + audit off', 'authorization + audit on'],
     off: { VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off' },
     on: {},
+  },
+  'auth-wal': {
+    file: 'auth-wal-overhead',
+    label: ['authorization + audit off', 'authorization + audit on, VELLUM_AUDIT_DURABILITY=wal'],
+    off: { VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off' },
+    on: { VELLUM_AUDIT_DURABILITY: 'wal' },
   },
 } as const;
 
