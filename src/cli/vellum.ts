@@ -7,6 +7,9 @@
  *   without the server. Exit 0 verified, 1 not verified, 2 usage or I/O error.
  * - `vellum rebuild [--blocks-from <path>]... [--json]` — rebuild the index from the chain, IPFS
  *   and the master key (src/cli/rebuild.ts). Exit 0 rebuilt, 1 the log did not verify, 2 usage.
+ * - `vellum reindex [--type <T>]... [--chunk <n>] [--json]` — re-extract every current resource's
+ *   search rows after a SearchParameter change (src/cli/reindex.ts). Exit 0 done, 1 a version
+ *   could not be read, 2 usage.
  *
  * Every command returns its exit code; nothing here calls `process.exit`, so commands can be
  * run in-process by tests.
@@ -19,8 +22,12 @@ export const USAGE = `Usage: vellum <command> [options]
 Commands:
   verify <proof.json> --rpc <url> [--json] [--ipfs <kubo url>]
       Check an exported proof document ($verify?export=true) against the chain, without the server.
+  users add --username <name> --fhir-user <Patient/id | Practitioner/id> [--json]
+      Create a login user for the SMART standalone launch (password on standard input).
   rebuild [--blocks-from <vellum.db | data dir>]... [--json]
       Rebuild the index of VELLUM_DATA_DIR from the chain, IPFS and the master key (server stopped).
+  reindex [--type <Type>]... [--chunk <n>] [--json]
+      Re-extract the search rows of every current resource of VELLUM_DATA_DIR (server stopped).
 
 Run "vellum <command> --help" for a command's options.
 `;
@@ -32,9 +39,13 @@ export async function main(argv: string[], io: Io): Promise<number> {
     switch (command) {
       case 'verify':
         return await runVerify(rest, io);
+      case 'users':
+        return await (await import('./users.ts')).runUsers(rest, io);
       case 'rebuild':
         // Loaded on demand: `verify` must stay light (no server, no Hardhat).
         return await (await import('./rebuild.ts')).runRebuild(rest, io);
+      case 'reindex':
+        return await (await import('./reindex.ts')).runReindex(rest, io);
       case undefined:
       case 'help':
       case '--help':
