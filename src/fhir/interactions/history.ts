@@ -106,7 +106,7 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
       type: 'history',
       total: page.total,
       link: pageLinks(`${request.baseUrl}/${path}`, keep, { count, offset, snapshot: maxSeq, total: page.total, returned: page.records.length }),
-      entry,
+      ...(entry.length ? { entry } : {}),
     },
   };
 }

@@ -215,7 +215,8 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
       type: 'searchset',
       ...(page.total !== undefined ? { total: page.total } : {}),
       link: countOnly ? links.filter((l) => l.relation === 'self') : links,
-      entry,
+      // R4 JSON has no empty arrays: no matches, no `entry`.
+      ...(entry.length ? { entry } : {}),
     },
   };
 }

@@ -116,7 +116,7 @@ export async function everything(services: FhirServices, request: FhirRequest): 
       type: 'searchset',
       total,
       link: pageLinks(`${request.baseUrl}/Patient/${id}/$everything`, keep, { count, offset, total, returned: records.length }),
-      entry,
+      ...(entry.length ? { entry } : {}),
     },
   };
 }

@@ -415,6 +415,10 @@ function conditionRank(c: IndexCondition): number {
       return c.op === 'contains' ? 0 : 1;
     case 'uri':
       return c.op === 'eq' ? 2 : 1;
+    // A date range is a range scan of (param, low, high) or (param, high, low): better than
+    // visiting every resource of the type, worse than a token or reference lookup.
+    case 'date':
+      return c.prefix === 'ne' ? 0 : 1;
     case 'referencedBy':
       return 3;
     // Linked searches drive when their own best clause would: the nested search is run once and
