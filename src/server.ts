@@ -255,7 +255,11 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     );
     ((statement.rest as Record<string, unknown>[])[0]!).security = embeddedAuth.capabilitySecurity();
   }
-  const auditQueue = config.audit ? SqliteAuditQueue.open(databasePath, deriveKey(masterKey, KEY_PURPOSE.auditQueue)) : undefined;
+  // Its own file: a request's fsync then covers only the small queue records, not the WAL of the
+  // index and blocks (where the worker's AuditEvent batches and every write go).
+  const auditQueue = config.audit
+    ? SqliteAuditQueue.open(path.join(config.dataDir, 'audit-queue.db'), deriveKey(masterKey, KEY_PURPOSE.auditQueue))
+    : undefined;
   const audit = auditQueue
     ? new AuditTrail({
         writer,

@@ -22,7 +22,7 @@ t.test('queued audit records survive a crash; an altered one is reported, not lo
 
   // As if the process had died between queueing two records and converting them.
   const key = deriveKey(await loadMasterKey({ keyFile: path.join(dataDir, 'master.key') }), KEY_PURPOSE.auditQueue);
-  const queue = SqliteAuditQueue.open(path.join(dataDir, 'vellum.db'), key);
+  const queue = SqliteAuditQueue.open(path.join(dataDir, 'audit-queue.db'), key);
   const record = (query: string) =>
     new TextEncoder().encode(JSON.stringify({ input: { interaction: 'search-type', method: 'GET', status: 200, resourceType: 'Encounter', query }, recorded: '2026-12-01T08:00:00.000Z' }));
   queue.append(record('status=finished'));
@@ -30,7 +30,7 @@ t.test('queued audit records survive a crash; an altered one is reported, not lo
   await queue.flush();
   t.equal(queue.size(), 2);
   await queue.close();
-  const db = new DatabaseSync(path.join(dataDir, 'vellum.db'));
+  const db = new DatabaseSync(path.join(dataDir, 'audit-queue.db'));
   const row = db.prepare('SELECT body FROM audit_queue WHERE seq = ?').get(altered) as { body: Uint8Array };
   const body = Buffer.from(row.body);
   body[20]! ^= 0xff;
@@ -45,7 +45,7 @@ t.test('queued audit records survive a crash; an altered one is reported, not lo
   const serious = await second.fhir('GET', 'AuditEvent?outcome=8');
   t.equal(serious.json.total, 1, 'the altered one is reported');
   t.equal(serious.json.entry[0].resource.outcomeDesc, 'VLM_AUDIT_QUEUE_CORRUPT');
-  const again = SqliteAuditQueue.open(path.join(dataDir, 'vellum.db'), key);
+  const again = SqliteAuditQueue.open(path.join(dataDir, 'audit-queue.db'), key);
   t.ok(again.take(100).every((r) => r.seq > altered), 'both were converted and removed (only newer accesses wait)');
   await again.close();
 });

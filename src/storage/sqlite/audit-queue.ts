@@ -2,8 +2,9 @@
  * The durable audit queue: where an access's audit record is written — encrypted, and fsynced
  * with the other writers of the moment (group commit) — before its response leaves. A background
  * worker (src/fhir/audit.ts) turns queued records into AuditEvents through the notarised write
- * path in large batches and then removes them. It lives in the index's SQLite file (its own table
- * and connection), so it shares the data dir's backups and permissions.
+ * path in large batches and then removes them. It is a small SQLite file of its own
+ * (`audit-queue.db` in the data dir), so the fsync a request waits for covers only queue records,
+ * not the write-ahead log of the index and blocks.
  *
  * Records are sealed with AES-256-GCM under a master-derived key (random IV, sequence number as
  * additional data): the queue never holds readable PHI, even for the milliseconds a record waits.
