@@ -22,6 +22,7 @@ import { createValidator } from './fhir/validation/validator.ts';
 import { Writer } from './fhir/writer.ts';
 import { accessWriteStep } from './fhir/access.ts';
 import { AuditTrail } from './fhir/audit.ts';
+import { startAuditWorker } from './fhir/audit-worker.ts';
 import { authPlugin, bearerToken, createAuthVerifier, openEmbeddedAuth, type Principal, type TokenVerifier } from './fhir/auth/index.ts';
 import { AnchorBatcher } from './chain/batcher.ts';
 import type { Ledger } from './chain/ledger.ts';
@@ -260,14 +261,25 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   const auditQueue = config.audit
     ? SqliteAuditQueue.open(path.join(config.dataDir, 'audit-queue.db'), deriveKey(masterKey, KEY_PURPOSE.auditQueue))
     : undefined;
+  // Records become AuditEvents on a converter thread (audit-worker.ts): the request thread only
+  // queues them, so auditing a read does not cost the read's thread a notarised write.
   const audit = auditQueue
     ? new AuditTrail({
-        writer,
         queue: auditQueue,
+        converter: startAuditWorker(
+          {
+            databasePath,
+            queuePath: path.join(config.dataDir, 'audit-queue.db'),
+            masterKey,
+            baseUrl: config.baseUrl,
+            anchoring: ledger !== undefined,
+            ...(config.ipfsUrl ? { ipfsUrl: config.ipfsUrl } : {}),
+          },
+          (code) => app.log.warn({ err: { code } }, 'audit conversion failed; will retry'),
+        ),
         baseUrl: config.baseUrl,
         durability: config.auditDurability,
         exists: async (id) => (await index.current('AuditEvent', id)) !== undefined,
-        onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code } }, 'audit conversion failed; will retry'),
       })
     : undefined;
   await app.register(fhirPlugin, {

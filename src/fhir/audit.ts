@@ -198,8 +198,20 @@ export interface AuditQueue {
   size(): number;
 }
 
+/** Where queued records are converted when not on this thread (src/fhir/audit-worker.ts). */
+export interface AuditConverter {
+  /** Records were queued: convert them soon. */
+  kick(): void;
+  /** Resolve once everything queued so far is converted. */
+  settle(): Promise<void>;
+  close(): Promise<void>;
+}
+
 export interface AuditTrailOptions {
-  writer: Writer;
+  /** The write path conversions go through (when there is no `converter`). */
+  writer?: Writer;
+  /** Convert elsewhere (a worker thread) instead of on this thread. */
+  converter?: AuditConverter;
   queue: AuditQueue;
   baseUrl: string;
   /** Is an AuditEvent of this id stored already (a record converted before a crash)? */
@@ -234,7 +246,8 @@ export class AuditTrail {
   constructor(options: AuditTrailOptions) {
     this.#o = options;
     // Records left by a previous run (a crash before conversion) are converted first.
-    if (options.queue.size() > 0) this.#schedule(0);
+    if (options.converter) options.converter.kick();
+    else if (options.queue.size() > 0) this.#schedule(0);
   }
 
   /** Queue the audit record of one access; resolves once it is durably queued. */
@@ -242,11 +255,18 @@ export class AuditTrail {
     if (this.#closed) throw new Error('VLM_AUDIT_CLOSED');
     this.#o.queue.append(encoder.encode(JSON.stringify({ input, recorded: new Date().toISOString() })));
     if (this.#o.durability !== 'wal') await this.#o.queue.flush();
-    this.#schedule(10);
+    this.kick();
+  }
+
+  /** Records were queued (by this or another connection): convert them soon. */
+  kick(): void {
+    if (this.#o.converter) this.#o.converter.kick();
+    else this.#schedule(10);
   }
 
   /** Convert everything queued so far (searches of AuditEvents call this first, to see every access). */
   async settle(): Promise<void> {
+    if (this.#o.converter) return this.#o.converter.settle();
     while (this.#o.queue.size() > 0) {
       await this.#startDrain();
       if (this.#failures > 0) return; // the store refuses for now: answer with what is stored
@@ -271,7 +291,8 @@ export class AuditTrail {
   }
 
   async #drain(): Promise<void> {
-    const { queue, writer, baseUrl } = this.#o;
+    const { queue, baseUrl } = this.#o;
+    const writer = this.#o.writer!;
     try {
       for (;;) {
         const records = queue.take(BATCH);
@@ -305,5 +326,6 @@ export class AuditTrail {
     this.#timer = undefined;
     await this.settle().catch(() => undefined);
     this.#closed = true;
+    await this.#o.converter?.close();
   }
 }

@@ -1,0 +1,119 @@
+/**
+ * The audit trail's converter thread. Turning an audit record into an anchored AuditEvent costs
+ * more CPU than the read it records (encryption, the leaf's keccak hashes, index rows), so it runs
+ * here, beside the request thread: its own SQLite connections to the same files, its own Writer
+ * (no validation or FHIRPath: the rows come from `auditRows`), and the same queue. The request
+ * thread only appends records and fsyncs (src/fhir/audit.ts); anchoring picks the new leaves up
+ * from the index like any other.
+ *
+ * Messages in: `{ type: 'kick' }`, `{ type: 'settle', id }`, `{ type: 'close' }`.
+ * Messages out: `{ type: 'settled', id }`, `{ type: 'closed' }`, `{ type: 'error', code }`.
+ */
+import { MessagePort, Worker, parentPort, workerData } from 'node:worker_threads';
+import { AuditTrail, type AuditConverter } from './audit.ts';
+import { Writer } from './writer.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+import { JweCipher } from '../storage/jwe-cipher.ts';
+import { KEY_PURPOSE, deriveKey, keyScoper } from '../storage/keys.ts';
+import { KuboBlobStore } from '../storage/kubo-blob-store.ts';
+import { Repository } from '../storage/repository.ts';
+import type { ReferenceRow } from '../storage/search-types.ts';
+import { SqliteAuditQueue } from '../storage/sqlite/audit-queue.ts';
+import { SqliteBlobStore } from '../storage/sqlite/sqlite-blob-store.ts';
+import { SqliteIndexStore } from '../storage/sqlite/sqlite-index.ts';
+
+export interface AuditWorkerData {
+  databasePath: string;
+  queuePath: string;
+  masterKey: Uint8Array;
+  baseUrl: string;
+  /** Queue leaves for anchoring (the ledger is on). */
+  anchoring: boolean;
+  ipfsUrl?: string;
+}
+
+/** Start the converter thread; the returned converter is what the request thread's AuditTrail uses. */
+export function startAuditWorker(data: AuditWorkerData, onError: (code: string) => void): AuditConverter {
+  const worker = new Worker(new URL(import.meta.url), { workerData: data });
+  worker.unref();
+  let next = 0;
+  const waiting = new Map<number, () => void>();
+  let closed: (() => void) | undefined;
+  worker.on('message', (m: { type: string; id?: number; code?: string }) => {
+    if (m.type === 'settled') {
+      waiting.get(m.id!)?.();
+      waiting.delete(m.id!);
+    } else if (m.type === 'closed') closed?.();
+    else if (m.type === 'error') onError(m.code ?? 'VLM_AUDIT_WORKER');
+  });
+  worker.on('error', () => onError('VLM_AUDIT_WORKER_CRASHED'));
+  const exited = new Promise<void>((resolve) => worker.on('exit', () => resolve()));
+  return {
+    kick: () => worker.postMessage({ type: 'kick' }),
+    settle: () =>
+      new Promise<void>((resolve) => {
+        const id = next++;
+        waiting.set(id, resolve);
+        worker.postMessage({ type: 'settle', id });
+        // A crashed worker must not hang readers: they answer with what is stored.
+        void exited.then(resolve);
+      }),
+    close: async () => {
+      const done = new Promise<void>((resolve) => (closed = resolve));
+      worker.postMessage({ type: 'close' });
+      await Promise.race([done, exited]);
+      await worker.terminate();
+    },
+  };
+}
+
+async function runWorker(port: MessagePort, data: AuditWorkerData): Promise<void> {
+  const index = SqliteIndexStore.open(data.databasePath);
+  const blobs: BlobStore = data.ipfsUrl ? await KuboBlobStore.open({ url: data.ipfsUrl }) : SqliteBlobStore.open(data.databasePath, { groupCommit: true });
+  const masterKey = new Uint8Array(data.masterKey);
+  const repository = new Repository({
+    blobs,
+    index,
+    cipher: new JweCipher(masterKey, index.dataKeys),
+    cacheEntries: 0,
+    ...(data.anchoring ? { locatorKey: deriveKey(masterKey, KEY_PURPOSE.manifestLocator) } : {}),
+  });
+  const scopeOf = keyScoper(masterKey);
+  const writer = new Writer({
+    repository,
+    // Trusted producer: every op carries its search rows (WriteOp.searchRows), so neither is called.
+    validate: () => [],
+    extract: () => [],
+    // AuditEvent's Patient compartment parameter is `patient`.
+    keyScope: (_resource, rows) => {
+      const ref = rows.find((r) => r.kind === 'reference' && r.param === 'patient' && (r as ReferenceRow).targetType === 'Patient') as ReferenceRow | undefined;
+      return scopeOf(ref?.targetId ? `Patient/${ref.targetId}` : null);
+    },
+    baseUrl: data.baseUrl,
+    ...(data.anchoring ? { leafKey: deriveKey(masterKey, KEY_PURPOSE.leafPseudonym) } : {}),
+  });
+  const queue = SqliteAuditQueue.open(data.queuePath, deriveKey(masterKey, KEY_PURPOSE.auditQueue));
+  const trail = new AuditTrail({
+    writer,
+    queue,
+    baseUrl: data.baseUrl,
+    exists: async (id) => (await index.current('AuditEvent', id)) !== undefined,
+    onError: (err) => port.postMessage({ type: 'error', code: (err as { code?: string }).code ?? 'VLM_AUDIT_CONVERSION' }),
+  });
+  port.on('message', (m: { type: string; id?: number }) => {
+    if (m.type === 'kick') trail.kick();
+    else if (m.type === 'settle') void trail.settle().finally(() => port.postMessage({ type: 'settled', id: m.id }));
+    else if (m.type === 'close') {
+      void (async () => {
+        await trail.close();
+        await queue.close();
+        await repository.close();
+        port.postMessage({ type: 'closed' });
+      })();
+    }
+  });
+}
+
+if (parentPort && (workerData as AuditWorkerData | undefined)?.queuePath) {
+  await runWorker(parentPort, workerData as AuditWorkerData);
+}
