@@ -8,7 +8,9 @@
  * - `npm run bench:auth`: SMART authorization + audit trail off (`VELLUM_AUTH=off VELLUM_AUDIT=off`)
  *   vs on (the default: every request carries a token, every access writes an AuditEvent) →
  *   `bench/results/auth-overhead.{json,md}`; `-- --feature=auth-wal` compares with the audit
- *   records' durability relaxed to the WAL (`VELLUM_AUDIT_DURABILITY=wal`).
+ *   records' durability relaxed to the WAL (`VELLUM_AUDIT_DURABILITY=wal`); `--feature=auth-split`
+ *   splits the cost: both off, authorization only, the audit trail only, both on
+ *   → `bench/results/auth-split-overhead.{json,md}`.
  *
  * `npm run bench:anchoring -- --rounds=5 --patients=500`
  */
@@ -18,26 +20,47 @@ import { root, runLoad, startServer } from './lib.ts';
 
 const PHASES = ['create_patient', 'create_observation', 'read_patient', 'search_obs_subject', 'search_obs_code_date', 'update_patient', 'history_patient'];
 
-const FEATURES = {
+interface Feature {
+  file: string;
+  /** Variant name → its label and environment; the first is the baseline the others are compared with. */
+  variants: Record<string, { label: string; env: Record<string, string> }>;
+}
+
+const AUTH_OFF = { VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off' };
+
+const FEATURES: Record<string, Feature> = {
   anchoring: {
     file: 'anchoring-overhead',
-    label: ['anchoring off', 'anchoring on (embedded chain)'],
-    off: { VELLUM_CHAIN: 'off', VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off' },
-    on: { VELLUM_CHAIN: 'embedded', VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off' },
+    variants: {
+      off: { label: 'anchoring off', env: { VELLUM_CHAIN: 'off', ...AUTH_OFF } },
+      embedded: { label: 'anchoring on (embedded chain)', env: { VELLUM_CHAIN: 'embedded', ...AUTH_OFF } },
+    },
   },
   auth: {
     file: 'auth-overhead',
-    label: ['authorization + audit off', 'authorization + audit on'],
-    off: { VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off' },
-    on: {},
+    variants: {
+      off: { label: 'authorization + audit off', env: AUTH_OFF },
+      embedded: { label: 'authorization + audit on', env: {} },
+    },
   },
   'auth-wal': {
     file: 'auth-wal-overhead',
-    label: ['authorization + audit off', 'authorization + audit on, VELLUM_AUDIT_DURABILITY=wal'],
-    off: { VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off' },
-    on: { VELLUM_AUDIT_DURABILITY: 'wal' },
+    variants: {
+      off: { label: 'authorization + audit off', env: AUTH_OFF },
+      embedded: { label: 'authorization + audit on, VELLUM_AUDIT_DURABILITY=wal', env: { VELLUM_AUDIT_DURABILITY: 'wal' } },
+    },
   },
-} as const;
+  // Where the layer's cost goes: authorization alone, the audit trail alone, both.
+  'auth-split': {
+    file: 'auth-split-overhead',
+    variants: {
+      off: { label: 'both off', env: AUTH_OFF },
+      auth: { label: 'authorization only', env: { VELLUM_AUDIT: 'off' } },
+      audit: { label: 'audit only', env: { VELLUM_AUTH: 'off' } },
+      both: { label: 'both on', env: {} },
+    },
+  },
+};
 
 function option(name: string, fallback: number): number {
   const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
@@ -55,16 +78,17 @@ const median = (xs: number[]) => {
 async function main(): Promise<void> {
   const rounds = option('rounds', 3);
   const patients = option('patients', 300);
-  const featureName = (process.argv.find((a) => a.startsWith('--feature='))?.slice('--feature='.length) ?? 'anchoring') as keyof typeof FEATURES;
+  const featureName = process.argv.find((a) => a.startsWith('--feature='))?.slice('--feature='.length) ?? 'anchoring';
   const feature = FEATURES[featureName];
   if (!feature) throw new Error(`--feature must be one of ${Object.keys(FEATURES).join(', ')}`);
-  const modes = { off: feature.off, embedded: feature.on } as Record<'off' | 'embedded', Record<string, string>>;
-  const samples: Record<string, Record<string, number[]>> = { off: {}, embedded: {} };
+  const names = Object.keys(feature.variants);
+  const samples: Record<string, Record<string, number[]>> = Object.fromEntries(names.map((n) => [n, {}]));
   for (let round = 0; round < rounds; round++) {
-    // Alternate which mode goes first, so a slow spell does not always hit the same one.
-    const order = round % 2 === 0 ? (['off', 'embedded'] as const) : (['embedded', 'off'] as const);
+    // Rotate which variant goes first, so a slow spell does not always hit the same one.
+    const order = names.map((_, i) => names[(i + round) % names.length]!);
+    if (names.length === 2 && round % 2 === 1) order.reverse();
     for (const mode of order) {
-      const server = await startServer(modes[mode]);
+      const server = await startServer(feature.variants[mode]!.env);
       try {
         const { code, summary } = await runLoad(`${server.origin}/fhir`, [`--patients=${patients}`], false, server.token);
         if (code !== 0) throw new Error(`workload failed (${featureName} ${mode})`);
@@ -75,20 +99,33 @@ async function main(): Promise<void> {
       }
     }
   }
+  const [base, ...others] = names as [string, ...string[]];
+  const pct = (on: number, off: number) => Math.round(((on - off) / off) * 1000) / 10;
+  const sign = (x: number) => `${x > 0 ? '+' : ''}${x} %`;
   const rows = PHASES.map((phase) => {
-    const off = median(samples.off![phase]!);
-    const on = median(samples.embedded![phase]!);
-    return { phase, off_ops_per_s: Math.round(off), anchored_ops_per_s: Math.round(on), change_pct: Math.round(((on - off) / off) * 1000) / 10 };
+    const off = median(samples[base]![phase]!);
+    const row: Record<string, string | number> = { phase, [`${base}_ops_per_s`]: Math.round(off) };
+    for (const name of others) {
+      const on = median(samples[name]![phase]!);
+      row[`${name}_ops_per_s`] = Math.round(on);
+      row[`${name}_change_pct`] = pct(on, off);
+    }
+    // The two-variant features keep their original field names.
+    if (others.length === 1) {
+      Object.assign(row, { off_ops_per_s: Math.round(off), anchored_ops_per_s: row[`${others[0]}_ops_per_s`], change_pct: row[`${others[0]}_change_pct`] });
+    }
+    return row;
   });
-  const result = { feature: featureName, rounds, patients, concurrency: 8, phases: rows, samples, at: new Date().toISOString() };
+  const result = { feature: featureName, rounds, patients, concurrency: 8, variants: names, phases: rows, samples, at: new Date().toISOString() };
   fs.mkdirSync(path.join(root, 'bench/results'), { recursive: true });
   fs.writeFileSync(path.join(root, `bench/results/${feature.file}.json`), JSON.stringify(result, null, 2) + '\n');
+  const label = (n: string) => feature.variants[n]!.label;
   const md = [
     `Median of ${rounds} alternating rounds, ${patients} patients, 8 clients (${result.at}).`,
     '',
-    `| phase | ${feature.label[0]}, ops/s | ${feature.label[1]}, ops/s | change |`,
-    '|---|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.phase} | ${r.off_ops_per_s} | ${r.anchored_ops_per_s} | ${r.change_pct > 0 ? '+' : ''}${r.change_pct} % |`),
+    `| phase | ${label(base)}, ops/s | ${others.map((n) => `${label(n)}, ops/s | change`).join(' | ')} |`,
+    `|---|---:|${others.map(() => '---:|---:').join('|')}|`,
+    ...rows.map((r) => `| ${r.phase} | ${r[`${base}_ops_per_s`]} | ${others.map((n) => `${r[`${n}_ops_per_s`]} | ${sign(r[`${n}_change_pct`] as number)}`).join(' | ')} |`),
   ].join('\n');
   fs.writeFileSync(path.join(root, `bench/results/${feature.file}.md`), md + '\n');
   console.log(`\n${md}\n\nwritten to bench/results/${feature.file}.{json,md}`);

@@ -26,6 +26,20 @@ export interface Config {
   audit: boolean;
   /** What a response waits for (VELLUM_AUDIT_DURABILITY): its audit record fsynced (default) or in the WAL. */
   auditDurability: 'fsync' | 'wal';
+  /** Consent enforcement through the consent registry (docs/consent.md). */
+  consent: ConsentConfig;
+}
+
+/**
+ * VELLUM_CONSENT=on|off: on by default whenever both the chain and authorization are on (consent
+ * is enforced by contract, for callers a token identifies); `on` with either off is an error.
+ */
+export interface ConsentConfig {
+  enabled: boolean;
+  /** VELLUM_CONSENT_FRESHNESS_MS: oldest chain sync a decision may rest on (default 5000). */
+  freshnessMs: number;
+  /** VELLUM_CONSENT_POLL_MS: how often the chain is polled for consent events (default 500). */
+  pollMs: number;
 }
 
 /** Where versions are anchored: the in-process chain (default), an external JSON-RPC node, or nowhere. */
@@ -37,6 +51,8 @@ export interface ChainConfig {
   keyFile?: string;
   /** Registry address; absent = deploy on first start (and remember it in the data dir). */
   contract?: string;
+  /** ConsentRegistry address (VELLUM_CONSENT_CONTRACT); absent = deploy on first start (and remember it). */
+  consentContract?: string;
   chainId?: number;
   confirmations: number;
   anchorIntervalMs: number;
@@ -111,6 +127,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (auditRaw !== 'on' && auditRaw !== 'off') throw new ConfigError('VELLUM_AUDIT', 'must be on or off');
   const durability = (env.VELLUM_AUDIT_DURABILITY ?? 'fsync').trim();
   if (durability !== 'fsync' && durability !== 'wal') throw new ConfigError('VELLUM_AUDIT_DURABILITY', 'must be fsync or wal');
+  const chain = chainConfig(env);
+  const auth = loadAuthConfig(env, baseUrl);
+  const consentRaw = env.VELLUM_CONSENT?.trim() || undefined;
+  if (consentRaw !== undefined && consentRaw !== 'on' && consentRaw !== 'off') throw new ConfigError('VELLUM_CONSENT', 'must be on or off');
+  const consentPossible = chain.mode !== 'off' && auth.mode !== 'off';
+  if (consentRaw === 'on' && !consentPossible) throw new ConfigError('VELLUM_CONSENT', 'needs the chain and authorization on');
+  const consent: ConsentConfig = {
+    enabled: consentRaw === undefined ? consentPossible : consentRaw === 'on',
+    freshnessMs: integer(env, 'VELLUM_CONSENT_FRESHNESS_MS', 5_000, 100, 3_600_000),
+    pollMs: integer(env, 'VELLUM_CONSENT_POLL_MS', 500, 10, 60_000),
+  };
   return {
     host,
     port,
@@ -121,10 +148,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel,
     ipfsUrl,
     bundleMaxEntries,
-    chain: chainConfig(env),
-    auth: loadAuthConfig(env, baseUrl),
+    chain,
+    auth,
     audit: auditRaw === 'on',
     auditDurability: durability,
+    consent,
   };
 }
 
@@ -153,7 +181,9 @@ function chainConfig(env: NodeJS.ProcessEnv): ChainConfig {
   if (privateKey && !/^(0x)?[0-9a-fA-F]{64}$/.test(privateKey)) throw new ConfigError('VELLUM_CHAIN_PRIVATE_KEY', 'must be 32 bytes of hex');
   const contract = env.VELLUM_CHAIN_CONTRACT?.trim() || undefined;
   if (contract && !/^0x[0-9a-fA-F]{40}$/.test(contract)) throw new ConfigError('VELLUM_CHAIN_CONTRACT', 'must be a 0x-prefixed address');
+  const consentContract = env.VELLUM_CONSENT_CONTRACT?.trim() || undefined;
+  if (consentContract && !/^0x[0-9a-fA-F]{40}$/.test(consentContract)) throw new ConfigError('VELLUM_CONSENT_CONTRACT', 'must be a 0x-prefixed address');
   const rawChainId = env.VELLUM_CHAIN_ID?.trim();
   const chainId = rawChainId ? integer(env, 'VELLUM_CHAIN_ID', 0, 1, 2 ** 53 - 1) : undefined;
-  return { ...base, rpcUrl, privateKey, keyFile, contract, chainId };
+  return { ...base, rpcUrl, privateKey, keyFile, contract, consentContract, chainId };
 }

@@ -12,8 +12,12 @@ import { fhirPlugin, sendError } from './fhir/http.ts';
 import { fhirError } from './fhir/errors.ts';
 import { parseExact } from './fhir/json.ts';
 import { buildCapabilityStatement } from './fhir/interactions/capabilities.ts';
+import { CURSOR_KEY_PURPOSE } from './fhir/interactions/paging.ts';
 import type { FhirResource } from './fhir/request.ts';
 import { fhirRoutes } from './fhir/routes.ts';
+import { ConsentService } from './fhir/consent/service.ts';
+import { consentWriteStep, reflect } from './fhir/consent/write-step.ts';
+import type { ConsentLedger } from './chain/consent-ledger.ts';
 import { createExtractor } from './fhir/search/extract.ts';
 import { createSearchRegistry, supportedSearchParams } from './fhir/search/registry.ts';
 import type { FhirServices } from './fhir/services.ts';
@@ -98,10 +102,12 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       })
     : undefined;
 
+  const consentStep = consentWriteStep({ consent: () => services.consent?.service, patientScope: (reference) => scopeOf(reference) });
   const writer = new Writer({
     leafKey,
     steps: [
       accessWriteStep(() => services),
+      consentStep,
       ...(batcher ? [{ name: 'anchor', afterCommit: async (written: unknown[]) => batcher.notify(written.length) }] : []),
     ],
     repository,
@@ -120,6 +126,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     definitions,
     resourceTypes,
     baseUrl: config.baseUrl,
+    cursorKey: deriveKey(masterKey, CURSOR_KEY_PURPOSE),
     ...(ledger && batcher && leafKey
       ? {
           anchoring: {
@@ -248,6 +255,67 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       patientScope: (id) => scopeOf(`Patient/${id}`),
     };
   }
+  // Consent enforced by the consent registry (docs/consent.md): for callers a token identifies.
+  const consentLedger = (ledger as { consents?: ConsentLedger } | undefined)?.consents;
+  let consentService: ConsentService | undefined;
+  if (config.consent.enabled && verifier && consentLedger) {
+    consentService = new ConsentService({
+      chain: consentLedger,
+      key: deriveKey(masterKey, KEY_PURPOSE.consentPseudonym),
+      freshnessMs: config.consent.freshnessMs,
+      pollMs: config.consent.pollMs,
+      onSignedChange: async (event) => {
+        const fhirId = consentService!.fhirIds.get(event.id);
+        if (!fhirId) return;
+        await reflect(
+          {
+            writer,
+            index,
+            load: async (type, id) => {
+              const record = await index.current(type, id);
+              return record ? services.loadResource(record) : undefined;
+            },
+          },
+          fhirId,
+          event.type === 'ConsentPut',
+        );
+      },
+      onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code, name: (err as Error)?.name } }, 'consent sync failed; will retry'),
+    });
+    // The FHIR ids behind the on-chain consent ids this server wrote (for AuditEvents and write-back).
+    for (let offset = 0; ; offset += 1_000) {
+      const page = await index.search({ resourceType: 'Consent', where: [], sort: [], count: 1_000, offset, wantTotal: false });
+      for (const record of page.records) consentService.fhirIds.set(consentService.keyOf(`Consent/${record.id}`), record.id);
+      if (page.records.length < 1_000) break;
+    }
+    await consentService.start();
+    const actorCache = new Map<string, { actors: string[]; until: number }>();
+    const service = consentService;
+    services.consent = {
+      service,
+      async actorsOf(principal: Principal) {
+        const user = principal.fhirUser;
+        if (!user) return [];
+        const cached = actorCache.get(user);
+        if (cached && cached.until > Date.now()) return cached.actors;
+        const references = [user];
+        // A PractitionerRole acts for its practitioner and its organisation too.
+        const role = /^PractitionerRole\/([A-Za-z0-9\-.]{1,64})$/.exec(user);
+        if (role) {
+          const record = await index.current('PractitionerRole', role[1]!);
+          const resource = record && !record.deleted ? await services.loadResource(record) : undefined;
+          for (const field of ['practitioner', 'organization']) {
+            const ref = (resource?.[field] as { reference?: string } | undefined)?.reference;
+            if (ref && /^(Practitioner|Organization)\/[A-Za-z0-9\-.]{1,64}$/.test(ref)) references.push(ref);
+          }
+        }
+        const actors = references.map((ref) => service.keyOf(ref));
+        if (actorCache.size >= 10_000) actorCache.clear();
+        actorCache.set(user, { actors, until: Date.now() + 60_000 });
+        return actors;
+      },
+    };
+  }
   if (embeddedAuth) {
     await app.register(authPlugin, { prefix: new URL(embeddedAuth.urls.issuer).pathname.replace(/\/+$/, ''), ...embeddedAuth.pluginOptions });
     const discovery = embeddedAuth.smartConfiguration();
@@ -302,6 +370,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       await audit?.close();
       await auditQueue?.close();
       await batcher?.stop();
+      consentService?.close();
       await ledger?.close();
       await embeddedAuth?.close();
       await repository.close();
@@ -322,22 +391,28 @@ export async function openLedger(config: Config): Promise<Ledger | undefined> {
   // Deploy on first start and remember the address, so a restart uses the same registry.
   const remembered = path.join(config.dataDir, 'chain-contract.json');
   let contract = chain.contract;
-  if (!contract) {
-    try {
-      const saved = JSON.parse(await fs.readFile(remembered, 'utf8')) as { rpcUrl: string; contract: string };
-      if (saved.rpcUrl === chain.rpcUrl) contract = saved.contract;
-    } catch {
-      // first start: deploy below
-    }
+  let consentContract = chain.consentContract;
+  let saved: { rpcUrl: string; contract: string; consentContract?: string } | undefined;
+  try {
+    saved = JSON.parse(await fs.readFile(remembered, 'utf8')) as { rpcUrl: string; contract: string; consentContract?: string };
+    if (saved.rpcUrl !== chain.rpcUrl) saved = undefined;
+  } catch {
+    // first start: deploy below
   }
+  contract ??= saved?.contract;
+  consentContract ??= saved?.consentContract;
   const ledger = await openRpcLedger({
     rpcUrl: chain.rpcUrl!,
     privateKey: privateKey.startsWith('0x') ? privateKey : `0x${privateKey}`,
     contract,
     deploy: contract === undefined,
+    ...(consentContract ? { consentContract } : {}),
     chainId: chain.chainId,
     confirmations: chain.confirmations,
   });
-  if (!contract) await fs.writeFile(remembered, JSON.stringify({ rpcUrl: chain.rpcUrl, contract: ledger.contract }) + '\n', { mode: 0o600 });
+  if (!contract || (ledger.consents && ledger.consents.contract !== consentContract)) {
+    const remember = { rpcUrl: chain.rpcUrl, contract: ledger.contract, ...(ledger.consents ? { consentContract: ledger.consents.contract } : {}) };
+    await fs.writeFile(remembered, JSON.stringify(remember) + '\n', { mode: 0o600 });
+  }
   return ledger;
 }

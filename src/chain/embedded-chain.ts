@@ -18,10 +18,26 @@
  *   gets (each block's timestamp is set explicitly with `evm_setNextBlockTimestamp`).
  *
  * At start a fresh chain replays the log in order: same genesis, same timestamp per block, same
- * signed bytes ⇒ same transaction hashes, same contract address, same block numbers, same
- * `anchoredAt` answers. Every replayed receipt is checked (same hash, status 1, expected
- * block); any divergence stops the start with VLM_CHAIN_REPLAY_MISMATCH ('fault') rather than
- * serve a chain that disagrees with what clients were told. A logged transaction whose send
+ * signed bytes ⇒ same transaction hashes, same contract addresses, same block numbers, same
+ * `anchoredAt` and consent answers. Every replayed receipt is checked (same hash, expected
+ * block, and status 1 for the first transaction, the AnchorRegistry deployment); any
+ * divergence stops the start with VLM_CHAIN_REPLAY_MISMATCH ('fault') rather than serve a
+ * chain that disagrees with what clients were told. Later transactions may have been mined
+ * reverted (a consent write can lose a race with a patient's signed revocation between its gas
+ * estimate and its mining): replayed on the same state they revert the same way, so their
+ * status is not checked.
+ *
+ * **The consent registry.** ConsentRegistry is deployed by the same account right after
+ * AnchorRegistry on a fresh data dir, and on the first start of a data dir that predates it
+ * (its deployment is then appended to the log after the existing anchors), so its address is
+ * fixed by the log like the rest. At start it is found among the replayed deployments by
+ * ERC-165.
+ *
+ * **Other accounts.** `sendRawTransaction` takes a transaction signed by any account (a
+ * patient's wallet relaying its own `revokeBySig`, in tests). It is logged like Vellum's own,
+ * under the same lock as the sender's log-then-broadcast (so block numbers in the log stay
+ * exact), and its account is topped up with `hardhat_setBalance` first — the embedded chain's
+ * ether is worthless — both live and, when it lacks funds, at replay. A logged transaction whose send
  * never happened (crash between log and send) is simply sent by the replay: it was signed for
  * this chain, nonce and block, and anchoring is idempotent, so the batch it anchors is found by
  * the next `anchor` call for that root.
@@ -33,7 +49,8 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BrowserProvider, Wallet, keccak256, type Eip1193Provider } from 'ethers';
+import { BrowserProvider, Transaction, Wallet, keccak256, type Eip1193Provider, type TransactionRequest } from 'ethers';
+import { checkConsentRegistry, createConsentLedger, deployConsentRegistry, isConsentRegistry, type ConsentLedger } from './consent-ledger.ts';
 import { checkRegistry, createContractLedger, deployRegistry } from './contract-ledger.ts';
 import { chainError, isChainError } from './errors.ts';
 import type { Ledger } from './ledger.ts';
@@ -55,10 +72,21 @@ export interface EmbeddedLedgerOptions {
 
 export interface EmbeddedLedger extends Ledger {
   readonly kind: 'embedded';
-  /** The anchoring (and administrator) account. */
+  /** The anchoring (and administrator, custodian and approver) account. */
   readonly anchorer: string;
   /** How many logged transactions were replayed at start. */
   readonly replayed: number;
+  /** The consent registry, written through the anchoring account's sender. */
+  readonly consents: ConsentLedger;
+  /**
+   * Sends a transaction signed by ANY account straight to the chain (logged, so it survives
+   * restarts; the account is funded first) and resolves when mined, reverted or not. Raises
+   * VLM_CHAIN_BAD_HEX / VLM_CHAIN_WRONG_CHAIN ('invalid'), the node's refusal
+   * (VLM_CHAIN_NONCE_TOO_LOW…), VLM_CHAIN_CLOSED.
+   */
+  sendRawTransaction(raw: string): Promise<{ txHash: string; blockNumber: number; status: number }>;
+  /** A transaction from `from` ready to sign for `sendRawTransaction` (nonce, fees, a generous gas limit). */
+  prepareTransaction(request: { from: string; to: string; data: string }): Promise<TransactionRequest>;
 }
 
 /** The parameters a chain is rebuilt from; fixed on first start. */
@@ -171,12 +199,21 @@ async function loadGenesis(file: string): Promise<{ genesis: Genesis; created: b
   return { genesis, created };
 }
 
+/** Gas limit of a transaction made by `prepareTransaction` (a tenth of a block). */
+const FOREIGN_GAS_LIMIT = 3_000_000n;
+
+/** Gives `address` the embedded chain's standard balance (not a transaction: nothing is logged). */
+async function fund(rpc: Rpc, address: string): Promise<void> {
+  await rpc.request('hardhat_setBalance', [address, toQuantity(BALANCE)]);
+}
+
 /**
  * Sends the logged transactions into the fresh chain in order, checking each receipt. Returns
- * the registry's address (the first transaction deploys it). Raises VLM_CHAIN_REPLAY_MISMATCH.
+ * the addresses of the contracts they created, in order (the first transaction deploys the
+ * anchor registry). Raises VLM_CHAIN_REPLAY_MISMATCH.
  */
-async function replay(rpc: Rpc, entries: readonly LoggedTransaction[], signal?: AbortSignal): Promise<string | undefined> {
-  let contract: string | undefined;
+async function replay(rpc: Rpc, entries: readonly LoggedTransaction[], signal?: AbortSignal): Promise<string[]> {
+  const created: string[] = [];
   let head = await rpc.blockNumber();
   for (let i = 0; i < entries.length; i++) {
     if (i % 64 === 0) throwIfAborted(signal);
@@ -186,33 +223,96 @@ async function replay(rpc: Rpc, entries: readonly LoggedTransaction[], signal?: 
     let sent: string;
     try {
       await rpc.request('evm_setNextBlockTimestamp', [toQuantity(entry.timestamp)]);
-      sent = await rpc.request<string>('eth_sendRawTransaction', [entry.raw]);
+      try {
+        sent = await rpc.request<string>('eth_sendRawTransaction', [entry.raw]);
+      } catch (err) {
+        // Another account's transaction (see sendRawTransaction): fund it as it was live.
+        if (!isChainError(err, 'VLM_CHAIN_INSUFFICIENT_FUNDS')) throw err;
+        await fund(rpc, Transaction.from(entry.raw).from!);
+        sent = await rpc.request<string>('eth_sendRawTransaction', [entry.raw]);
+      }
     } catch (err) {
       throw mismatch(i, 'the chain refused the logged transaction', err);
     }
     if (sent !== entry.hash) throw mismatch(i, 'the chain gave the transaction another hash');
     const receipt = await rpc.receipt(entry.hash);
-    if (!receipt || receipt.status === undefined || quantity(receipt.status) !== 1) throw mismatch(i, 'the replayed transaction failed');
+    if (!receipt || receipt.status === undefined) throw mismatch(i, 'the replayed transaction was not mined');
+    if (i === 0 && quantity(receipt.status) !== 1) throw mismatch(i, 'the registry deployment failed');
     if (quantity(receipt.blockNumber) !== entry.block) throw mismatch(i, `mined in block ${quantity(receipt.blockNumber)}, not ${entry.block}`);
-    if (i === 0) {
-      if (!receipt.contractAddress) throw mismatch(i, 'the first logged transaction does not deploy the registry');
-      contract = receipt.contractAddress;
-    }
+    if (i === 0 && !receipt.contractAddress) throw mismatch(i, 'the first logged transaction does not deploy the registry');
+    if (receipt.contractAddress && quantity(receipt.status) === 1) created.push(receipt.contractAddress);
     head = entry.block;
   }
-  return contract;
+  return created;
+}
+
+/**
+ * Serialises "log, then broadcast" on the embedded chain between the sender and
+ * `sendRawTransaction`: the log records the block each transaction will be mined in, which is
+ * only right if nothing else is sent in between. The journal takes the lock before logging;
+ * the broadcast that follows (see GatedRpc) releases it.
+ */
+class Gate {
+  #tail: Promise<void> = Promise.resolve();
+  /** Locks held by the journal, by the hash of the transaction about to be broadcast. */
+  readonly held = new Map<string, () => void>();
+
+  /** Resolves with the release function once every earlier holder has released. */
+  acquire(): Promise<() => void> {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const previous = this.#tail;
+    this.#tail = previous.then(() => released);
+    return previous.then(() => release);
+  }
+}
+
+/** The embedded chain's Rpc: a broadcast releases the gate the journal took for it. */
+class GatedRpc extends Rpc {
+  readonly #gate: Gate;
+
+  constructor(provider: BrowserProvider, gate: Gate) {
+    super(provider);
+    this.#gate = gate;
+  }
+
+  override async request<T>(method: string, params: readonly unknown[] = []): Promise<T> {
+    if (method !== 'eth_sendRawTransaction' || typeof params[0] !== 'string') return super.request<T>(method, params);
+    const hash = keccak256(params[0]);
+    const release = this.#gate.held.get(hash);
+    this.#gate.held.delete(hash);
+    try {
+      return await super.request<T>(method, params);
+    } finally {
+      release?.();
+    }
+  }
+}
+
+/** Logs `raw` with the block and timestamp it will get, and sets that timestamp. Call under the gate. */
+async function logNext(rpc: Rpc, log: TransactionLog, hash: string, raw: string): Promise<void> {
+  const latest = await rpc.block('latest');
+  if (!latest) throw chainError('VLM_CHAIN_RPC_ERROR', 'fault', 'the embedded chain has no latest block');
+  // Wall-clock time, never earlier than the previous block (blocks may share a second).
+  const timestamp = Math.max(Math.floor(Date.now() / 1000), quantity(latest.timestamp));
+  await log.append({ hash, raw, block: quantity(latest.number) + 1, timestamp });
+  await rpc.request('evm_setNextBlockTimestamp', [toQuantity(timestamp)]);
 }
 
 /** The journal: log each transaction (with its block and timestamp) before it is sent. */
-function journalOf(rpc: Rpc, log: TransactionLog): SenderJournal {
+function journalOf(rpc: Rpc, log: TransactionLog, gate: Gate): SenderJournal {
   return {
     async beforeBroadcast(tx) {
-      const latest = await rpc.block('latest');
-      if (!latest) throw chainError('VLM_CHAIN_RPC_ERROR', 'fault', 'the embedded chain has no latest block');
-      // Wall-clock time, never earlier than the previous block (blocks may share a second).
-      const timestamp = Math.max(Math.floor(Date.now() / 1000), quantity(latest.timestamp));
-      await log.append({ hash: tx.hash, raw: tx.raw, block: quantity(latest.number) + 1, timestamp });
-      await rpc.request('evm_setNextBlockTimestamp', [toQuantity(timestamp)]);
+      const release = await gate.acquire();
+      try {
+        await logNext(rpc, log, tx.hash, tx.raw);
+      } catch (err) {
+        release();
+        throw err;
+      }
+      gate.held.set(tx.hash, release); // released by the broadcast that follows (GatedRpc)
     },
     async refused(tx) {
       await log.refused(tx.hash);
@@ -276,11 +376,20 @@ export async function openEmbeddedLedger(options: EmbeddedLedgerOptions): Promis
       staticNetwork: true,
       cacheTimeout: -1,
     });
-    const rpc = new Rpc(provider);
+    const gate = new Gate();
+    const rpc = new GatedRpc(provider, gate);
     cleanups.push(async () => rpc.destroy());
 
-    await rpc.request('hardhat_setBalance', [wallet.address, toQuantity(BALANCE)]);
-    let contract = await replay(rpc, entries, signal);
+    await fund(rpc, wallet.address);
+    const deployed = await replay(rpc, entries, signal);
+    let contract = deployed[0];
+    let consentContract: string | undefined;
+    for (const address of deployed.slice(1)) {
+      if (await isConsentRegistry(rpc, address)) {
+        consentContract = address;
+        break;
+      }
+    }
 
     const sender = new Sender({
       rpc,
@@ -291,7 +400,7 @@ export async function openEmbeddedLedger(options: EmbeddedLedgerOptions): Promis
       // Automine: a transaction is mined when it is sent, so nothing is ever stuck.
       replaceAfterMs: 60_000,
       retry: RETRY,
-      journal: journalOf(rpc, log),
+      journal: journalOf(rpc, log, gate),
       onEvent: options.onEvent,
     });
     cleanups.push(() => sender.close());
@@ -299,7 +408,12 @@ export async function openEmbeddedLedger(options: EmbeddedLedgerOptions): Promis
       contract = (await deployRegistry(sender, wallet.address, { signal })).address;
     }
     await checkRegistry(rpc, contract, wallet.address);
+    if (consentContract === undefined) {
+      consentContract = (await deployConsentRegistry(sender, wallet.address, { signal })).address;
+    }
+    await checkConsentRegistry(rpc, consentContract, wallet.address);
 
+    let closed = false;
     const ledger = createContractLedger({
       kind: 'embedded',
       rpc,
@@ -307,9 +421,77 @@ export async function openEmbeddedLedger(options: EmbeddedLedgerOptions): Promis
       chainId: genesis.chainId,
       contract,
       retry: RETRY,
-      onClose: cleanup,
+      onClose: async () => {
+        closed = true;
+        // Wait for a foreign send under way, then release the chain.
+        (await gate.acquire())();
+        await cleanup();
+      },
     });
-    return Object.assign(ledger, { kind: 'embedded' as const, anchorer: wallet.address, replayed: entries.length });
+    const consents = createConsentLedger({
+      rpc,
+      sender,
+      chainId: genesis.chainId,
+      contract: consentContract,
+      retry: RETRY,
+      isClosed: () => closed,
+    });
+    const chainId = genesis.chainId;
+
+    const sendRawTransaction = async (raw: string): Promise<{ txHash: string; blockNumber: number; status: number }> => {
+      let tx: Transaction;
+      try {
+        tx = Transaction.from(raw);
+      } catch (err) {
+        throw chainError('VLM_CHAIN_BAD_HEX', 'invalid', 'not a signed raw transaction', err);
+      }
+      if (!tx.from || tx.hash === null) throw chainError('VLM_CHAIN_BAD_HEX', 'invalid', 'the transaction is not signed');
+      if (tx.chainId !== BigInt(chainId)) throw chainError('VLM_CHAIN_WRONG_CHAIN', 'invalid', `the transaction is for chain ${tx.chainId}, not ${chainId}`);
+      const hash = tx.hash;
+      const release = await gate.acquire();
+      try {
+        if (closed) throw chainError('VLM_CHAIN_CLOSED', 'unavailable', 'the ledger is closed');
+        if (tx.from !== wallet.address) await fund(rpc, tx.from);
+        await logNext(rpc, log, hash, raw);
+        try {
+          await rpc.request<string>('eth_sendRawTransaction', [raw]);
+        } catch (err) {
+          if (!isChainError(err, 'VLM_CHAIN_UNAVAILABLE')) await log.refused(hash);
+          throw err;
+        }
+      } finally {
+        release();
+      }
+      const receipt = await rpc.receipt(hash);
+      if (!receipt || receipt.blockNumber == null) throw chainError('VLM_CHAIN_BAD_RECEIPT', 'fault', `transaction ${hash} was not mined`);
+      return { txHash: hash, blockNumber: quantity(receipt.blockNumber), status: receipt.status === undefined ? 1 : quantity(receipt.status) };
+    };
+
+    const prepareTransaction = async (request: { from: string; to: string; data: string }): Promise<TransactionRequest> => {
+      const latest = await rpc.block('latest');
+      const baseFee = BigInt(latest?.baseFeePerGas ?? 0);
+      const tip = 1_000_000_000n;
+      return {
+        type: 2,
+        chainId,
+        nonce: await rpc.nonce(request.from, 'pending'),
+        to: request.to,
+        data: request.data,
+        value: 0n,
+        gasLimit: FOREIGN_GAS_LIMIT,
+        maxPriorityFeePerGas: tip,
+        maxFeePerGas: 2n * baseFee + tip,
+      };
+    };
+
+    return Object.assign(ledger, {
+      kind: 'embedded' as const,
+      anchorer: wallet.address,
+      replayed: entries.length,
+      consents,
+      sendRawTransaction,
+      prepareTransaction,
+    });
   } catch (err) {
     await cleanup();
     if (isChainError(err)) throw err;

@@ -6,7 +6,9 @@
  * Categories:
  *
  * - `invalid`: the caller passed something no chain call can accept (a 31-byte root, a wrong
- *   chain id in the configuration);
+ *   chain id in the configuration), or the consent registry refused a write for a reason of
+ *   its own (`VLM_CONSENT_*`: a consent locked by its patient, an unapproved actor, a used
+ *   nonce…), which retrying will not change;
  * - `unavailable`: the chain did not answer (connection refused, timeout, HTTP 5xx) after the
  *   configured retries, or the caller aborted; retrying later may succeed;
  * - `conflict`: the chain's state disagrees with what was sent (a nonce already used);
@@ -56,7 +58,20 @@ export type ChainErrorCode =
   | 'VLM_CHAIN_LOG_CORRUPT'
   | 'VLM_CHAIN_LOG_WRITE'
   | 'VLM_CHAIN_REPLAY_MISMATCH'
-  | 'VLM_CHAIN_START_FAILED';
+  | 'VLM_CHAIN_START_FAILED'
+  // The consent registry (consent-registry.ts, consent-ledger.ts): its custom errors, and
+  // arguments no call of it can accept.
+  | 'VLM_CONSENT_BAD_KEY'
+  | 'VLM_CONSENT_BAD_RULE'
+  | 'VLM_CONSENT_LIMIT'
+  | 'VLM_CONSENT_LOCKED'
+  | 'VLM_CONSENT_ACTOR_NOT_APPROVED'
+  | 'VLM_CONSENT_PATIENT_MISMATCH'
+  | 'VLM_CONSENT_UNKNOWN'
+  | 'VLM_CONSENT_BAD_SIGNATURE'
+  | 'VLM_CONSENT_EXPIRED'
+  | 'VLM_CONSENT_BAD_NONCE'
+  | 'VLM_CONSENT_NOT_AUTHORIZED';
 
 export class ChainError extends Error {
   override readonly name = 'ChainError';

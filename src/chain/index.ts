@@ -13,6 +13,10 @@
  * registry client (`contract-ledger.ts`, `registry.ts`, over the bytecode and ABI generated into
  * `generated/`) sending through one nonce-owning `Sender` per account (`sender.ts`) over
  * classified JSON-RPC (`rpc.ts`). Every error is a coded ChainError (`errors.ts`).
+ *
+ * The consent registry (`docs/consent.md`) has a pure codec (`consent-registry.ts`: calls,
+ * results, events, revert errors, EIP-712 typed data) and a client on the same sender
+ * (`consent-ledger.ts`), exposed by both ledgers as `ledger.consents`.
  */
 export {
   LEAF_DOMAIN,
@@ -47,6 +51,31 @@ export {
 } from './merkle.ts';
 export { ChainError, chainError, isChainError, type ChainErrorCategory, type ChainErrorCode } from './errors.ts';
 export type { AnchorReceipt, Ledger } from './ledger.ts';
+export {
+  APPROVER_ROLE,
+  CONSENT_TYPES,
+  CUSTODIAN_ROLE,
+  DECISIONS,
+  ETREAT,
+  MAX_ACTIVE_CONSENTS,
+  MAX_REQUEST_ACTORS,
+  MAX_RULE_ACTORS,
+  MAX_RULES,
+  consentDigest,
+  consentKey,
+  consentTypedData,
+  parseConsentError,
+  type ConsentDecision,
+  type ConsentEvent,
+  type ConsentEventType,
+  type ConsentRecord,
+  type ConsentTypedData,
+  type DecideResult,
+  type GrantMessage,
+  type RevokeMessage,
+  type Rule,
+} from './consent-registry.ts';
+export { type ConsentLedger, type ConsentWriteReceipt, type ReadOptions, type WriteOptions } from './consent-ledger.ts';
 export { openEmbeddedLedger, type EmbeddedLedger, type EmbeddedLedgerOptions } from './embedded-chain.ts';
 export { openRpcLedger, type RpcLedger, type RpcLedgerOptions } from './rpc-chain.ts';
 export { Sender, type SendJob, type SenderEvent, type SenderJournal, type SenderOptions, type SignedTransaction } from './sender.ts';

@@ -39,7 +39,7 @@
  *
  * Vellum's version ids are the positive integers its repository assigns, encoded as uint64.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { keccak_256 } from '@noble/hashes/sha3.js';
 import canonicalize from 'canonicalize';
 import { CID } from 'multiformats/cid';
@@ -116,6 +116,21 @@ export function newSalt(): Uint8Array {
 }
 
 /**
+ * Pseudonym keys as KeyObjects, by the array given: node:crypto re-imports a raw key on every
+ * HMAC, which costs several times the HMAC itself. The bytes are compared on every use, so a key
+ * array changed in place is imported again.
+ */
+const keyObjects = new WeakMap<Uint8Array, { bytes: Uint8Array; key: KeyObject }>();
+
+function hmacKey(key: Uint8Array): KeyObject {
+  const known = keyObjects.get(key);
+  if (known && known.bytes.length === key.length && timingSafeEqual(known.bytes, key)) return known.key;
+  const entry = { bytes: new Uint8Array(key), key: createSecretKey(key) };
+  keyObjects.set(key, entry);
+  return entry.key;
+}
+
+/**
  * The keyed pseudonym of a resource: HMAC-SHA-256 under `key` of the resource's type and id.
  * Raises VLM_CHAIN_LEAF_BAD_KEY or VLM_CHAIN_LEAF_BAD_ID.
  */
@@ -128,7 +143,7 @@ export function pseudonym(key: Uint8Array, resourceType: string, id: string): Ui
     throw invalid('VLM_CHAIN_LEAF_BAD_ID', 'resourceType must be letters and id must not be empty');
   }
   return new Uint8Array(
-    createHmac('sha256', key).update(`${PSEUDONYM_CONTEXT}\u0000${resourceType}/${id}`, 'utf8').digest(),
+    createHmac('sha256', hmacKey(key)).update(`${PSEUDONYM_CONTEXT}\u0000${resourceType}/${id}`, 'utf8').digest(),
   );
 }
 

@@ -9,6 +9,7 @@
  * background network detection looping while the node is down).
  */
 import { FetchRequest, JsonRpcProvider, Network, Wallet, getAddress } from 'ethers';
+import { checkConsentRegistry, createConsentLedger, deployConsentRegistry, type ConsentLedger } from './consent-ledger.ts';
 import { checkRegistry, createContractLedger, deployRegistry } from './contract-ledger.ts';
 import { chainError, isChainError } from './errors.ts';
 import type { Ledger } from './ledger.ts';
@@ -26,6 +27,14 @@ export interface RpcLedgerOptions {
   deploy?: boolean;
   /** Administrator of a deployed registry (grants ANCHORER_ROLE); default the anchoring account. */
   admin?: string;
+  /** The ConsentRegistry's address (VELLUM_CONSENT_CONTRACT); the account must hold CUSTODIAN_ROLE there. */
+  consentContract?: string;
+  /**
+   * Deploy a ConsentRegistry when `consentContract` is absent (custodian and approver: the
+   * anchoring account; administrator: `admin`). Default: `deploy`. Without either, the ledger
+   * has no `consents`.
+   */
+  deployConsent?: boolean;
   /** Expected chain id; the node must report it. */
   chainId?: number;
   /** Blocks a transaction must have before `anchor` resolves (1 = mined). */
@@ -50,6 +59,10 @@ export interface RpcLedger extends Ledger {
   readonly anchorer: string;
   /** Set when this call deployed the registry: record `contract` in the configuration. */
   readonly deployed?: { txHash: string; blockNumber: number };
+  /** The consent registry, when configured or deployed (written through the anchoring account's sender). */
+  readonly consents?: ConsentLedger;
+  /** Set when this call deployed the consent registry: record `consents.contract` in the configuration. */
+  readonly deployedConsent?: { txHash: string; blockNumber: number };
 }
 
 function option(ok: boolean, message: string): void {
@@ -76,6 +89,7 @@ export async function openRpcLedger(options: RpcLedgerOptions): Promise<RpcLedge
   option(options.contract === undefined || /^0x[0-9a-fA-F]{40}$/.test(options.contract), 'contract must be an address');
   option(options.contract !== undefined || options.deploy === true, 'give a contract address, or deploy: true');
   option(options.admin === undefined || /^0x[0-9a-fA-F]{40}$/.test(options.admin), 'admin must be an address');
+  option(options.consentContract === undefined || /^0x[0-9a-fA-F]{40}$/.test(options.consentContract), 'consentContract must be an address');
   const retry = options.retry ?? DEFAULT_RETRY;
   let wallet: Wallet;
   try {
@@ -142,6 +156,20 @@ export async function openRpcLedger(options: RpcLedgerOptions): Promise<RpcLedge
       deployed = { txHash: result.txHash, blockNumber: result.blockNumber };
     }
     await retrying(retry, () => checkRegistry(rpc, contract, wallet.address), signal);
+    let consentContract: string | undefined;
+    let deployedConsent: RpcLedger['deployedConsent'];
+    if (options.consentContract !== undefined) {
+      consentContract = getAddress(options.consentContract);
+    } else if (options.deployConsent ?? options.deploy === true) {
+      const result = await deployConsentRegistry(sender, options.admin ?? wallet.address, { signal });
+      consentContract = result.address;
+      deployedConsent = { txHash: result.txHash, blockNumber: result.blockNumber };
+    }
+    if (consentContract !== undefined) {
+      const address = consentContract;
+      await retrying(retry, () => checkConsentRegistry(rpc, address, wallet.address), signal);
+    }
+    let closed = false;
     const ledger = createContractLedger({
       kind: 'rpc',
       rpc,
@@ -149,9 +177,16 @@ export async function openRpcLedger(options: RpcLedgerOptions): Promise<RpcLedge
       chainId: actualChainId,
       contract,
       retry,
-      onClose: async () => rpc.destroy(),
+      onClose: async () => {
+        closed = true;
+        rpc.destroy();
+      },
     });
-    return Object.assign(ledger, { kind: 'rpc' as const, anchorer: wallet.address, deployed });
+    const consents =
+      consentContract === undefined
+        ? undefined
+        : createConsentLedger({ rpc, sender, chainId: actualChainId, contract: consentContract, retry, isClosed: () => closed });
+    return Object.assign(ledger, { kind: 'rpc' as const, anchorer: wallet.address, deployed, consents, deployedConsent });
   } catch (err) {
     await sender.close();
     rpc.destroy();

@@ -29,6 +29,9 @@ import type { FhirServices } from './services.ts';
 import type { IndexClause } from '../storage/search-types.ts';
 import type { VersionRecord } from '../storage/index-store.ts';
 import type { WriteStep } from './writer.ts';
+import type { ConsentGate } from './consent/service.ts';
+import { CONSENT_ACTIONS } from './consent/terms.ts';
+import { SHARED_SCOPE } from '../storage/keys.ts';
 
 /** The compartment a request is confined to. */
 export interface Restriction {
@@ -105,9 +108,12 @@ export function guard(route: Route): Route {
           if (type === 'AuditEvent' && !principal.admin && decision.patient === undefined && interaction !== 'create') {
             throw fhirError(403, 'forbidden', 'VLM_AUDIT_FORBIDDEN', 'Only administrators, and patients for their own, read AuditEvents');
           }
-          if (decision.patient !== undefined) {
-            request = { ...request, restriction: { patient: decision.patient, keyScope: services.access.patientScope(decision.patient) } };
+          const confinedTo = decision.patient ?? boundPatient(principal);
+          if (confinedTo !== undefined) {
+            request = { ...request, restriction: { patient: confinedTo, keyScope: services.access.patientScope(confinedTo) } };
           }
+          const gate = await consentGate(services, principal, request.consentLog ?? []);
+          if (gate) request = { ...request, consent: gate };
         }
       }
       return route.handler(services, request, context);
@@ -128,19 +134,81 @@ export function inCompartmentType(services: FhirServices, type: string): boolean
   return type === 'Patient' || services.definitions.patientCompartmentParams(type).length > 0;
 }
 
-/** Whether a restricted request may see `record`. */
-export function visible(services: FhirServices, request: FhirRequest, record: VersionRecord): boolean {
-  const restriction = request.restriction;
-  if (!restriction) return true;
-  if (!inCompartmentType(services, record.type)) return true;
-  return record.keyScope === restriction.keyScope;
+/**
+ * The patient a client bound to `Patient/{id}` (its fhirUser) is confined to, whatever its scopes:
+ * a patient's own client sees that patient's compartment, like a patient user.
+ */
+function boundPatient(principal: Principal): string | undefined {
+  return principal.fhirUser?.startsWith('Patient/') && !principal.admin ? principal.fhirUser.slice('Patient/'.length) : undefined;
 }
 
-/** 403 `VLM_AUTH_COMPARTMENT` unless the request may see `record`. */
+/**
+ * Whether a caller's requests are gated by patients' consents: practitioners, related persons,
+ * devices and organisations — everyone but the administrator (the data custodian: audited, not
+ * gated) and a patient (who sees its own compartment through the restriction).
+ */
+export function consentGated(principal: Principal): boolean {
+  return !principal.admin && !principal.fhirUser?.startsWith('Patient/') && principal.context !== 'patient';
+}
+
+/**
+ * The consent gate of a request by `principal` (undefined when consent is off or the caller is not
+ * gated). Waits until the decision cache is fresh (503 otherwise).
+ */
+export async function consentGate(
+  services: FhirServices,
+  principal: Principal,
+  log: NonNullable<FhirRequest['consentLog']>,
+): Promise<ConsentGate | undefined> {
+  const consent = services.consent;
+  if (!consent || !consentGated(principal)) return undefined;
+  await consent.service.ensureFresh();
+  const actors = await consent.actorsOf(principal);
+  return consent.service.gate(actors, principal, log);
+}
+
+/** Whether the consent of `record`'s patient lets the request see it (true when not gated). */
+function consented(services: FhirServices, gate: ConsentGate | undefined, record: VersionRecord, action?: number): boolean {
+  if (!gate || record.keyScope === SHARED_SCOPE || !inCompartmentType(services, record.type)) return true;
+  return gate.allowed(record.type, record.keyScope, action);
+}
+
+/** Whether a restricted or consent-gated request may see `record`. */
+export function visible(services: FhirServices, request: FhirRequest, record: VersionRecord): boolean {
+  const restriction = request.restriction;
+  if (restriction && inCompartmentType(services, record.type) && record.keyScope !== restriction.keyScope) return false;
+  return consented(services, request.consent, record);
+}
+
+/** The VLM code of a consent refusal. */
+const REFUSAL: Record<string, string> = {
+  deny: 'VLM_CONSENT_DENIED',
+  'no-consent': 'VLM_CONSENT_NONE',
+  'actor-not-approved': 'VLM_CONSENT_ACTOR_NOT_APPROVED',
+};
+
+/** 403 `VLM_AUTH_COMPARTMENT` or `VLM_CONSENT_*` unless the request may see `record`. */
 export function assertVisible(services: FhirServices, request: FhirRequest, record: VersionRecord): void {
-  if (!visible(services, request, record)) {
+  const restriction = request.restriction;
+  if (restriction && inCompartmentType(services, record.type) && record.keyScope !== restriction.keyScope) {
     throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "The resource is outside the patient's compartment this token is confined to");
   }
+  assertConsented(services, request.consent, record);
+}
+
+function assertConsented(services: FhirServices, gate: ConsentGate | undefined, record: VersionRecord, action?: number): void {
+  if (consented(services, gate, record, action)) return;
+  const decision = gate!.decide(record.type, record.keyScope, action).decision;
+  throw fhirError(403, 'forbidden', REFUSAL[decision] ?? 'VLM_CONSENT_DENIED', "The patient's consent does not permit this access");
+}
+
+/**
+ * Whether a search's `total` may be given: not to a consent-gated caller searching patient data,
+ * whose matches are filtered one by one (a total would reveal how many were withheld).
+ */
+export function totalDisclosed(services: FhirServices, request: FhirRequest, type: string | null): boolean {
+  if (!request.consent) return true;
+  return type !== null && !inCompartmentType(services, type);
 }
 
 /**
@@ -181,6 +249,7 @@ export function accessWriteStep(services: () => FhirServices): WriteStep {
       const principal = context.principal;
       const svc = services();
       if (!principal || !svc.access) return;
+      let gate: ConsentGate | undefined;
       for (const version of versions) {
         const { type, method } = version.write;
         if (type === 'AuditEvent' && method !== 'create') {
@@ -189,8 +258,20 @@ export function accessWriteStep(services: () => FhirServices): WriteStep {
         const interaction = WRITE_INTERACTION[method]!;
         const decision = decide(principal, interaction, type);
         if (!decision.allowed) throw insufficientScope(interaction, type);
-        if (decision.patient === undefined) continue;
-        const keyScope = svc.access.patientScope(decision.patient);
+        if (svc.consent && consentGated(principal)) {
+          // A practitioner writes patient data only as the patient's consent allows: create is
+          // `collect`, the rest `correct` — for the version written and the one it replaces.
+          gate ??= await consentGate(svc, principal, context.consentLog ?? []);
+          const action = CONSENT_ACTIONS.indexOf(method === 'create' ? 'collect' : 'correct');
+          if (method !== 'delete') assertConsented(svc, gate, { type, keyScope: version.write.keyScope } as VersionRecord, action);
+          if (version.write.expectedVersion > 0) {
+            const previous = await svc.repository.index.version(type, version.write.id, version.write.expectedVersion);
+            if (previous && !previous.deleted) assertConsented(svc, gate, previous, action);
+          }
+        }
+        const confinedTo = decision.patient ?? boundPatient(principal);
+        if (confinedTo === undefined) continue;
+        const keyScope = svc.access.patientScope(confinedTo);
         const outside = () =>
           fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "A patient-confined token writes only inside its patient's compartment");
         if (!inCompartmentType(svc, type)) throw outside();

@@ -67,7 +67,14 @@ export function startAuditWorker(data: AuditWorkerData, onError: (code: string) 
   };
 }
 
-async function runWorker(port: MessagePort, data: AuditWorkerData): Promise<void> {
+/** The converter's own storage stack and trail (what the worker thread runs; benchmarks open it in-process). */
+export interface OpenedConverter {
+  trail: AuditTrail;
+  queue: SqliteAuditQueue;
+  close(): Promise<void>;
+}
+
+export async function openAuditConverter(data: AuditWorkerData, onError: (err: unknown) => void): Promise<OpenedConverter> {
   const index = SqliteIndexStore.open(data.databasePath);
   const blobs: BlobStore = data.ipfsUrl ? await KuboBlobStore.open({ url: data.ipfsUrl }) : SqliteBlobStore.open(data.databasePath, { groupCommit: true });
   const masterKey = new Uint8Array(data.masterKey);
@@ -98,16 +105,30 @@ async function runWorker(port: MessagePort, data: AuditWorkerData): Promise<void
     queue,
     baseUrl: data.baseUrl,
     exists: async (id) => (await index.current('AuditEvent', id)) !== undefined,
-    onError: (err) => port.postMessage({ type: 'error', code: (err as { code?: string }).code ?? 'VLM_AUDIT_CONVERSION' }),
+    onError,
   });
+  return {
+    trail,
+    queue,
+    async close() {
+      await trail.close();
+      await queue.close();
+      await repository.close();
+    },
+  };
+}
+
+async function runWorker(port: MessagePort, data: AuditWorkerData): Promise<void> {
+  const converter = await openAuditConverter(data, (err) =>
+    port.postMessage({ type: 'error', code: (err as { code?: string }).code ?? 'VLM_AUDIT_CONVERSION' }),
+  );
+  const { trail } = converter;
   port.on('message', (m: { type: string; id?: number }) => {
     if (m.type === 'kick') trail.kick();
     else if (m.type === 'settle') void trail.settle().finally(() => port.postMessage({ type: 'settled', id: m.id }));
     else if (m.type === 'close') {
       void (async () => {
-        await trail.close();
-        await queue.close();
-        await repository.close();
+        await converter.close();
         port.postMessage({ type: 'closed' });
       })();
     }

@@ -17,6 +17,9 @@ import { splitReference } from './search/extract.ts';
 import type { WriteOp, Writer } from './writer.ts';
 import { normalizeSearchText, type SearchRow } from '../storage/search-types.ts';
 
+/** The part of a Principal an AuditEvent records. */
+export type AuditPrincipal = Pick<Principal, 'clientId' | 'fhirUser' | 'purposeOfUse'>;
+
 /** What one audited access was. */
 export interface AuditInput {
   /** The FHIR interaction (restful-interaction code), or `operation`. */
@@ -27,7 +30,8 @@ export interface AuditInput {
   status: number;
   /** Vellum error code when the access failed. */
   errorCode?: string;
-  principal?: Principal;
+  /** Who called (only what the AuditEvent names is kept: client, user, purpose of use). */
+  principal?: AuditPrincipal;
   /** Network address of the client. */
   address?: string;
   resourceType?: string;
@@ -41,6 +45,8 @@ export interface AuditInput {
   operation?: string;
   /** 1-based position of the entry in a batch or transaction. */
   entry?: number;
+  /** Consent decisions made for this access (consent/service.ts), each distinct one once. */
+  consent?: { decision: string; resourceType: string; consentId?: string; consent?: string }[];
 }
 
 const AUDIT_TYPE = { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' };
@@ -52,6 +58,34 @@ const PARTICIPATION = 'http://terminology.hl7.org/CodeSystem/v3-ParticipationTyp
 const SOURCE_TYPE = 'http://terminology.hl7.org/CodeSystem/security-source-type';
 const VELLUM_CLIENT = 'https://vellum.dev/fhir/sid/client-id';
 const VELLUM_ERROR = 'https://vellum.dev/fhir/CodeSystem/error';
+
+/** Most consent decisions one AuditEvent lists (a search over many patients repeats few distinct ones). */
+const MAX_CONSENT_ENTITIES = 50;
+const RESOURCE_TYPES = 'http://hl7.org/fhir/resource-types';
+const BREAK_GLASS = { system: PURPOSE_SYSTEM, code: 'BTG', display: 'break the glass' };
+
+/** One entity per distinct consent decision: which consent (when one decided), the outcome, the class. */
+function consentEntities(decisions: NonNullable<AuditInput['consent']>): Record<string, unknown>[] {
+  const seen = new Set<string>();
+  const out: Record<string, unknown>[] = [];
+  for (const d of decisions) {
+    const key = `${d.decision}|${d.resourceType}|${d.consentId ?? ''}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    if (out.length >= MAX_CONSENT_ENTITIES) break;
+    out.push({
+      ...(d.consent ? { what: { reference: d.consent } } : {}),
+      type: { system: RESOURCE_TYPES, code: 'Consent', display: 'Consent' },
+      description: 'consent decision',
+      detail: [
+        { type: 'decision', valueString: d.decision },
+        { type: 'resource-class', valueString: d.resourceType },
+        ...(d.consentId ? [{ type: 'registry-consent-id', valueString: d.consentId }] : []),
+      ],
+    });
+  }
+  return out;
+}
 
 /** The AuditEvent.action of an interaction: Create, Read, Update, Delete or Execute. */
 export function actionOf(interaction: string, method: string): 'C' | 'R' | 'U' | 'D' | 'E' {
@@ -106,13 +140,16 @@ export function auditEvent(input: AuditInput, baseUrl: string, recorded: string)
       ...(input.query ? { query: Buffer.from(input.query, 'utf8').toString('base64') } : {}),
     });
   }
+  if (input.consent?.length) entity.push(...consentEntities(input.consent));
   if (input.patient && input.patient !== `${input.resourceType}/${input.id}`) {
     entity.push({ what: { reference: input.patient }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } });
   } else if (input.patient) {
     (entity[0] as { role?: unknown }).role = { system: OBJECT_ROLE, code: '1', display: 'Patient' };
   }
+  const breakGlass = input.consent?.some((d) => d.decision === 'break-glass');
   return {
     resourceType: 'AuditEvent',
+    ...(breakGlass ? { meta: { security: [BREAK_GLASS] } } : {}),
     type: AUDIT_TYPE,
     subtype: [{ system: INTERACTION_SYSTEM, code: input.interaction }],
     action: actionOf(input.interaction, input.method),
@@ -188,10 +225,19 @@ export function auditRows(event: Json, baseUrl: string): SearchRow[] {
   });
 }
 
+/** The record kept for an AuditEvent: the input without the parts of the principal it does not use. */
+function compact(input: AuditInput): AuditInput {
+  const p = input.principal;
+  if (!p) return input;
+  return { ...input, principal: { clientId: p.clientId, purposeOfUse: p.purposeOfUse, ...(p.fhirUser ? { fhirUser: p.fhirUser } : {}) } };
+}
+
 /** Where audit records wait, durably, until they become AuditEvents (src/storage/sqlite/audit-queue.ts). */
 export interface AuditQueue {
   readonly instance: string;
   append(plaintext: Uint8Array): number;
+  /** Append records in one transaction; returns their sequence numbers. */
+  appendMany(plaintexts: readonly Uint8Array[]): number[];
   flush(): Promise<void>;
   take(limit: number): { seq: number; body: Uint8Array | undefined }[];
   remove(seqs: readonly number[]): void;
@@ -222,10 +268,20 @@ export interface AuditTrailOptions {
    * the next group fsync (a few milliseconds later).
    */
   durability?: 'fsync' | 'wal';
+  /** How long queued records wait before a conversion round starts (default 50 ms). */
+  batchDelayMs?: number;
   onError?: (err: unknown) => void;
 }
 
 const BATCH = 500;
+/**
+ * How long queued records wait before a conversion round starts. Larger rounds share their
+ * transactions and fsyncs; the wait delays only the AuditEvents' appearance in the index (a search
+ * of AuditEvents converts everything queued first), never a response: records are durable once queued.
+ */
+const BATCH_DELAY_MS = 50;
+/** How often, at most, the request thread tells the converter thread that records were queued. */
+const KICK_MS = 5;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -242,6 +298,16 @@ export class AuditTrail {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #failures = 0;
+  /** Records waiting for this turn's queue transaction. */
+  #pending: { body: Uint8Array; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  #writeScheduled = false;
+  #kickTimer: NodeJS.Timeout | undefined;
+  /**
+   * Whether queued records may already be AuditEvents: after a start (a crash between storing a
+   * batch and removing its records) or a failed round. Otherwise every queued record is new
+   * (only this converter stores and removes them), and the per-record lookup is skipped.
+   */
+  #mayBeStored = true;
 
   constructor(options: AuditTrailOptions) {
     this.#o = options;
@@ -250,18 +316,54 @@ export class AuditTrail {
     else if (options.queue.size() > 0) this.#schedule(0);
   }
 
-  /** Queue the audit record of one access; resolves once it is durably queued. */
-  async record(input: AuditInput): Promise<void> {
-    if (this.#closed) throw new Error('VLM_AUDIT_CLOSED');
-    this.#o.queue.append(encoder.encode(JSON.stringify({ input, recorded: new Date().toISOString() })));
-    if (this.#o.durability !== 'wal') await this.#o.queue.flush();
+  /**
+   * Queue the audit record of one access; resolves once it is durably queued. The records of one
+   * turn of the event loop (concurrent requests, the entries of a transaction) are queued in one
+   * transaction and made durable by one shared fsync.
+   */
+  record(input: AuditInput): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('VLM_AUDIT_CLOSED'));
+    const body = encoder.encode(JSON.stringify({ input: compact(input), recorded: new Date().toISOString() }));
+    const done = new Promise<void>((resolve, reject) => this.#pending.push({ body, resolve, reject }));
+    if (!this.#writeScheduled) {
+      this.#writeScheduled = true;
+      setImmediate(() => this.#writePending());
+    }
+    return done;
+  }
+
+  #writePending(): void {
+    this.#writeScheduled = false;
+    const batch = this.#pending;
+    this.#pending = [];
+    if (batch.length === 0) return;
+    const fail = (err: unknown) => {
+      for (const p of batch) p.reject(err);
+    };
+    try {
+      this.#o.queue.appendMany(batch.map((p) => p.body));
+    } catch (err) {
+      fail(err);
+      return;
+    }
     this.kick();
+    const durable = this.#o.durability === 'wal' ? Promise.resolve() : this.#o.queue.flush();
+    durable.then(() => {
+      for (const p of batch) p.resolve();
+    }, fail);
   }
 
   /** Records were queued (by this or another connection): convert them soon. */
   kick(): void {
-    if (this.#o.converter) this.#o.converter.kick();
-    else this.#schedule(10);
+    if (this.#o.converter) {
+      // One message per few milliseconds, not per request: the converter batches anyway.
+      if (this.#kickTimer) return;
+      this.#kickTimer = setTimeout(() => {
+        this.#kickTimer = undefined;
+        this.#o.converter!.kick();
+      }, KICK_MS);
+      this.#kickTimer.unref?.();
+    } else this.#schedule(this.#o.batchDelayMs ?? BATCH_DELAY_MS);
   }
 
   /** Convert everything queued so far (searches of AuditEvents call this first, to see every access). */
@@ -300,7 +402,7 @@ export class AuditTrail {
         const ops: WriteOp[] = [];
         for (const record of records) {
           const id = `ae-${queue.instance}-${record.seq}`;
-          if (await this.#o.exists(id)) continue;
+          if (this.#mayBeStored && (await this.#o.exists(id))) continue;
           // A record altered on disk cannot be trusted: its loss itself is recorded, as a serious failure.
           const { input, recorded } = record.body
             ? (JSON.parse(decoder.decode(record.body)) as { input: AuditInput; recorded: string })
@@ -311,9 +413,11 @@ export class AuditTrail {
         if (ops.length) await writer.exclusive(() => writer.commit(ops, { agent: { display: 'Vellum audit trail' } }));
         queue.remove(records.map((r) => r.seq));
         this.#failures = 0;
+        this.#mayBeStored = false;
       }
     } catch (err) {
       this.#failures++;
+      this.#mayBeStored = true;
       this.#o.onError?.(err);
       // The records stay queued; try again later (backing off while the store refuses).
       if (!this.#closed) this.#schedule(Math.min(30_000, 100 * 2 ** Math.min(this.#failures, 8)));
@@ -322,6 +426,8 @@ export class AuditTrail {
 
   /** Convert what is queued, then refuse new records. */
   async close(): Promise<void> {
+    if (this.#kickTimer) clearTimeout(this.#kickTimer);
+    this.#kickTimer = undefined;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.settle().catch(() => undefined);

@@ -207,6 +207,7 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
             ...(exactBody !== undefined ? { exactBody } : {}),
             contentType,
             baseUrl: services.baseUrl,
+            consentLog: [],
           };
           // Everything that can reject the request is checked before the interaction runs: a write
           // must never be committed and then answered with an error (406, or 400 for a bad
@@ -219,13 +220,19 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
           const responseType = negotiate(request);
           const shape = { summary: summaryMode(request), elements: elementsList(request) };
           const writeContext: WriteContext = principal
-            ? { agent: { display: principal.clientId, ...(principal.fhirUser ? { reference: principal.fhirUser } : {}) }, principal, committed: [] }
+            ? {
+                agent: { display: principal.clientId, ...(principal.fhirUser ? { reference: principal.fhirUser } : {}) },
+                principal,
+                committed: [],
+                // Decisions on the versions it writes go to the request's AuditEvent too (access.ts).
+                consentLog: request.consentLog,
+              }
             : { ...context(req), committed: [] };
           // Reads of the audit trail see every access so far: convert what is still queued.
           if (options.audit && !WRITES.has(route.interaction) && (request.compartmentType ?? request.resourceType ?? 'AuditEvent') === 'AuditEvent') {
             await options.audit.settle();
           }
-          const response = await route.handler(services, request, writeContext);
+          const response = breakGlassLabel(request, await route.handler(services, request, writeContext));
           await waitForAnchors(request, writeContext.committed!);
           await audited(auditInputs(interaction, req, request, principal, response));
           return send(reply, request, response, responseType, shape, req.method === 'HEAD');
@@ -292,6 +299,28 @@ function patientOf(request: FhirRequest | undefined, resource: Record<string, un
 
 const VERSION_LOCATION = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([0-9]+))?$/;
 
+/** v3 ActReason `BTG`: the security label of data released under break-glass. */
+const BREAK_GLASS_LABEL = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'BTG', display: 'break the glass' };
+
+/**
+ * A response that released data under break-glass (purpose ETREAT without consent) says so: the
+ * `X-Vellum-Break-Glass` header and a BTG security label on the returned resource or bundle.
+ */
+function breakGlassLabel(request: FhirRequest, response: FhirResponse): FhirResponse {
+  if (!request.consentLog?.some((entry) => entry.decision === 'break-glass')) return response;
+  const resource = response.resource;
+  const labelled = resource
+    ? {
+        ...resource,
+        meta: {
+          ...((resource.meta as Record<string, unknown> | undefined) ?? {}),
+          security: [...(((resource.meta as { security?: unknown[] } | undefined)?.security) ?? []), BREAK_GLASS_LABEL],
+        },
+      }
+    : undefined;
+  return { ...response, ...(labelled ? { resource: labelled } : {}), headers: { ...(response.headers ?? {}), 'X-Vellum-Break-Glass': 'ETREAT' } };
+}
+
 /** The AuditEvents of one interaction: one, or one per entry of a batch or transaction. */
 function auditInputs(
   interaction: string,
@@ -301,7 +330,8 @@ function auditInputs(
   response: { status: number; resource?: Record<string, unknown>; headers?: Record<string, string> },
   errorCode?: string,
 ): AuditInput[] {
-  const base = { principal, address: req.ip, method: request?.method ?? req.method };
+  const consent = request?.consentLog?.length ? { consent: request.consentLog } : {};
+  const base = { principal, address: req.ip, method: request?.method ?? req.method, ...consent };
   const requestEntries = (request?.body as { entry?: { request?: { method?: string; url?: string }; resource?: Record<string, unknown> }[] } | undefined)?.entry;
   if (interaction === 'transaction' && Array.isArray(requestEntries) && requestEntries.length > 0) {
     const answered = (response.resource?.resourceType === 'Bundle' ? (response.resource.entry as { response?: { status?: string; location?: string }; resource?: Record<string, unknown> }[]) : undefined) ?? [];

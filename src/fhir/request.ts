@@ -4,6 +4,7 @@
  */
 import type { Restriction } from './access.ts';
 import type { Principal } from './auth/verify.ts';
+import type { ConsentDecisionEntry, ConsentGate } from './consent/service.ts';
 
 export type FhirResource = { resourceType: string; id?: string; meta?: FhirMeta; [key: string]: unknown };
 
@@ -40,6 +41,10 @@ export interface FhirRequest {
   principal?: Principal;
   /** The patient compartment the request is confined to (set by access.ts `guard`). */
   restriction?: Restriction;
+  /** The consent gate of a consent-gated caller (set by access.ts `guard`). */
+  consent?: ConsentGate;
+  /** Consent decisions made for this request, for its AuditEvent (shared by the request's copies). */
+  consentLog?: ConsentDecisionEntry[];
 }
 
 export interface FhirResponse {

@@ -19,6 +19,7 @@ import { vread } from './interactions/vread.ts';
 import { validate } from './operations/validate.ts';
 import { verify, verifySweep } from './operations/verify.ts';
 import { everything } from './operations/everything.ts';
+import { approve, registerWallet, revocationRequest, revokeApproval, revokeSigned } from './operations/consent.ts';
 
 export type Handler = (services: FhirServices, request: FhirRequest, context: WriteContext) => Promise<FhirResponse>;
 
@@ -59,6 +60,11 @@ export function fhirRoutes(statement: Record<string, unknown>, options: RouteOpt
     { method: 'DELETE', path: '/:type/:id', interaction: 'delete', handler: deleteInteraction },
     { method: 'GET', path: '/:type/:id/_history', interaction: 'history-instance', handler: history },
     { method: 'GET', path: '/:type/:id/$everything', interaction: 'operation', handler: everything },
+    { method: 'POST', path: '/:type/:id/$approve', interaction: 'operation', handler: approve },
+    { method: 'POST', path: '/:type/:id/$revoke-approval', interaction: 'operation', handler: revokeApproval },
+    { method: 'POST', path: '/:type/:id/$register-wallet', interaction: 'operation', handler: registerWallet },
+    { method: 'GET', path: '/:type/:id/$revocation-request', interaction: 'operation', handler: revocationRequest },
+    { method: 'POST', path: '/:type/:id/$revoke-signed', interaction: 'operation', handler: revokeSigned },
     { method: 'GET', path: '/:type/:id/:ctype', interaction: 'search-compartment', handler: search },
     { method: 'GET', path: '/:type/:id/_history/:vid', interaction: 'vread', handler: vread },
     { method: 'GET', path: '/:type/:id/$verify', interaction: 'operation', handler: verify },

@@ -10,6 +10,8 @@ import type { FhirResource } from './request.ts';
 import type { SearchRegistry } from './search/registry.ts';
 import type { Validator } from './validation/validator.ts';
 import type { Writer } from './writer.ts';
+import type { Principal } from './auth/verify.ts';
+import type { ConsentService } from './consent/service.ts';
 
 /** The anchor pipeline as the FHIR layer sees it (absent when anchoring is off). */
 export interface AnchoringServices {
@@ -38,8 +40,19 @@ export interface FhirServices {
   anchoring?: AnchoringServices;
   /** Present when authorization is on: requests carry a principal and are checked (access.ts). */
   access?: AccessServices;
+  /** MAC key of page cursors (interactions/paging.ts); a random per-process key when absent. */
+  cursorKey?: Uint8Array;
+  /** Present when consent is enforced (authorization and the chain on): consent/service.ts. */
+  consent?: ConsentServices;
   /** The stored bundle (the resource version and its Provenance) of a version record, with plain numbers. */
   loadBundle(record: VersionRecord, signal?: AbortSignal): Promise<FhirResource>;
   /** The stored resource of a version record (undefined for a deletion). */
   loadResource(record: VersionRecord, signal?: AbortSignal): Promise<FhirResource | undefined>;
+}
+
+/** Consent enforcement as the FHIR layer sees it. */
+export interface ConsentServices {
+  service: ConsentService;
+  /** The consent keys of everyone the caller acts as (its fhirUser, and a PractitionerRole's practitioner and organisation). */
+  actorsOf(principal: Principal): Promise<string[]>;
 }

@@ -11,6 +11,7 @@ import type { IndexWrite, VersionRecord, WriteMethod } from '../storage/index-st
 import type { Repository } from '../storage/repository.ts';
 import type { SearchRow } from '../storage/search-types.ts';
 import { FhirError, fhirError } from './errors.ts';
+import type { ConsentDecisionEntry } from './consent/service.ts';
 import type { Principal } from './auth/verify.ts';
 import type { FhirResource } from './request.ts';
 
@@ -42,6 +43,8 @@ export interface WriteContext {
   signal?: AbortSignal;
   /** Filled with every version committed for this request (e.g. to wait for its anchoring). */
   committed?: VersionRecord[];
+  /** Consent decisions on the versions written, for the request's AuditEvent (access.ts). */
+  consentLog?: ConsentDecisionEntry[];
 }
 
 export interface Written {
@@ -63,6 +66,8 @@ export interface WriteStep {
   readonly name: string;
   beforeCommit?(versions: PendingVersion[], context: WriteContext): Promise<void>;
   afterCommit?(written: Written[], context: WriteContext): Promise<void>;
+  /** The commit failed after `beforeCommit` ran: undo what the step did outside the index. */
+  abort?(context: WriteContext): Promise<void>;
 }
 
 export interface WriterDeps {
@@ -130,11 +135,17 @@ export class Writer {
     const instant = new Date(lastUpdated).toISOString();
     const pending: PendingVersion[] = [];
     for (const op of ops) pending.push(this.#prepare(op, lastUpdated, instant, context));
-    for (const step of this.#steps) await step.beforeCommit?.(pending, context);
-    const records = await this.#deps.repository.store(
-      pending.map((p) => ({ write: p.write, plaintext: Buffer.from(JSON.stringify(p.bundle)), anchor: p.anchor })),
-      { signal: context.signal },
-    );
+    let records: VersionRecord[];
+    try {
+      for (const step of this.#steps) await step.beforeCommit?.(pending, context);
+      records = await this.#deps.repository.store(
+        pending.map((p) => ({ write: p.write, plaintext: Buffer.from(JSON.stringify(p.bundle)), anchor: p.anchor })),
+        { signal: context.signal },
+      );
+    } catch (err) {
+      for (const step of this.#steps) await step.abort?.(context);
+      throw err;
+    }
     const written = records.map((record, i) => ({ record, resource: pending[i]!.resource }));
     context.committed?.push(...records);
     for (const step of this.#steps) await step.afterCommit?.(written, context);

@@ -3,7 +3,7 @@
  * every current version. It is a cache of what the blob store and (later) the chain hold.
  */
 import type { DataKeyStore } from './cipher.ts';
-import type { IndexQuery, SearchRow } from './search-types.ts';
+import type { IndexQuery, SearchRow, SortValue } from './search-types.ts';
 
 export type WriteMethod = 'create' | 'update' | 'patch' | 'delete';
 
@@ -103,6 +103,10 @@ export interface HistoryQuery {
   at?: { low: number; high: number };
   /** Snapshot: only versions with seq <= this (keeps pages stable while others write). */
   maxSeq?: number;
+  /** Keyset paging: only versions with seq < olderThan (the page after a page ending there)… */
+  olderThan?: number;
+  /** …or the `count` versions with seq > newerThan nearest to it (the page before), still newest first. */
+  newerThan?: number;
   /** Only versions of this key scope (a patient's compartment)… */
   keyScope?: string;
   /** …and, with `keyScope`, deletion versions too (they carry no data and no scope). */
@@ -138,6 +142,11 @@ export interface Page<T> {
   total: number | undefined;
 }
 
+/** A page of search matches with each match's sort key (`IndexKeyset.key`), parallel to `records`. */
+export interface SearchPage extends Page<VersionRecord> {
+  keys: SortValue[][];
+}
+
 export interface IndexStore extends AnchorQueue {
   readonly dataKeys: DataKeyStore;
   current(type: string, id: string): Promise<VersionRecord | undefined>;
@@ -156,8 +165,8 @@ export interface IndexStore extends AnchorQueue {
    * return resolve at once; the embedded SQLite index batches the fsyncs of concurrent writers.
    */
   flush(): Promise<void>;
-  /** Current, non-deleted resources matching the query. */
-  search(query: IndexQuery): Promise<Page<VersionRecord>>;
+  /** Current, non-deleted resources matching the query, with their sort keys. */
+  search(query: IndexQuery): Promise<SearchPage>;
   /**
    * Current, non-deleted resources in index order, a page at a time (`vellum reindex` walks the
    * whole store with it: pass the last `rid` of a page as the next `afterRid`).

@@ -22,6 +22,7 @@ export const KEY_PURPOSE = {
   leafPseudonym: 'vellum/v1/anchor-leaf-pseudonym',
   manifestLocator: 'vellum/v1/manifest-locator',
   auditQueue: 'vellum/v1/audit-queue',
+  consentPseudonym: 'vellum/v1/consent-pseudonym',
 } as const;
 
 /** Key scope of resources outside any patient compartment. */

@@ -59,36 +59,42 @@ export class Repository {
    * versions are durable once `flush()` resolves: callers acknowledge a write only after it.
    */
   async store(versions: PreparedVersion[], options?: AbortOptions): Promise<VersionRecord[]> {
-    const writes: IndexWrite[] = [];
-    const plaintexts: Uint8Array[] = [];
-    for (const version of versions) {
-      const { write } = version;
-      const envelope = await this.#cipher.seal(
-        version.plaintext,
-        { resourceType: write.type, id: write.id, versionId: String(write.versionId), keyScope: write.keyScope },
-        options,
+    const envelopes: Uint8Array[] = [];
+    for (const { write, plaintext } of versions) {
+      envelopes.push(
+        await this.#cipher.seal(plaintext, { resourceType: write.type, id: write.id, versionId: String(write.versionId), keyScope: write.keyScope }, options),
       );
-      const cid = await this.blobs.put(envelope, options);
-      let anchor: IndexWrite['anchor'];
-      if (version.anchor) {
-        anchor = version.anchor(cid);
-        if (this.#locatorKey) {
-          const keyCid = await this.#publishKey(write.keyScope, options);
-          anchor.locator = sealLocator(this.#locatorKey, anchor.leaf, {
-            type: write.type,
-            id: write.id,
-            versionId: write.versionId,
-            keyScope: write.keyScope,
-            method: write.method,
-            keyCid,
-          });
-        }
+    }
+    // A store that takes many blobs at once (the embedded SQLite one: one transaction for a whole
+    // audit batch) gets them at once; any other, one by one.
+    const batch = (this.blobs as BlobStore & { putMany?: (blobs: readonly Uint8Array[], options?: AbortOptions) => Promise<string[]> }).putMany;
+    const cids: string[] = [];
+    if (batch && envelopes.length > 1) cids.push(...(await batch.call(this.blobs, envelopes, options)));
+    else for (const envelope of envelopes) cids.push(await this.blobs.put(envelope, options));
+    const writes: IndexWrite[] = [];
+    versions.forEach((version, i) => writes.push({ ...version.write, cid: cids[i]! }));
+    // A scope's key block, once per call (the scope's key cannot change within it: sealed just above).
+    const keyCids = new Map<string, string>();
+    for (const [i, version] of versions.entries()) {
+      if (!version.anchor) continue;
+      const { write } = version;
+      const anchor: NonNullable<IndexWrite['anchor']> = version.anchor(cids[i]!);
+      if (this.#locatorKey) {
+        let keyCid = keyCids.get(write.keyScope);
+        if (keyCid === undefined) keyCids.set(write.keyScope, (keyCid = await this.#publishKey(write.keyScope, options)));
+        anchor.locator = sealLocator(this.#locatorKey, anchor.leaf, {
+          type: write.type,
+          id: write.id,
+          versionId: write.versionId,
+          keyScope: write.keyScope,
+          method: write.method,
+          keyCid,
+        });
       }
-      writes.push({ ...write, cid, ...(anchor ? { anchor } : {}) });
-      plaintexts.push(version.plaintext);
+      writes[i]!.anchor = anchor;
     }
     const records = await this.index.commit(writes);
-    records.forEach((record, i) => this.#remember(cacheKey(record), plaintexts[i]!));
+    records.forEach((record, i) => this.#remember(cacheKey(record), versions[i]!.plaintext));
     return records;
   }
 

@@ -296,6 +296,22 @@ export interface IndexSort {
   readonly descending: boolean;
 }
 
+/** One value of a row's sort key, as the index holds it (null: the resource has no value). */
+export type SortValue = string | number | null;
+
+/**
+ * A keyset position in a search's order (keyset paging): `key` holds the values of one row's sort
+ * keys — one per `IndexQuery.sort` entry, then the row's type and id (the tiebreak every order ends
+ * with), as `SearchPage.keys` returns them. `after`: the `count` rows that follow the key in the
+ * order; `before`: the `count` rows that precede it (still returned in the query's order). Without
+ * `key`, `before` means the last `count` rows. `inclusive` also admits the row at `key` itself.
+ */
+export interface IndexKeyset {
+  readonly direction: 'after' | 'before';
+  readonly key?: readonly SortValue[];
+  readonly inclusive?: boolean;
+}
+
 /** A planned search: resources of `resourceType` (null = all types) matching every clause (AND). */
 export interface IndexQuery {
   readonly resourceType: string | null;
@@ -304,6 +320,8 @@ export interface IndexQuery {
   readonly count: number;
   readonly offset: number;
   readonly wantTotal: boolean;
+  /** Keyset paging: where the page starts (applied before `offset`). */
+  readonly keyset?: IndexKeyset;
 }
 
 const COMBINING_MARKS = /\p{M}/gu;

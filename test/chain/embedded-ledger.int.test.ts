@@ -44,7 +44,7 @@ t.test('first start: private key file, registry deployed, ping', async (t) => {
   t.equal(ledger.chainId, 31337);
   t.match(ledger.contract, /^0x[0-9a-fA-F]{40}$/);
   t.equal(ledger.replayed, 0);
-  t.equal(logLines(dataDir).length, 1, 'the deployment is logged');
+  t.equal(logLines(dataDir).length, 2, 'both deployments (anchor and consent registries) are logged');
   await ledger.ping();
 });
 
@@ -194,7 +194,7 @@ t.test('start time with 100 and 1,000 logged anchors', async (t) => {
     anchored = target;
     await l.close();
     l = await timedOpen(t, dir, `${target} logged anchors`);
-    t.equal(l.replayed, target + 1, `${target} anchors + the deployment replayed`);
+    t.equal(l.replayed, target + 2, `${target} anchors + both deployments replayed`);
   }
   const next = await l.anchor(randomRoot(), 1, manifestCid('next'));
   t.equal(next.batchId, 1_001, 'anchoring continues');

@@ -5,7 +5,7 @@
  * test/contracts/anchor-registry.test.ts.)
  */
 import t, { type Test } from 'tap';
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { StandardMerkleTree } from '@openzeppelin/merkle-tree';
 import { AbiCoder, computeHmac, concat, keccak256, toUtf8Bytes } from 'ethers';
 import { CID } from 'multiformats/cid';
@@ -13,6 +13,7 @@ import * as raw from 'multiformats/codecs/raw';
 import * as Digest from 'multiformats/hashes/digest';
 import {
   LEAF_DOMAIN,
+  PSEUDONYM_CONTEXT,
   canonicalJson,
   cidBytes,
   cidDigest,
@@ -169,4 +170,14 @@ t.test('error codes', async (t) => {
   throwsCode(t, () => canonicalJson({ n: Number.NaN }), 'VLM_CHAIN_LEAF_BAD_CONTENT');
   const parts = computeLeaf(INPUT);
   throwsCode(t, () => leafFromParts({ ...parts, cidDigest: new Uint8Array(20) }), 'VLM_CHAIN_LEAF_BAD_PART');
+});
+
+t.test('pseudonym keys are cached as key objects, but a key changed in place is used as it is now', async (t) => {
+  const key = new Uint8Array(KEY);
+  const before = toHex(pseudonym(key, 'Patient', 'example'));
+  t.equal(toHex(pseudonym(key, 'Patient', 'example')), before, 'same key, same pseudonym');
+  key[0] = key[0]! ^ 0xff;
+  const after = toHex(pseudonym(key, 'Patient', 'example'));
+  t.not(after, before);
+  t.equal(after, toHex(createHmac('sha256', key).update(`${PSEUDONYM_CONTEXT}\u0000Patient/example`, 'utf8').digest()), 'HMAC of the current bytes');
 });

@@ -13,7 +13,8 @@ import t from 'tap';
 import { startProcessServer } from '../helpers/process-server.ts';
 
 t.test('README onboarding: admin token → enrol a Backend Services client → call → audit', async (t) => {
-  const s = await startProcessServer(t, { env: { VELLUM_ANCHOR_INTERVAL_MS: '100' } });
+  // The SMART walk-through of the README, consent off: consent on top of it is test/fhir/consent/*'s.
+  const s = await startProcessServer(t, { env: { VELLUM_ANCHOR_INTERVAL_MS: '100', VELLUM_CONSENT: 'off' } });
   const file = path.join(s.dataDir, 'admin-client.json');
   t.equal((fs.statSync(file).mode & 0o777).toString(8), '600');
   const admin = JSON.parse(fs.readFileSync(file, 'utf8'));

@@ -113,3 +113,14 @@ t.test('put throughput (2 KB blobs, durable)', async (t) => {
   t.comment(`SqliteBlobStore: ${Math.round((blobs.length / putMs) * 1000)} puts/s (synchronous=FULL), ${Math.round((cids.length / getMs) * 1000)} gets/s`);
   t.pass();
 });
+
+t.test('putMany stores several blobs in one transaction, with the CIDs put gives', async (t) => {
+  const store = SqliteBlobStore.open(':memory:');
+  t.teardown(() => store.close());
+  const blobs = [randomBytes(100), randomBytes(2000), randomBytes(CHUNK_SIZE + 10), randomBytes(100)];
+  blobs[3] = blobs[0]!; // the same content twice is one block
+  const cids = await store.putMany(blobs);
+  t.same(cids, await Promise.all(blobs.map(async (b) => (await cidForBytes(b)).root)));
+  for (const [i, cid] of cids.entries()) t.same(Buffer.from(await store.get(cid)), blobs[i]);
+  t.same(await store.putMany([]), []);
+});

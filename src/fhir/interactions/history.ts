@@ -3,16 +3,19 @@
  * GET [base]/[type]/[id]/_history, [base]/[type]/_history, [base]/_history: every version,
  * newest first, as a `history` Bundle with request/response per entry. `_since`, `_at`, `_count`.
  * Pages are cut from a snapshot (the highest version sequence number when the first page was
- * served), so `next` links keep returning the same versions while others write.
+ * served), so `next` links keep returning the same versions while others write. The links carry
+ * a sealed cursor (paging.ts) holding the snapshot and the seq of the page's last (`next`) or
+ * first (`previous`) version: each page is a keyset seek on the version sequence, not an OFFSET.
+ * A client's own `_snapshot` and `_offset` are still honoured (without `_cursor`).
  */
 import type { VersionRecord } from '../../storage/index-store.ts';
 import { dateRange } from '../dates.ts';
 import { fhirError } from '../errors.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
-import { inCompartmentType } from '../access.ts';
+import { assertVisible, inCompartmentType, visible } from '../access.ts';
 import { checkId } from './common.ts';
-import { pageCount, pageLinks } from './paging.ts';
+import { openCursor, pageCount, pageLinks, type CursorBinding } from './paging.ts';
 
 function requestOf(record: VersionRecord): { method: string; url: string } {
   switch (record.method) {
@@ -67,24 +70,51 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
     if (!at) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_at must be a date or dateTime', ['_at']);
   }
   const count = pageCount(request);
+  const path = [type, id, '_history'].filter(Boolean).join('/');
+  const keep = request.query.filter(([n]) => ['_since', '_at', '_format', '_pretty'].includes(n));
+  const binding: CursorBinding = { interaction: 'history', path, params: keep.filter(([n]) => n === '_since' || n === '_at') };
+  // A cursor's key is the seq of a version (or empty: from the newest version of its snapshot).
+  const position = openCursor(services, binding, request, [0, 1]);
+  if (position && position.snapshot === undefined) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_CURSOR', 'The page cursor is not valid for this query', ['_cursor']);
+  if (position && queryValue(request, '_snapshot') !== undefined) {
+    throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_cursor and _snapshot cannot be combined', ['_snapshot']);
+  }
   const offset = nonNegative(request, '_offset') ?? 0;
-  const maxSeq = nonNegative(request, '_snapshot') ?? (await services.repository.index.lastSeq());
+  const maxSeq = position?.snapshot ?? nonNegative(request, '_snapshot') ?? (await services.repository.index.lastSeq());
+  const seq = position?.key.length ? Number(position.key[0]) : undefined;
+  if (seq !== undefined && !Number.isSafeInteger(seq)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_CURSOR', 'The page cursor is not valid for this query', ['_cursor']);
+  const backwards = position?.direction === 'before' && seq !== undefined;
+  // One version more than the page tells whether another page follows (or, backwards, precedes).
   const page = await services.repository.index.history({
     type,
     id,
     since,
     at,
     maxSeq,
-    count,
+    count: count > 0 ? count + 1 : 0,
     offset,
+    ...(seq !== undefined ? (backwards ? { newerThan: position!.inclusive ? seq - 1 : seq } : { olderThan: position!.inclusive ? seq + 1 : seq }) : {}),
     ...(keyScope !== undefined ? { keyScope, withDeletions: id !== undefined } : {}),
   });
-  if (id !== undefined && keyScope !== undefined && offset === 0 && !page.records.some((r) => !r.deleted)) {
+  const extra = page.records.length > count;
+  if (extra) page.records = backwards ? page.records.slice(1) : page.records.slice(0, count);
+  if (id !== undefined && keyScope !== undefined && offset === 0 && seq === undefined && !page.records.some((r) => !r.deleted)) {
     // No version of this resource with data is in the compartment: it is not the caller's.
     throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "The resource is outside the patient's compartment this token is confined to");
   }
+  // A consent-gated caller sees the versions its patients' consents permit. An instance's history
+  // is all or nothing (403 when a version with data is withheld); in type and system history,
+  // withheld versions and deletions (which carry no compartment) are left out, and so is `total`.
+  let records = page.records;
+  if (request.consent) {
+    if (id !== undefined) {
+      for (const record of records) if (!record.deleted) assertVisible(services, request, record);
+    } else {
+      records = records.filter((record) => !record.deleted && visible(services, request, record));
+    }
+  }
   const entry = [];
-  for (const record of page.records) {
+  for (const record of records) {
     const resource = record.deleted ? undefined : await services.loadResource(record, request.signal);
     entry.push({
       fullUrl: `${request.baseUrl}/${record.type}/${record.id}`,
@@ -97,15 +127,24 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
       },
     });
   }
-  const path = [type, id, '_history'].filter(Boolean).join('/');
-  const keep = request.query.filter(([n]) => ['_since', '_at', '_format', '_pretty'].includes(n));
+  const first = page.records[0];
+  const last = page.records[page.records.length - 1];
   return {
     status: 200,
     resource: {
       resourceType: 'Bundle',
       type: 'history',
-      total: page.total,
-      link: pageLinks(`${request.baseUrl}/${path}`, keep, { count, offset, snapshot: maxSeq, total: page.total, returned: page.records.length }),
+      ...(request.consent && id === undefined ? {} : { total: page.total }),
+      link: pageLinks(services, request, `${request.baseUrl}/${path}`, keep, binding, {
+        count,
+        offset,
+        position,
+        snapshot: maxSeq,
+        firstKey: first ? [first.seq] : undefined,
+        lastKey: last ? [last.seq] : undefined,
+        hasPrevious: backwards ? extra : seq !== undefined || offset > 0,
+        hasNext: backwards ? true : extra,
+      }),
       ...(entry.length ? { entry } : {}),
     },
   };

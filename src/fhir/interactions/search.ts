@@ -10,17 +10,17 @@
  * (VLM_FHIR_BAD_SEARCH_PARAMETER; the parser's own code is in the diagnostics).
  */
 import type { IndexClause, IndexCondition, IndexQuery } from '../../storage/search-types.ts';
-import { compartmentClause, restrictionClause, visible } from '../access.ts';
+import { compartmentClause, restrictionClause, totalDisclosed, visible } from '../access.ts';
 import { FhirError, fhirError, VELLUM_ERROR_SYSTEM } from '../errors.ts';
 import { elementsList, subset, summaryMode } from '../format.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
 import { gatherIncludes, MAX_INCLUDES, parseIncludes, type IncludeDirective } from '../search/include.ts';
 import { parseSearchRequest } from '../search/parse.ts';
 import type { FhirServices } from '../services.ts';
-import { DEFAULT_COUNT, MAX_COUNT, pageLinks } from './paging.ts';
+import { bindingParams, DEFAULT_COUNT, MAX_COUNT, openCursor, pageLinks, type CursorBinding } from './paging.ts';
 
 /** Parameters that shape the result rather than select resources (handled here, not by the parser). */
-const RESULT_PARAMS = new Set(['_count', '_offset', '_summary', '_elements', '_format', '_pretty', '_total', '_snapshot']);
+const RESULT_PARAMS = new Set(['_count', '_offset', '_cursor', '_summary', '_elements', '_format', '_pretty', '_total', '_snapshot']);
 
 /**
  * Result parameters the parser passes through that Vellum does not implement: reported like any
@@ -140,15 +140,36 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
     throw fhirError(400, 'not-supported', 'VLM_FHIR_UNKNOWN_PARAMETER', `Unknown search parameters: ${unknown.join(', ')}`, unknown);
   }
   const countOnly = summary === 'count';
+  // A consent-gated caller searching patient data: matches are decided one by one, so the index's
+  // total would count what is withheld. Counts are made from the matches it may see instead.
+  const disclosed = totalDisclosed(services, request, type);
+  if (countOnly && !disclosed) return gatedCount(services, request, { ...query, where: [...query.where, ...confine] });
+  // Keyset paging (paging.ts): the links carry a sealed cursor bound to this query.
+  const ignored = new Set(unknown);
+  const keep = request.query.filter(([name]) => !['_count', '_offset', '_snapshot', '_cursor'].includes(name) && !ignored.has(name));
+  const path = compartment ? `${compartment.type}/${compartment.id}/${type}` : type;
+  const binding: CursorBinding = { interaction: 'search', path: path ?? '', params: bindingParams(keep) };
+  const position = openCursor(services, binding, request, [query.sort.length + 2]);
+  // One match more than the page tells whether another page follows (or, before a position, precedes).
+  const fetch = countOnly ? 0 : count > 0 ? count + 1 : 0;
   const page = await services.repository.index.search({
     ...query,
     where: [...query.where, ...confine],
-    count: countOnly ? 0 : count,
+    count: fetch,
     offset,
-    wantTotal: countOnly || totalMode !== 'none',
+    wantTotal: disclosed && (countOnly || totalMode !== 'none'),
+    ...(position ? { keyset: { direction: position.direction, key: position.key, inclusive: position.inclusive === true } } : {}),
   });
+  const backwards = position?.direction === 'before';
+  const extra = page.records.length > count;
+  if (extra) {
+    page.records = backwards ? page.records.slice(1) : page.records.slice(0, count);
+    page.keys = backwards ? page.keys.slice(1) : page.keys.slice(0, count);
+  }
   const entry: Record<string, unknown>[] = [];
-  for (const record of page.records) {
+  // What this caller may see (patient consent); the page's keys still advance over every match.
+  const matches = request.consent ? page.records.filter((record) => visible(services, request, record)) : page.records;
+  for (const record of matches) {
     const resource = await services.loadResource(record, request.signal);
     if (!resource) continue;
     entry.push({
@@ -164,11 +185,11 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
     diagnostics: `Search parameter ${name} is not supported and was ignored`,
     expression: [name],
   }));
-  if (includes.length && !countOnly && page.records.length) {
+  if (includes.length && !countOnly && matches.length) {
     const included = await gatherIncludes(
       { registry: services.registry, search: (q) => services.repository.index.search(q) },
       includes,
-      page.records,
+      matches,
     );
     for (const record of included.records) {
       // A patient-confined token sees included resources of its own compartment (and those outside any).
@@ -199,14 +220,14 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
       search: { mode: 'outcome' },
     });
   }
-  const ignored = new Set(unknown);
-  const keep = request.query.filter(([name]) => !['_count', '_offset', '_snapshot'].includes(name) && !ignored.has(name));
-  const path = compartment ? `${compartment.type}/${compartment.id}/${type}` : type;
-  const links = pageLinks(path === null ? request.baseUrl : `${request.baseUrl}/${path}`, keep, {
+  const links = pageLinks(services, request, path === null ? request.baseUrl : `${request.baseUrl}/${path}`, keep, binding, {
     count,
     offset,
-    total: page.total,
-    returned: page.records.length,
+    position,
+    firstKey: page.keys[0],
+    lastKey: page.keys[page.keys.length - 1],
+    hasPrevious: backwards ? extra : position !== undefined || offset > 0,
+    hasNext: backwards ? true : extra,
   });
   return {
     status: 200,
@@ -217,6 +238,45 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
       link: countOnly ? links.filter((l) => l.relation === 'self') : links,
       // R4 JSON has no empty arrays: no matches, no `entry`.
       ...(entry.length ? { entry } : {}),
+    },
+  };
+}
+
+/** Most matches a consent-gated `_summary=count` decides one by one; beyond it the count is not given. */
+const GATED_COUNT_LIMIT = 10_000;
+
+/** `_summary=count` for a consent-gated caller: the matches it may see, counted (no withheld ones). */
+async function gatedCount(services: FhirServices, request: FhirRequest, query: IndexQuery): Promise<FhirResponse> {
+  const page = await services.repository.index.search({ ...query, count: GATED_COUNT_LIMIT + 1, offset: 0, wantTotal: false });
+  const within = page.records.length <= GATED_COUNT_LIMIT;
+  const total = within ? page.records.filter((record) => visible(services, request, record)).length : undefined;
+  return {
+    status: 200,
+    resource: {
+      resourceType: 'Bundle',
+      type: 'searchset',
+      ...(total !== undefined ? { total } : {}),
+      ...(within
+        ? {}
+        : {
+            entry: [
+              {
+                fullUrl: `urn:uuid:${crypto.randomUUID()}`,
+                resource: {
+                  resourceType: 'OperationOutcome',
+                  issue: [
+                    {
+                      severity: 'warning',
+                      code: 'too-costly',
+                      details: { coding: [{ system: VELLUM_ERROR_SYSTEM, code: 'VLM_CONSENT_COUNT_TOO_COSTLY' }] },
+                      diagnostics: `More than ${GATED_COUNT_LIMIT} matches: narrow the search to get a count`,
+                    },
+                  ],
+                },
+                search: { mode: 'outcome' },
+              },
+            ],
+          }),
     },
   };
 }

@@ -8,17 +8,23 @@
  * keeps the listed types (referenced ones included). AuditEvents (in the compartment by R4's
  * definition, but the server's record of accesses, not the patient's record) come only when
  * `_type` names them.
+ *
+ * Paging is keyset paging over (type, id), the matches' order (interactions/paging.ts): a page
+ * link's sealed cursor holds the type and id of the page's last (`next`) or first (`previous`)
+ * match, and the page continues from there type by type, so resources added to or removed from
+ * the record meanwhile do not shift later pages. `total` is counted at each request.
  */
 import type { VersionRecord } from '../../storage/index-store.ts';
 import type { IndexClause } from '../../storage/search-types.ts';
-import { assertVisible, compartmentClause, inCompartmentType } from '../access.ts';
+import { assertVisible, compartmentClause, inCompartmentType, visible } from '../access.ts';
 import { dateRange } from '../dates.ts';
 import { fhirError } from '../errors.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
 import { gatherIncludes } from '../search/include.ts';
 import type { FhirServices } from '../services.ts';
 import { requireCurrent } from '../interactions/common.ts';
-import { pageCount, pageLinks } from '../interactions/paging.ts';
+import { openCursor, pageCount, pageLinks, type CursorBinding } from '../interactions/paging.ts';
+import type { SortValue } from '../../storage/search-types.ts';
 
 function offsetOf(request: FhirRequest): number {
   const raw = queryValue(request, '_offset');
@@ -46,6 +52,10 @@ export async function everything(services: FhirServices, request: FhirRequest): 
     }
     types = [...services.resourceTypes].filter((type) => inCompartmentType(services, type) && wanted!.has(type)).sort();
   }
+  // A consent-gated caller gets the classes the patient's consents permit it (the rest are not
+  // counted either, so `total` reveals nothing withheld).
+  const gate = request.consent;
+  if (gate) types = types.filter((type) => gate.allowed(type, patient.keyScope));
   const where = (type: string): IndexClause[] => {
     const clauses: IndexClause[] = [
       type === 'Patient' ? { negate: false, anyOf: [{ kind: 'id', id }] } : compartmentClause(services, type, id)!,
@@ -62,44 +72,82 @@ export async function everything(services: FhirServices, request: FhirRequest): 
   const count = pageCount(request);
   const offset = offsetOf(request);
   const index = services.repository.index;
+  const keep = request.query.filter(([name]) => ['_since', '_type', '_format', '_pretty'].includes(name));
+  const binding: CursorBinding = { interaction: 'everything', path: `Patient/${id}/$everything`, params: keep.filter(([n]) => n === '_since' || n === '_type') };
+  const position = openCursor(services, binding, request, [2]);
+  const at = position && typeof position.key[0] === 'string' && typeof position.key[1] === 'string' ? { type: position.key[0], id: position.key[1] } : undefined;
+  if (position && !at) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_CURSOR', 'The page cursor is not valid for this query', ['_cursor']);
 
-  // How many each type has, then the page's slice across the types in order.
+  // How many each type has (the total), then the page across the types in (type, id) order.
   const sizes: [string, number][] = [];
   for (const type of types) {
     const page = await index.search({ resourceType: type, where: where(type), sort: [], count: 0, offset: 0, wantTotal: true });
     if (page.total) sizes.push([type, page.total]);
   }
   const total = sizes.reduce((n, [, size]) => n + size, 0);
-  const records: VersionRecord[] = [];
-  let skip = offset;
-  for (const [type, size] of sizes) {
-    if (records.length >= count) break;
-    if (skip >= size) {
-      skip -= size;
-      continue;
+  // One match more than the page tells whether another page follows (or, backwards, precedes).
+  const want = count > 0 ? count + 1 : 0;
+  let records: VersionRecord[] = [];
+  let keys: SortValue[][] = [];
+  const backwards = position?.direction === 'before';
+  if (backwards) {
+    // The matches just before the position: its type from the position down, then earlier types.
+    for (const [type] of [...sizes].reverse()) {
+      if (records.length >= want) break;
+      if (type > at!.type) continue;
+      const page = await index.search({
+        resourceType: type,
+        where: where(type),
+        sort: [],
+        count: want - records.length,
+        offset: 0,
+        wantTotal: false,
+        keyset: type === at!.type ? { direction: 'before', key: [at!.type, at!.id], inclusive: position!.inclusive === true } : { direction: 'before' },
+      });
+      records = [...page.records, ...records];
+      keys = [...page.keys, ...keys];
     }
-    const page = await index.search({
-      resourceType: type,
-      where: where(type),
-      sort: [{ of: 'id', param: '_id', descending: false }],
-      count: count - records.length,
-      offset: skip,
-      wantTotal: false,
-    });
-    records.push(...page.records);
-    skip = 0;
+  } else {
+    let skip = offset;
+    for (const [type, size] of sizes) {
+      if (records.length >= want) break;
+      if (at && type < at.type) continue;
+      if (!at && skip >= size) {
+        skip -= size;
+        continue;
+      }
+      const page = await index.search({
+        resourceType: type,
+        where: where(type),
+        sort: [],
+        count: want - records.length,
+        offset: skip,
+        wantTotal: false,
+        ...(at && type === at.type ? { keyset: { direction: 'after' as const, key: [at.type, at.id], inclusive: position!.inclusive === true } } : {}),
+      });
+      records.push(...page.records);
+      keys.push(...page.keys);
+      skip = 0;
+    }
+  }
+  const extra = records.length > count;
+  if (extra) {
+    records = backwards ? records.slice(records.length - count) : records.slice(0, count);
+    keys = backwards ? keys.slice(keys.length - count) : keys.slice(0, count);
   }
 
   const entry: Record<string, unknown>[] = [];
-  for (const record of records) {
+  // A record of the compartment whose key scope is another patient's is decided for that patient.
+  const shown = gate ? records.filter((record) => visible(services, request, record)) : records;
+  for (const record of shown) {
     const resource = await services.loadResource(record, request.signal);
     if (resource) entry.push({ fullUrl: `${request.baseUrl}/${record.type}/${record.id}`, resource, search: { mode: 'match' } });
   }
-  if (records.length) {
+  if (shown.length) {
     const included = await gatherIncludes(
       { registry: services.registry, search: (q) => index.search(q) },
       [{ name: '_include', reverse: false, iterate: false, sourceType: null, params: null }],
-      records,
+      shown,
     );
     for (const record of included.records) {
       // Only what lies outside every patient compartment: the compartment's own resources are matches.
@@ -108,14 +156,21 @@ export async function everything(services: FhirServices, request: FhirRequest): 
       if (resource) entry.push({ fullUrl: `${request.baseUrl}/${record.type}/${record.id}`, resource, search: { mode: 'include' } });
     }
   }
-  const keep = request.query.filter(([name]) => ['_since', '_type', '_format', '_pretty'].includes(name));
   return {
     status: 200,
     resource: {
       resourceType: 'Bundle',
       type: 'searchset',
       total,
-      link: pageLinks(`${request.baseUrl}/Patient/${id}/$everything`, keep, { count, offset, total, returned: records.length }),
+      link: pageLinks(services, request, `${request.baseUrl}/Patient/${id}/$everything`, keep, binding, {
+        count,
+        offset,
+        position,
+        firstKey: keys[0],
+        lastKey: keys[keys.length - 1],
+        hasPrevious: backwards ? extra : position !== undefined || offset > 0,
+        hasNext: backwards ? true : extra,
+      }),
       ...(entry.length ? { entry } : {}),
     },
   };

@@ -9,7 +9,7 @@
  * Records are sealed with AES-256-GCM under a master-derived key (random IV, sequence number as
  * additional data): the queue never holds readable PHI, even for the milliseconds a record waits.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { storageError } from '../errors.ts';
 import { WalSync } from './wal-sync.ts';
@@ -22,10 +22,11 @@ export interface QueuedRecord {
 
 export class SqliteAuditQueue {
   readonly #db: DatabaseSync;
-  readonly #key: Uint8Array;
+  /** A KeyObject: node:crypto re-imports a raw key on every cipher it makes, which costs more than the cipher. */
+  readonly #key: KeyObject;
   readonly #wal: WalSync | undefined;
   readonly #insert: StatementSync;
-  readonly #update: StatementSync;
+  readonly #lastSeq: StatementSync;
   readonly #take: StatementSync;
   readonly #count: StatementSync;
   #closed = false;
@@ -34,7 +35,7 @@ export class SqliteAuditQueue {
 
   private constructor(db: DatabaseSync, key: Uint8Array, wal: WalSync | undefined) {
     this.#db = db;
-    this.#key = key;
+    this.#key = createSecretKey(key);
     this.#wal = wal;
     db.exec(`
       PRAGMA journal_mode = WAL;
@@ -45,8 +46,12 @@ export class SqliteAuditQueue {
     `);
     db.prepare("INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('instance', ?)").run(randomBytes(6).toString('hex'));
     this.instance = (db.prepare("SELECT value FROM audit_meta WHERE key = 'instance'").get() as { value: string }).value;
-    this.#insert = db.prepare('INSERT INTO audit_queue (body) VALUES (?)');
-    this.#update = db.prepare('UPDATE audit_queue SET body = ? WHERE seq = ?');
+    this.#insert = db.prepare('INSERT INTO audit_queue (seq, body) VALUES (?, ?)');
+    // The highest sequence number ever used (AUTOINCREMENT keeps it in sqlite_sequence even when
+    // the queue is empty): numbers are never reused, so an AuditEvent id is never taken twice.
+    this.#lastSeq = db.prepare(
+      "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_queue'), 0), COALESCE((SELECT MAX(seq) FROM audit_queue), 0)) AS seq",
+    );
     this.#take = db.prepare('SELECT seq, body FROM audit_queue ORDER BY seq LIMIT ?');
     this.#count = db.prepare('SELECT COUNT(*) AS n FROM audit_queue');
   }
@@ -67,16 +72,31 @@ export class SqliteAuditQueue {
 
   /** Append a record (committed to the WAL on return; durable once `flush` resolves). Returns its sequence number. */
   append(plaintext: Uint8Array): number {
+    return this.appendMany([plaintext])[0]!;
+  }
+
+  /**
+   * Append records in one transaction (committed to the WAL on return; durable once `flush`
+   * resolves). Returns their sequence numbers, in order.
+   */
+  appendMany(plaintexts: readonly Uint8Array[]): number[] {
     this.#check();
-    // The row id is assigned by the insert; the sealed body binds it afterwards (one transaction).
+    if (plaintexts.length === 0) return [];
+    // Numbers are assigned inside the write transaction (BEGIN IMMEDIATE excludes other writers),
+    // so the sealed body can bind its number in the same, single insert.
     this.#db.exec('BEGIN IMMEDIATE');
     try {
-      const seq = Number(this.#insert.run(new Uint8Array(0)).lastInsertRowid);
-      this.#update.run(this.#seal(seq, plaintext), seq);
+      let seq = Number((this.#lastSeq.get() as { seq: number }).seq);
+      const seqs: number[] = [];
+      for (const plaintext of plaintexts) {
+        seq++;
+        this.#insert.run(seq, this.#seal(seq, plaintext));
+        seqs.push(seq);
+      }
       this.#db.exec('COMMIT');
-      return seq;
+      return seqs;
     } catch (err) {
-      this.#db.exec('ROLLBACK');
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
       throw storageError('VLM_AUDIT_QUEUE_WRITE', 'unavailable', 'cannot queue the audit record', err);
     }
   }

@@ -11,6 +11,7 @@
  *                 WHERE s.rid = r.rid AND …)                          -- every other clause
  *   ORDER BY <sort keys>, r.type, r.id
  *   LIMIT ? OFFSET ?
+ * (wrapped as `SELECT … FROM (…) WHERE <keyset position>` so that the sort keys are columns: `planSearch`).
  * The driving clause is the most selective-looking one (reference, then token/uri equality,
  * then string prefix); it is read from the `(param, value…, rid)` index and its rids looked
  * up by primary key (`+r.type` stops SQLite from walking the whole type instead). The other
@@ -32,6 +33,14 @@
  * A search that still exceeds one of SQLite's limits raises VLM_INDEX_QUERY_TOO_COMPLEX
  * ('invalid', see `queryLimitError`).
  *
+ * Paging is by keyset (`IndexQuery.keyset`, see `planSearch`): each hit carries its sort key and the
+ * next page starts strictly after the last one, so writes between pages do not shift them (the
+ * FHIR layer seals the key into the `_cursor` of the page links: src/fhir/interactions/paging.ts).
+ *
+ * Bounded date ranges: AND-ed conditions on one date parameter (`date=ge2020-01-01&date=lt2020-02-01`,
+ * `eq` on a precision range, `ap`) drive from one range of `search_date_low` bounded at both ends,
+ * plus the few wide rows and multi-valued resources (see `dateRangeGroup`, `dateRangeDriver`).
+ *
  * Default order: `r.type, r.id` — deterministic, index-backed, and unaffected by updates
  * (an update does not move a resource between pages). Sort keys always end with that
  * tiebreak. For a multi-valued parameter the lowest value sorts ascending and the highest
@@ -50,6 +59,7 @@ import {
   type BasicRow,
   type ChainCondition,
   type CompositeCondition,
+  type DateCondition,
   type HasCondition,
   type IndexQuery,
   type IndexSort,
@@ -58,12 +68,19 @@ import {
   type RowCondition,
   type SearchKind,
   type SearchRow,
+  type SortValue,
   type SubQuery,
 } from '../search-types.ts';
 
 const KINDS: readonly SearchKind[] = ['string', 'token', 'date', 'reference', 'number', 'quantity', 'uri'];
 
 const FK = 'rid INTEGER NOT NULL REFERENCES resources(rid) ON DELETE CASCADE';
+
+/** Widest "short" date row (ms): a day at date precision is [00:00, 23:59:59.999]. */
+const SHORT_DATE_MS = 86_400_000;
+
+/** Parameter suffix of span rows (no search parameter code contains `#`). */
+const SPAN_SUFFIX = '#span';
 
 /** Tables and indexes of the search index; run after the `resources` table exists. Idempotent. */
 export const SEARCH_DDL = `
@@ -82,6 +99,18 @@ CREATE TABLE IF NOT EXISTS search_date (
 CREATE INDEX IF NOT EXISTS search_date_rid ON search_date(rid, param, low, high);
 CREATE INDEX IF NOT EXISTS search_date_low ON search_date(param, low, high, rid);
 CREATE INDEX IF NOT EXISTS search_date_high ON search_date(param, high, low, rid);
+-- Rows wider than a day (month or year precision, long or open periods): the bounded range scan of
+-- the short rows cannot reach them by low, so they have an index of their own (see dateRangeDriver).
+CREATE INDEX IF NOT EXISTS search_date_wide ON search_date(param, low, high, rid) WHERE high - low > ${SHORT_DATE_MS};
+-- Span rows: a resource with several values of a date parameter also has one row
+-- (param '<code>#span', [lowest low, highest high]) so that a bounded range scan finds it when
+-- different values match different conditions (see dateRangeDriver). Never matched by a search.
+CREATE TABLE IF NOT EXISTS search_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO search_date (rid, param, low, high)
+  SELECT rid, param || '${SPAN_SUFFIX}', MIN(low), MAX(high) FROM search_date
+  WHERE NOT EXISTS (SELECT 1 FROM search_state WHERE key = 'date_spans') AND instr(param, '#') = 0
+  GROUP BY rid, param HAVING COUNT(*) > 1;
+INSERT OR IGNORE INTO search_state (key, value) VALUES ('date_spans', '1');
 
 CREATE TABLE IF NOT EXISTS search_reference (
   ${FK}, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT);
@@ -141,6 +170,8 @@ export interface SearchHit {
   readonly version: number;
   readonly cid: string | null;
   readonly lastUpdated: number;
+  /** The hit's sort key: its sort values, then type and id (an `IndexKeyset.key`). */
+  readonly key: SortValue[];
 }
 
 /** A planned statement: SQL text plus its bound values, in order. */
@@ -171,6 +202,17 @@ export class SearchSql {
   /** Insert the search rows of a resource's current version. */
   insertRows(rid: number, rows: readonly SearchRow[]): void {
     for (const row of rows) this.#statement(INSERT_SQL[row.kind]).run(...insertValues(rid, row));
+    // A span row per date parameter with several values (see SEARCH_DDL and dateRangeDriver).
+    const spans = new Map<string, { low: number; high: number; n: number }>();
+    for (const row of rows) {
+      if (row.kind !== 'date') continue;
+      const span = spans.get(row.param);
+      if (span) spans.set(row.param, { low: Math.min(span.low, row.low), high: Math.max(span.high, row.high), n: span.n + 1 });
+      else spans.set(row.param, { low: row.low, high: row.high, n: 1 });
+    }
+    for (const [param, span] of spans) {
+      if (span.n > 1) this.#statement(INSERT_SQL.date).run(rid, `${param}${SPAN_SUFFIX}`, span.low, span.high);
+    }
   }
 
   /** Delete every search row of `rid` (before re-indexing an update, or on delete). */
@@ -185,7 +227,8 @@ export class SearchSql {
   search(q: IndexQuery): SearchHit[] {
     try {
       const { sql, params } = planSearch(q);
-      return this.#statement(sql).all(...params).map(toHit);
+      const hits = this.#statement(sql).all(...params).map((row) => toHit(row, q.sort.length));
+      return q.keyset?.direction === 'before' ? hits.reverse() : hits;
     } catch (err) {
       throw queryLimitError(err) ?? err;
     }
@@ -314,8 +357,15 @@ function compositeColumns(p: BasicRow): SQLInputValue[] {
 
 const COMPOSITE_COLUMNS = ['norm', 'exact', 'system', 'code', 'text', 'low', 'high', 'target_type', 'target_id', 'url', 'value', 'unit'];
 
-function toHit(row: Record<string, unknown>): SearchHit {
+function toHit(row: Record<string, unknown>, sortKeys: number): SearchHit {
+  const key: SortValue[] = [];
+  for (let i = 0; i < sortKeys; i++) {
+    const v = row[`k${i}`];
+    key.push(v === null || v === undefined ? null : typeof v === 'bigint' ? Number(v) : (v as string | number));
+  }
+  key.push(String(row['type']), String(row['id']));
   return {
+    key,
     rid: Number(row['rid']),
     type: String(row['type']),
     id: String(row['id']),
@@ -325,15 +375,99 @@ function toHit(row: Record<string, unknown>): SearchHit {
   };
 }
 
-/** Plan one page of a search: `SELECT r.rid, r.type, r.id, r.version, r.cid, r.last_updated … LIMIT ? OFFSET ?`. */
+/**
+ * Plan one page of a search:
+ *   SELECT rid, type, id, version, cid, last_updated, k0, k1, … FROM (
+ *     SELECT r.…, <sort key 0> AS k0, … FROM resources r WHERE <filter>)
+ *   WHERE <keyset position> ORDER BY k0, k1, …, type, id LIMIT ? OFFSET ?
+ * The sort keys are columns so that each hit carries its key (`SearchHit.key`, the cursor of
+ * keyset paging) and the keyset predicate compares plain values. SQLite flattens the subquery, so
+ * without sort keys the plan is the one of the flat query (the `(type, id)` index walk, which the
+ * position `(type, id) > (?, ?)` turns into a range seek instead of an OFFSET walk).
+ *
+ * Keyset (`q.keyset`): `after` keeps the rows strictly after the key in the order — for each key
+ * `gt(k0) OR (k0 = c0 AND (gt(k1) OR (k1 = c1 AND … (type, id) > (?, ?))))`, where `gt` respects
+ * the key's direction and NULLS LAST; `before` keeps the rows strictly before it and reads them in
+ * the reversed order (so LIMIT takes the nearest ones), reversed back to the query's order by
+ * `SearchSql.search`.
+ */
 export function planSearch(q: IndexQuery): PlannedSql {
   const b = new Binder();
+  const keys = q.sort.map((s) => sortKey(s, b));
   const where = whereSql(q, b);
-  const order = [...q.sort.map((s) => sortSql(s, b)), 'r.type', 'r.id'].join(', ');
+  const columns = keys.map((k, i) => `${k.expr} AS k${i}`);
+  const inner = `SELECT r.rid, r.type, r.id, r.version, r.cid, r.last_updated${columns.map((c) => `, ${c}`).join('')} FROM resources r WHERE ${where}`;
+  const reverse = q.keyset?.direction === 'before';
+  const position = q.keyset?.key ? keysetSql(keys, q.resourceType, q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b) : undefined;
+  const order = [
+    ...keys.map((k, i) => `k${i} ${(k.descending !== reverse) ? 'DESC' : 'ASC'} NULLS ${reverse ? 'FIRST' : 'LAST'}`),
+    `type ${reverse ? 'DESC' : 'ASC'}`,
+    `id ${reverse ? 'DESC' : 'ASC'}`,
+  ].join(', ');
+  const outerColumns = ['rid', 'type', 'id', 'version', 'cid', 'last_updated', ...keys.map((_, i) => `k${i}`)].join(', ');
   const sql =
-    `SELECT r.rid, r.type, r.id, r.version, r.cid, r.last_updated FROM resources r WHERE ${where} ` +
+    `SELECT ${outerColumns} FROM (${inner})${position ? ` WHERE ${position}` : ''} ` +
     `ORDER BY ${order} LIMIT ${b.bind(q.count)} OFFSET ${b.bind(q.offset)}`;
   return { sql, params: b.params };
+}
+
+/** A sort key of the page query: its SQL value, its direction, and whether it can be NULL. */
+interface SortKey {
+  readonly expr: string;
+  readonly descending: boolean;
+  readonly nullable: boolean;
+}
+
+/**
+ * The rows strictly after (or before) `key` in the order of `keys` then `type, id`; `inclusive`
+ * admits the row at `key` too. `key` holds one value per sort key, then type and id. A key of the
+ * wrong shape is refused (the cursor layer checks it first; this guards the SQL).
+ */
+function keysetSql(
+  keys: readonly SortKey[],
+  resourceType: string | null,
+  key: readonly unknown[],
+  direction: 'after' | 'before',
+  inclusive: boolean,
+  b: Binder,
+): string {
+  if (key.length !== keys.length + 2 || typeof key[keys.length] !== 'string' || typeof key[keys.length + 1] !== 'string') {
+    throw storageError('VLM_INDEX_BAD_KEYSET', 'invalid', 'The page position does not fit the search order');
+  }
+  const after = direction === 'after';
+  // Values are bound in text order: each level's comparisons, then the levels inside it.
+  const op = `${after ? '>' : '<'}${inclusive ? '=' : ''}`;
+  const keyType = key[keys.length] as string;
+  const keyId = key[keys.length + 1] as string;
+  // One type: every row has it, so the tiebreak is on id alone (a seek of `(type = ?, id > ?)` on
+  // the unique index; SQLite does not split the row value `(type, id) > (?, ?)` under `type = ?`).
+  const tail = () => {
+    if (resourceType === null) return `(type, id) ${op} (${b.bind(keyType)}, ${b.bind(keyId)})`;
+    if (resourceType === keyType) return `id ${op} ${b.bind(keyId)}`;
+    return (resourceType > keyType) === after ? '1' : '0';
+  };
+  const parts = keys.map((k, i) => {
+    const value = key[i];
+    if (value !== null && typeof value !== 'string' && typeof value !== 'number') {
+      throw storageError('VLM_INDEX_BAD_KEYSET', 'invalid', 'The page position does not fit the search order');
+    }
+    return { column: `k${i}`, k, value };
+  });
+  const render = (i: number): string => {
+    if (i === parts.length) return tail();
+    const { column, k, value } = parts[i]!;
+    if (value === null) {
+      // NULLs sort last in both directions: after NULL only NULLs (ties) follow; before it, every value.
+      const beyond = after ? '0' : `${column} IS NOT NULL`;
+      return `(${beyond} OR (${column} IS NULL AND ${render(i + 1)}))`;
+    }
+    const op = (k.descending !== !after) ? '<' : '>';
+    const beyondValue = `${column} ${op} ${b.bind(value)}`;
+    const beyond = after && k.nullable ? `(${beyondValue} OR ${column} IS NULL)` : beyondValue;
+    const tie = `${column} = ${b.bind(value)}`;
+    return `(${beyond} OR (${tie} AND ${render(i + 1)}))`;
+  };
+  return render(0);
 }
 
 /** Plan the total of a search: `SELECT COUNT(*) AS n …` over the same filter (ignores sort and paging). */
@@ -354,12 +488,119 @@ class Binder {
 
 function whereSql(q: SubQuery | IndexQuery, b: Binder): string {
   const parts = ['r.deleted = 0'];
-  const driver = chooseDriver(q.where);
+  let driver = chooseDriver(q.where);
+  // A bounded date range drives unless a token, uri or reference lookup looks more selective.
+  const range = dateRangeGroup(q.where);
+  const byRange = range !== undefined && (driver < 0 || selectivity(q.where[driver]!) < RANGE_RANK);
+  if (byRange) driver = -1;
   // With a driving clause, `+` keeps SQLite from walking the (type, id) index and probing the
   // IN list for every resource of the type: rows come from the driver by rowid instead.
-  if (q.resourceType !== null) parts.push(`${driver >= 0 ? '+' : ''}r.type = ${b.bind(q.resourceType)}`);
+  if (q.resourceType !== null) parts.push(`${driver >= 0 || byRange ? '+' : ''}r.type = ${b.bind(q.resourceType)}`);
+  // The range's clauses still probe each resource: the driver only narrows the candidates.
+  if (byRange) parts.push(`r.rid IN (${dateRangeDriver(range, b)})`);
   q.where.forEach((clause, i) => parts.push(clauseSql(clause, i === driver, b)));
   return nest(parts, 'AND');
+}
+
+/** Rank of a bounded date range: above a string prefix or an open date range, below token, uri and reference lookups. */
+const RANGE_RANK = 1.5;
+
+/** The conditions of one date parameter, ANDed, and the range of `low` a matching short row lies in. */
+interface DateRangeGroup {
+  readonly param: string;
+  readonly conditions: readonly DateCondition[];
+  /** Inclusive bounds of `low` for a row at most SHORT_DATE_MS wide that matches every condition. */
+  readonly lower: number;
+  readonly upper: number;
+}
+
+/**
+ * Bounded date ranges (issue 4 B): the AND-ed single-value conditions on one date parameter —
+ * `date=ge2020-01-01&date=lt2020-02-01`, an `eq` on a precision range (`date=2020-01`), `ap` —
+ * combined into one range of the `(param, low, …)` index with both ends bound. Only a group with
+ * a lower and an upper bound qualifies (the first such parameter); otherwise the planner keeps its
+ * single-clause driver.
+ *
+ * Why `low` is bounded on both sides: every condition bounds `low` from above (`lt x`: low < x;
+ * `le`/`eq`/`ap` up to the end of the value's range) or bounds `high` from below (`ge`, `gt`, `ap`)
+ * or `low` from below (`eq`, `sa`). A row at most a day wide (SHORT_DATE_MS) with high ≥ x has
+ * low ≥ x − a day, so the short rows lie in one bounded range of `low`.
+ */
+function dateRangeGroup(where: readonly IndexClause[]): DateRangeGroup | undefined {
+  const byParam = new Map<string, DateCondition[]>();
+  for (const clause of where) {
+    if (clause.negate || clause.anyOf.length !== 1) continue;
+    const c = clause.anyOf[0]!;
+    if (c.kind !== 'date') continue;
+    const list = byParam.get(c.param);
+    if (list) list.push(c);
+    else byParam.set(c.param, [c]);
+  }
+  for (const [param, conditions] of byParam) {
+    let lower = -Infinity;
+    let upper = Infinity;
+    for (const c of conditions) {
+      lower = Math.max(lower, lowBound(c));
+      upper = Math.min(upper, highBound(c));
+    }
+    if (Number.isFinite(lower) && Number.isFinite(upper)) return { param, conditions, lower, upper };
+  }
+  return undefined;
+}
+
+/** Least `low` of a short row matching `c` (rangeSql's predicates; times are whole ms). */
+function lowBound(c: DateCondition): number {
+  switch (c.prefix) {
+    case 'eq':
+      return c.low;
+    case 'sa':
+      return c.high + 1;
+    case 'ge':
+    case 'ap':
+      return c.low - SHORT_DATE_MS;
+    case 'gt':
+      return c.high + 1 - SHORT_DATE_MS;
+    default:
+      return -Infinity;
+  }
+}
+
+/** Greatest `low` of any row matching `c`. */
+function highBound(c: DateCondition): number {
+  switch (c.prefix) {
+    case 'eq':
+    case 'le':
+    case 'ap':
+      return c.high;
+    case 'lt':
+    case 'eb':
+      return c.low - 1;
+    default:
+      return Infinity;
+  }
+}
+
+/**
+ * The candidates of a bounded date range: a superset of the resources matching every condition of
+ * the group (the clauses' probes then decide), read in three index ranges:
+ * - short rows (at most a day wide) whose `low` is in [lower, upper] and that match every condition
+ *   themselves: `search_date_low (param=? AND low>? AND low<?)`, both bounds used;
+ * - wide rows (month or year precision, long or open periods) matching every condition, from the
+ *   partial index `search_date_wide` (only wide rows), with `low <= upper`;
+ * - resources with several values of the parameter, where different values may match different
+ *   conditions (AND is per parameter, not per value): their span row `<param>#span` has
+ *   low ≤ upper, since its low is the lowest of the values.
+ */
+function dateRangeDriver(g: DateRangeGroup, b: Binder): string {
+  const match = () => g.conditions.map((c) => rangeSql(c.prefix, 's.low', 's.high', c.low, c.high, b)).join(' AND ');
+  const short =
+    `SELECT s.rid FROM search_date s INDEXED BY search_date_low WHERE s.param = ${b.bind(g.param)} ` +
+    `AND s.low >= ${b.bind(g.lower)} AND s.low <= ${b.bind(g.upper)} AND s.high - s.low <= ${SHORT_DATE_MS} AND ${match()}`;
+  const wide =
+    `SELECT s.rid FROM search_date s INDEXED BY search_date_wide WHERE s.param = ${b.bind(g.param)} ` +
+    `AND s.high - s.low > ${SHORT_DATE_MS} AND s.low <= ${b.bind(g.upper)} AND ${match()}`;
+  const spans = `SELECT s.rid FROM search_date s INDEXED BY search_date_low WHERE s.param = ${b.bind(`${g.param}${SPAN_SUFFIX}`)} AND s.low <= ${b.bind(g.upper)}`;
+  return `${short} UNION ALL ${wide} UNION ALL ${spans}`;
 }
 
 /**
@@ -817,16 +1058,16 @@ function numberSql(prefix: Prefix, col: string, value: number, low: number, high
   }
 }
 
-function sortSql(s: IndexSort, b: Binder): string {
-  const dir = s.descending ? 'DESC' : 'ASC';
-  if (s.of === 'id') return `r.id ${dir}`;
-  if (s.of === 'lastUpdated') return `r.last_updated ${dir}`;
+function sortKey(s: IndexSort, b: Binder): SortKey {
+  if (s.of === 'id') return { expr: 'r.id', descending: s.descending, nullable: false };
+  if (s.of === 'lastUpdated') return { expr: 'r.last_updated', descending: s.descending, nullable: false };
   const agg = s.descending ? 'MAX' : 'MIN';
   const value = SORT_VALUE[s.of](s.descending);
-  return (
-    `(SELECT ${agg}(${value}) FROM ${perResource(s.of)} WHERE s.rid = r.rid AND s.param = ${b.bind(s.param)}) ` +
-    `${dir} NULLS LAST`
-  );
+  return {
+    expr: `(SELECT ${agg}(${value}) FROM ${perResource(s.of)} WHERE s.rid = r.rid AND s.param = ${b.bind(s.param)})`,
+    descending: s.descending,
+    nullable: true,
+  };
 }
 
 const SORT_VALUE: Record<SearchKind, (descending: boolean) => string> = {

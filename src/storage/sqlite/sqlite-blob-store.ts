@@ -90,6 +90,31 @@ export class SqliteBlobStore implements BlobStore {
     return root;
   }
 
+  /**
+   * Store several blobs in ONE transaction (one WAL commit instead of one per blob) and return
+   * their root CIDs, in order (idempotent, like `put`).
+   */
+  async putMany(blobs: readonly Uint8Array[], options?: AbortOptions): Promise<string[]> {
+    this.#check(options);
+    const all: { root: string; blocks: { cid: string; bytes: Uint8Array }[] }[] = [];
+    for (const bytes of blobs) all.push(await cidForBytes(bytes));
+    this.#check(options);
+    const db = this.#db;
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        for (const { blocks } of all) for (const block of blocks) this.#put.run(block.cid, block.bytes);
+        db.exec('COMMIT');
+      } catch (err) {
+        if (db.isTransaction) db.exec('ROLLBACK');
+        throw err;
+      }
+    } catch (err) {
+      throw storageError('VLM_BLOB_WRITE', 'unavailable', `cannot store ${blobs.length} blobs`, err);
+    }
+    return all.map((b) => b.root);
+  }
+
   /** Read a whole blob, verifying every block; raises `VLM_BLOB_NOT_FOUND` (not-found) / `VLM_BLOB_CORRUPT` (fault). */
   async get(cid: string, options?: AbortOptions): Promise<Uint8Array> {
     this.#check(options);

@@ -17,6 +17,7 @@ import type {
   Page,
   PendingLeaf,
   PlannedBatch,
+  SearchPage,
   SearchRowsReplacement,
   VersionRecord,
   WriteMethod,
@@ -236,6 +237,17 @@ export class SqliteIndexStore implements IndexStore {
       where.push('v.seq <= ?');
       params.push(query.maxSeq);
     }
+    // Keyset paging (pages are newest first): after a page, older versions; before it, newer ones.
+    const page: string[] = [];
+    const pageParams: SQLInputValue[] = [];
+    if (query.olderThan !== undefined) {
+      page.push('v.seq < ?');
+      pageParams.push(query.olderThan);
+    }
+    if (query.newerThan !== undefined) {
+      page.push('v.seq > ?');
+      pageParams.push(query.newerThan);
+    }
     if (query.keyScope !== undefined) {
       where.push(query.withDeletions ? '(v.key_scope = ? OR v.deleted = 1)' : 'v.key_scope = ?');
       params.push(query.keyScope);
@@ -249,11 +261,13 @@ export class SqliteIndexStore implements IndexStore {
       params.push(query.at.high, query.at.low);
     }
     const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
-    const rows = this.#prepare(`SELECT ${VERSION_COLUMNS} FROM versions v ${clause} ORDER BY v.seq DESC LIMIT ? OFFSET ?`).all(
-      ...params,
-      query.count,
-      query.offset,
-    ) as unknown as VersionRow[];
+    const paged = [...where, ...page];
+    // The page before a position: the nearest newer versions (ascending), then newest first again.
+    const order = query.newerThan !== undefined ? 'ASC' : 'DESC';
+    const rows = this.#prepare(
+      `SELECT ${VERSION_COLUMNS} FROM versions v ${paged.length ? `WHERE ${paged.join(' AND ')}` : ''} ORDER BY v.seq ${order} LIMIT ? OFFSET ?`,
+    ).all(...params, ...pageParams, query.count, query.offset) as unknown as VersionRow[];
+    if (order === 'ASC') rows.reverse();
     const total = this.#prepare(`SELECT COUNT(*) AS n FROM versions v ${clause}`).get(...params) as { n: number };
     return { records: rows.map(toRecord), total: Number(total.n) };
   }
@@ -333,7 +347,7 @@ export class SqliteIndexStore implements IndexStore {
     await this.#wal?.sync();
   }
 
-  async search(query: IndexQuery): Promise<Page<VersionRecord>> {
+  async search(query: IndexQuery): Promise<SearchPage> {
     this.#check();
     // SearchSql raises VLM_INDEX_QUERY_TOO_COMPLEX ('invalid': 400) for a search beyond SQLite's
     // limits on one statement; any other error (busy, corrupt, schema) propagates as it was.
@@ -341,11 +355,15 @@ export class SqliteIndexStore implements IndexStore {
     const hits = this.#search.search(query);
     const total = query.wantTotal ? this.#search.count(query) : undefined;
     const records: VersionRecord[] = [];
+    const keys: SearchPage['keys'] = [];
     for (const hit of hits) {
       const record = await this.version(hit.type, hit.id, Number(hit.version));
-      if (record) records.push(record);
+      if (record) {
+        records.push(record);
+        keys.push(hit.key);
+      }
     }
-    return { records, total };
+    return { records, total, keys };
   }
 
   async currentResources(query: CurrentResourcesQuery): Promise<CurrentResource[]> {

@@ -7,59 +7,9 @@
  */
 import t, { type Test } from 'tap';
 import { startTestServer, issueCodes, vellumCodes, type TestServer } from '../../helpers/server.ts';
-import { authorizeThroughPages, basic, registerBackendClient, clientAssertion, backendForm, type Harness } from './harness.ts';
+import { authorizeThroughPages, basic, registerBackendClient, clientAssertion, backendForm, harnessOf, type Harness } from './harness.ts';
 
 const BASE = 'http://vellum.test/fhir';
-
-/** The auth test harness's interface over the real server (same app, same inject). */
-function harnessOf(s: TestServer, admin: { clientId: string; secret: string }): Harness {
-  const h = {
-    app: s.app,
-    dataDir: s.dataDir,
-    origin: 'http://vellum.test',
-    fhirBase: BASE,
-    tokenUrl: 'http://vellum.test/auth/token',
-    admin,
-    now: () => Math.floor(Date.now() / 1000),
-    advance() {
-      throw new Error('no clock control on the real server');
-    },
-    async request(method: string, url: string, o: { form?: Record<string, string> | string; json?: unknown; body?: string; headers?: Record<string, string> } = {}) {
-      const headers: Record<string, string> = { ...(o.headers ?? {}) };
-      let payload: string | undefined = o.body;
-      if (o.form !== undefined) {
-        headers['content-type'] ??= 'application/x-www-form-urlencoded';
-        payload = typeof o.form === 'string' ? o.form : new URLSearchParams(o.form).toString();
-      } else if (o.json !== undefined) {
-        headers['content-type'] ??= 'application/json';
-        payload = JSON.stringify(o.json);
-      }
-      const res = await s.app.inject({ method: method as 'GET', url, headers, ...(payload !== undefined ? { payload } : {}) });
-      let json: unknown;
-      try {
-        json = JSON.parse(res.body);
-      } catch {
-        json = undefined;
-      }
-      return { status: res.statusCode, headers: res.headers, json, text: res.body };
-    },
-    token(form: Record<string, string> | string, headers?: Record<string, string>) {
-      return h.request('POST', '/auth/token', { form, ...(headers ? { headers } : {}) });
-    },
-    async adminToken(scope = 'system/*.*') {
-      const res = await h.token({ grant_type: 'client_credentials', scope }, { authorization: basic(admin.clientId, admin.secret) });
-      if (res.status !== 200) throw new Error(`admin token: ${res.status} ${res.text}`);
-      return (res.json as any).access_token as string;
-    },
-    async register(metadata: Record<string, unknown>, token?: string) {
-      return h.request('POST', '/auth/register', { json: metadata, headers: token ? { authorization: `Bearer ${token}` } : {} });
-    },
-    async createUser(user: { username: string; password: string; fhir_user: string }) {
-      return h.request('POST', '/auth/users', { json: user, headers: { authorization: `Bearer ${await h.adminToken()}` } });
-    },
-  };
-  return h as unknown as Harness;
-}
 
 async function as(s: TestServer, token: string | undefined, method: string, url: string, body?: unknown) {
   return s.fhir(method, url, body, token === undefined ? {} : { authorization: `Bearer ${token}` });
@@ -75,6 +25,8 @@ t.test('SMART on the FHIR API, with the audit trail', async (t: Test) => {
     VELLUM_CHAIN: 'embedded',
     VELLUM_ANCHOR_INTERVAL_MS: '50',
     VELLUM_BASE_URL: BASE,
+    // Scopes and compartments, not consent: consent/matrix.int.test.ts covers consent on top of them.
+    VELLUM_CONSENT: 'off',
   });
   const fs = await import('node:fs');
   const adminFile = JSON.parse(fs.readFileSync(`${s.dataDir}/admin-client.json`, 'utf8'));

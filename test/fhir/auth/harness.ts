@@ -14,6 +14,7 @@ import type { Test } from 'tap';
 import { loadAuthConfig } from '../../../src/fhir/auth/config.ts';
 import { authPlugin, bearerToken, decide, insufficientScope, openEmbeddedAuth, type EmbeddedAuth } from '../../../src/fhir/auth/index.ts';
 import { FhirError, operationOutcome } from '../../../src/fhir/errors.ts';
+import type { TestServer } from '../../helpers/server.ts';
 
 export interface Injected {
   status: number;
@@ -301,3 +302,54 @@ export async function appAndUsers(h: Harness, options: { authMethod?: 'none' | '
     practitioner: { username: 'drbob', password: 'another good password', id: doc.json.id as string },
   };
 }
+
+/** The auth test harness's interface over the real server (same app, same inject). */
+export function harnessOf(s: TestServer, admin: { clientId: string; secret: string }): Harness {
+  const h = {
+    app: s.app,
+    dataDir: s.dataDir,
+    origin: 'http://vellum.test',
+    fhirBase: 'http://vellum.test/fhir',
+    tokenUrl: 'http://vellum.test/auth/token',
+    admin,
+    now: () => Math.floor(Date.now() / 1000),
+    advance() {
+      throw new Error('no clock control on the real server');
+    },
+    async request(method: string, url: string, o: { form?: Record<string, string> | string; json?: unknown; body?: string; headers?: Record<string, string> } = {}) {
+      const headers: Record<string, string> = { ...(o.headers ?? {}) };
+      let payload: string | undefined = o.body;
+      if (o.form !== undefined) {
+        headers['content-type'] ??= 'application/x-www-form-urlencoded';
+        payload = typeof o.form === 'string' ? o.form : new URLSearchParams(o.form).toString();
+      } else if (o.json !== undefined) {
+        headers['content-type'] ??= 'application/json';
+        payload = JSON.stringify(o.json);
+      }
+      const res = await s.app.inject({ method: method as 'GET', url, headers, ...(payload !== undefined ? { payload } : {}) });
+      let json: unknown;
+      try {
+        json = JSON.parse(res.body);
+      } catch {
+        json = undefined;
+      }
+      return { status: res.statusCode, headers: res.headers, json, text: res.body };
+    },
+    token(form: Record<string, string> | string, headers?: Record<string, string>) {
+      return h.request('POST', '/auth/token', { form, ...(headers ? { headers } : {}) });
+    },
+    async adminToken(scope = 'system/*.*') {
+      const res = await h.token({ grant_type: 'client_credentials', scope }, { authorization: basic(admin.clientId, admin.secret) });
+      if (res.status !== 200) throw new Error(`admin token: ${res.status} ${res.text}`);
+      return (res.json as any).access_token as string;
+    },
+    async register(metadata: Record<string, unknown>, token?: string) {
+      return h.request('POST', '/auth/register', { json: metadata, headers: token ? { authorization: `Bearer ${token}` } : {} });
+    },
+    async createUser(user: { username: string; password: string; fhir_user: string }) {
+      return h.request('POST', '/auth/users', { json: user, headers: { authorization: `Bearer ${await h.adminToken()}` } });
+    },
+  };
+  return h as unknown as Harness;
+}
+

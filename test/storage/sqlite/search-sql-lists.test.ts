@@ -414,7 +414,7 @@ t.test('a search beyond SQLite limits is VLM_INDEX_QUERY_TOO_COMPLEX (invalid); 
   const store = SqliteIndexStore.open(':memory:');
   await t.rejects(store.search(huge), { name: 'StorageError', code: 'VLM_INDEX_QUERY_TOO_COMPLEX', category: 'invalid' });
   const fine = await store.search({ ...parse('Observation', [['code', 'x']]), wantTotal: true });
-  t.same(fine, { records: [], total: 0 });
+  t.same(fine, { records: [], total: 0, keys: [] });
   await store.close();
   await t.rejects(store.search(huge), { name: 'StorageError', code: 'VLM_INDEX_CLOSED', category: 'unavailable' });
 });

@@ -112,7 +112,7 @@ t.test('search cases (fixture) over a real SQLite index', async (t) => {
 t.test('planned SQL binds every value and keeps the contract shape', async (t) => {
   const query = parse({ name: '', type: 'Observation', query: "code=http://loinc.org|8310-5&subject=Patient/x&identifier=a'b--&date=ge2020&_sort=-date&_count=7", expect: [] });
   const plan = planSearch(query);
-  t.match(plan.sql, /^SELECT r\.rid, r\.type, r\.id, r\.version, r\.cid, r\.last_updated FROM resources r WHERE r\.deleted = 0 AND /);
+  t.match(plan.sql, /^SELECT rid, type, id, version, cid, last_updated, k0 FROM \(SELECT r\.rid, r\.type, r\.id, r\.version, r\.cid, r\.last_updated, \(SELECT MAX\(s\.high\) .* FROM resources r WHERE r\.deleted = 0 AND /);
   t.match(plan.sql, /LIMIT \? OFFSET \?$/);
   t.notMatch(plan.sql, /8310|loinc|Patient|'b|2020|Observation|subject|identifier/, 'no value or parameter code is interpolated');
   t.equal(plan.sql.split('?').length - 1, plan.params.length, 'one bound value per placeholder');

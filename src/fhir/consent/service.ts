@@ -1,0 +1,271 @@
+/**
+ * Consent enforcement on the server (issue 6; design in docs/consent.md).
+ *
+ * - **The decision cache.** `ConsentService` mirrors the consent registry's state in memory
+ *   (`ConsentState`, policy.ts) by replaying the contract's events in chain order, and decides with
+ *   the same algorithm as the contract's `decide` view. A permitted read therefore costs no RPC call.
+ *   It polls the chain for new events; a write made through Vellum syncs right after its transaction
+ *   is mined, so the very next request sees it.
+ * - **Freshness.** The cache knows when it last heard from the chain. A consent-gated request needs a
+ *   sync no older than `freshnessMs`; failing that it tries one, and if the chain does not answer the
+ *   request is denied with 503 `VLM_CONSENT_UNAVAILABLE` (never decided from stale state).
+ * - **Gates.** A request by a practitioner, related person, device or organisation gets a
+ *   `ConsentGate` (access.ts): every record of the Patient compartment it would return is decided
+ *   for the patient whose compartment holds it (the record's key scope). Decisions are logged on the
+ *   request for its AuditEvent; break-glass accesses are also recorded on chain.
+ */
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
+import { fhirError } from '../errors.ts';
+import type { Principal } from '../auth/verify.ts';
+import { ConsentState, decide, type Decision } from './policy.ts';
+import { CONSENT_ACTIONS, PURPOSES, R4_RESOURCE_TYPES } from './terms.ts';
+import type { ConsentLedger } from '../../chain/consent-ledger.ts';
+import type { ConsentEvent } from '../../chain/consent-registry.ts';
+
+/** What the service needs of the consent registry (src/chain/consent-ledger.ts). */
+export type ConsentChain = ConsentLedger;
+
+/** One decision, as the access's AuditEvent records it. */
+export interface ConsentDecisionEntry {
+  decision: Decision['decision'];
+  /** The deciding consent's on-chain id (0x…), when one decided. */
+  consentId?: string;
+  /** The FHIR Consent behind it, when this server knows it. */
+  consent?: string;
+  resourceType: string;
+}
+
+export interface ConsentServiceOptions {
+  chain: ConsentChain;
+  /** HMAC key for consent pseudonyms (KEY_PURPOSE.consentPseudonym). */
+  key: Uint8Array;
+  /** How old the last successful sync may be for a decision (ms). */
+  freshnessMs?: number;
+  /** How often to poll the chain for events (ms). */
+  pollMs?: number;
+  /** Called for each consent change signed by a patient and sent straight to the contract. */
+  onSignedChange?: (event: Extract<ConsentEvent, { type: 'ConsentPut' | 'ConsentRevoked' }>) => Promise<void>;
+  onError?: (err: unknown) => void;
+  now?: () => number;
+}
+
+const ACCESS = CONSENT_ACTIONS.indexOf('access');
+const ETREAT = PURPOSES.indexOf('ETREAT');
+const CLASS_INDEX = new Map<string, number>(R4_RESOURCE_TYPES.map((type, i) => [type, i]));
+
+/** Prefix under which a patient's consent key is derived from its key scope (see `patientKeyOfScope`). */
+const SCOPE_PREFIX = 'key-scope:';
+
+export class ConsentService {
+  readonly state = new ConsentState();
+  #chain: ConsentChain;
+  #key: KeyObject;
+  #freshnessMs: number;
+  #pollMs: number;
+  #now: () => number;
+  #synced = -1;
+  #lastSync = 0;
+  #syncing: Promise<void> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** After the first sync: signed changes replayed at start were written back before a restart. */
+  #started = false;
+  #scopeKeys = new Map<string, string>();
+  /** On-chain consent id → FHIR Consent id, for the consents this server wrote. */
+  readonly fhirIds = new Map<string, string>();
+  #options: ConsentServiceOptions;
+
+  constructor(options: ConsentServiceOptions) {
+    this.#options = options;
+    this.#chain = options.chain;
+    this.#key = createSecretKey(Buffer.from(options.key));
+    this.#freshnessMs = options.freshnessMs ?? 5_000;
+    this.#pollMs = options.pollMs ?? 500;
+    this.#now = options.now ?? Date.now;
+  }
+
+  get chain(): ConsentChain {
+    return this.#chain;
+  }
+
+  /** The block the cache reflects (−1 before the first sync). */
+  get syncedBlock(): number {
+    return this.#synced;
+  }
+
+  /** Keyed pseudonym of a FHIR reference (`Practitioner/1`, `Consent/c`): 0x + 64 hex digits. */
+  keyOf(reference: string): string {
+    return '0x' + createHmac('sha256', this.#key).update(reference, 'utf8').digest('hex');
+  }
+
+  /**
+   * A patient's consent key, from the key scope its compartment's records carry (the scope is
+   * itself a keyed pseudonym of `Patient/{id}`), so a record is decided without knowing its patient.
+   */
+  patientKeyOfScope(keyScope: string): string {
+    let key = this.#scopeKeys.get(keyScope);
+    if (key === undefined) {
+      key = this.keyOf(SCOPE_PREFIX + keyScope);
+      if (this.#scopeKeys.size >= 100_000) this.#scopeKeys.clear();
+      this.#scopeKeys.set(keyScope, key);
+    }
+    return key;
+  }
+
+  /** First sync (replays every event) and the polling loop. */
+  async start(): Promise<void> {
+    await this.sync();
+    this.#started = true;
+    const tick = () => {
+      if (this.#closed) return;
+      this.sync()
+        .catch((err) => this.#options.onError?.(err))
+        .finally(() => {
+          if (!this.#closed) this.#timer = setTimeout(tick, this.#pollMs).unref();
+        });
+    };
+    this.#timer = setTimeout(tick, this.#pollMs).unref();
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+  }
+
+  /** Apply every event up to the chain's head (one sync at a time; callers share it). */
+  sync(): Promise<void> {
+    if (!this.#syncing) {
+      this.#syncing = this.#sync().finally(() => {
+        this.#syncing = undefined;
+      });
+    }
+    return this.#syncing;
+  }
+
+  async #sync(): Promise<void> {
+    const head = await this.#chain.head();
+    if (head > this.#synced) {
+      const events = await this.#chain.events(this.#synced + 1, head);
+      for (const event of events) {
+        try {
+          await this.#apply(event);
+        } catch (err) {
+          // The contract accepted it, so the mirror cannot refuse it; a refusal here (e.g. a revocation
+          // of a consent never seen) can only leave the mirror stricter than the chain.
+          if ((err as Error).name !== 'ConsentStateError') throw err;
+          this.#options.onError?.(err);
+        }
+      }
+      this.#synced = head;
+    }
+    this.#lastSync = this.#now();
+  }
+
+  async #apply(event: ConsentEvent): Promise<void> {
+    switch (event.type) {
+      case 'ConsentPut': {
+        const consent = await this.#chain.consentOf(event.id, { blockTag: event.blockNumber });
+        if (consent) this.state.put(event.id, consent.patient, consent.rules, event.bySignature);
+        break;
+      }
+      case 'ConsentRevoked':
+        this.state.revoke(event.id, event.bySignature);
+        break;
+      case 'ActorApproved':
+        this.state.approve(event.actor, event.emergency);
+        break;
+      case 'ActorApprovalRevoked':
+        this.state.revokeApproval(event.actor);
+        break;
+      default:
+        return;
+    }
+    if ((event.type === 'ConsentPut' || event.type === 'ConsentRevoked') && event.bySignature && this.#started) {
+      await this.#options.onSignedChange?.(event);
+    }
+  }
+
+  /** Resolves when decisions may be made; 503 `VLM_CONSENT_UNAVAILABLE` when the chain cannot be asked. */
+  async ensureFresh(): Promise<void> {
+    if (this.#synced >= 0 && this.#now() - this.#lastSync <= this.#freshnessMs) return;
+    try {
+      await this.sync();
+    } catch {
+      throw fhirError(503, 'transient', 'VLM_CONSENT_UNAVAILABLE', 'Consent cannot be checked: the consent registry does not answer');
+    }
+  }
+
+  /** A gate for one request by `actors` (keys) for `purposeOfUse`, logging into `log`. */
+  gate(actors: string[], principal: Principal, log: ConsentDecisionEntry[]): ConsentGate {
+    return new ConsentGate(this, actors, principal, log);
+  }
+}
+
+/** The consent decisions of one request. */
+export class ConsentGate {
+  #service: ConsentService;
+  #actors: string[];
+  #purpose: number;
+  #time: number;
+  #log: ConsentDecisionEntry[];
+  #seen = new Map<string, Decision>();
+  #emergency = new Set<string>();
+  /** Some record was released under break-glass (the response is labelled). */
+  breakGlass = false;
+
+  constructor(service: ConsentService, actors: string[], principal: Principal, log: ConsentDecisionEntry[]) {
+    this.#service = service;
+    this.#actors = actors;
+    const purpose = PURPOSES.indexOf(principal.purposeOfUse as (typeof PURPOSES)[number]);
+    this.#purpose = purpose < 0 ? 255 : purpose;
+    this.#time = Math.floor(Date.now() / 1000);
+    this.#log = log;
+  }
+
+  /**
+   * The decision for a record of `type` in the compartment whose key scope is `keyScope`, for
+   * consent `action` (default `access`). Each distinct (patient, type, action) is decided once per
+   * request and logged once.
+   */
+  decide(type: string, keyScope: string, action: number = ACCESS): Decision {
+    const memo = `${keyScope}|${type}|${action}`;
+    const known = this.#seen.get(memo);
+    if (known) return known;
+    const patient = this.#service.patientKeyOfScope(keyScope);
+    const resourceClass = CLASS_INDEX.get(type) ?? 255;
+    const decision = decide(this.#service.state, {
+      patient,
+      actors: this.#actors,
+      resourceClass,
+      action,
+      purpose: this.#purpose,
+      time: this.#time,
+    });
+    this.#seen.set(memo, decision);
+    const fhirId = decision.consentId ? this.#service.fhirIds.get(decision.consentId) : undefined;
+    this.#log.push({
+      decision: decision.decision,
+      resourceType: type,
+      ...(decision.consentId ? { consentId: decision.consentId } : {}),
+      ...(fhirId ? { consent: `Consent/${fhirId}` } : {}),
+    });
+    if (decision.decision === 'break-glass') {
+      this.breakGlass = true;
+      if (!this.#emergency.has(patient)) {
+        this.#emergency.add(patient);
+        // On chain too, without holding the response: an emergency access leaves a public trace.
+        for (const actor of this.#actors.slice(0, 1)) {
+          void this.#service.chain.recordEmergencyAccess(patient, actor, resourceClass, ETREAT).catch(() => undefined);
+        }
+      }
+    }
+    return decision;
+  }
+
+  allowed(type: string, keyScope: string, action?: number): boolean {
+    const d = this.decide(type, keyScope, action).decision;
+    return d === 'permit' || d === 'break-glass';
+  }
+}
+
+export { ACCESS as CONSENT_ACCESS };
