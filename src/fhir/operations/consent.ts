@@ -137,7 +137,22 @@ export async function revocationRequest(services: FhirServices, request: FhirReq
   const { consentId, patient } = await ownConsent(services, request);
   const nonce = await service.chain.nonces(patient);
   const deadline = Math.floor(Date.now() / 1000) + 3600;
-  const typedData = consentTypedData(service.chain.chainId, service.chain.contract, 'Revoke', { consentId, nonce, deadline });
+  const td = consentTypedData(service.chain.chainId, service.chain.contract, 'Revoke', { consentId, nonce, deadline });
+  // As a wallet's eth_signTypedData_v4 takes it (MetaMask): the domain's own type listed too.
+  const typedData = {
+    types: {
+      EIP712Domain: [
+        { name: 'name', type: 'string' },
+        { name: 'version', type: 'string' },
+        { name: 'chainId', type: 'uint256' },
+        { name: 'verifyingContract', type: 'address' },
+      ],
+      ...td.types,
+    },
+    primaryType: td.primaryType,
+    domain: td.domain,
+    message: td.message,
+  };
   return {
     status: 200,
     resource: parameters({
