@@ -362,6 +362,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   return {
     app,
     services,
+    ...{ ledger }, // the chain, for bench/consent.ts (sends a patient's revokeBySig from another account)
     async close() {
       if (closed) return;
       closed = true;

@@ -40,10 +40,10 @@
  * Vellum's version ids are the positive integers its repository assigns, encoded as uint64.
  */
 import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { keccak_256 } from '@noble/hashes/sha3.js';
 import canonicalize from 'canonicalize';
 import { CID } from 'multiformats/cid';
 import { chainError, type ChainError } from './errors.ts';
+import { keccak256 } from './keccak.ts';
 
 /** Size of salts, pseudonyms and digests, in bytes. */
 export const LEAF_WORD = 32;
@@ -53,7 +53,7 @@ export const MIN_PSEUDONYM_KEY_BYTES = 32;
 const encoder = new TextEncoder();
 
 /** Domain tag of version 1 of the leaf encoding: `keccak256("vellum.anchor.leaf.v1")`. */
-export const LEAF_DOMAIN: Uint8Array = keccak_256(encoder.encode('vellum.anchor.leaf.v1'));
+export const LEAF_DOMAIN: Uint8Array = keccak256(encoder.encode('vellum.anchor.leaf.v1'));
 /** Context string prefixed to every pseudonym input, so the key is never used for anything else. */
 export const PSEUDONYM_CONTEXT = 'vellum.pseudonym.v1';
 
@@ -110,9 +110,22 @@ export interface Leaf extends LeafParts {
   leaf: Uint8Array;
 }
 
-/** A fresh 32-byte random salt for a new version. */
+/**
+ * Salts are cut from a pooled random buffer: `randomBytes(32)` costs about as much as a 4 KiB draw
+ * (each call enters OpenSSL's generator), and every version — every AuditEvent — takes one. Same
+ * generator; each byte is handed out once (a refill allocates a new buffer). Per thread.
+ */
+const SALT_POOL_BYTES = 128 * LEAF_WORD;
+let saltPool = new Uint8Array(0);
+let saltOffset = 0;
+
+/** A fresh 32-byte random salt for a new version (its own copy). */
 export function newSalt(): Uint8Array {
-  return new Uint8Array(randomBytes(LEAF_WORD));
+  if (saltOffset + LEAF_WORD > saltPool.length) {
+    saltPool = new Uint8Array(randomBytes(SALT_POOL_BYTES));
+    saltOffset = 0;
+  }
+  return saltPool.slice(saltOffset, (saltOffset += LEAF_WORD));
 }
 
 /**
@@ -155,11 +168,8 @@ export function contentDigest(salt: Uint8Array, canonicalJson: string | Uint8Arr
   if (!(salt instanceof Uint8Array) || salt.length !== LEAF_WORD) {
     throw invalid('VLM_CHAIN_LEAF_BAD_SALT', `the salt must be ${LEAF_WORD} bytes`);
   }
-  const json = typeof canonicalJson === 'string' ? encoder.encode(canonicalJson) : canonicalJson;
-  const input = new Uint8Array(LEAF_WORD + json.length);
-  input.set(salt, 0);
-  input.set(json, LEAF_WORD);
-  return keccak_256(input);
+  // Hashed as two parts: the same digest as of their concatenation, without copying the JSON.
+  return keccak256(salt, typeof canonicalJson === 'string' ? encoder.encode(canonicalJson) : canonicalJson);
 }
 
 /**
@@ -198,7 +208,7 @@ export function cidBytes(cid: CidInput): Uint8Array {
 
 /** `keccak256` of the envelope's binary CID. Raises VLM_CHAIN_LEAF_BAD_CID. */
 export function cidDigest(cid: CidInput): Uint8Array {
-  return keccak_256(cidBytes(cid));
+  return keccak256(cidBytes(cid));
 }
 
 /** A version id as uint64. Raises VLM_CHAIN_LEAF_BAD_VERSION unless it is an integer in 1..2^64−1. */
@@ -233,7 +243,7 @@ export function leafFromParts(parts: LeafParts): Uint8Array {
   new DataView(words.buffer).setBigUint64(3 * LEAF_WORD - 8, versionNumber(parts.versionId));
   words.set(parts.contentDigest, 3 * LEAF_WORD);
   words.set(parts.cidDigest, 4 * LEAF_WORD);
-  return keccak_256(keccak_256(words));
+  return keccak256(keccak256(words));
 }
 
 /**

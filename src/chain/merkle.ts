@@ -24,8 +24,8 @@
  * Speed: nodes live in one flat buffer and each inner node costs one 64-byte keccak; 100,000
  * leaves build in well under a second (see test/chain/merkle.test.ts).
  */
-import { keccak_256 } from '@noble/hashes/sha3.js';
 import { chainError, type ChainError } from './errors.ts';
+import { keccak256 } from './keccak.ts';
 
 /** Size of a node (a keccak-256 digest) in bytes. */
 export const NODE_SIZE = 32;
@@ -86,7 +86,7 @@ export function hashPair(a: Uint8Array, b: Uint8Array): Uint8Array {
     pair.set(b, 0);
     pair.set(a, NODE_SIZE);
   }
-  return keccak_256(pair);
+  return keccak256(pair);
 }
 
 /**
@@ -103,14 +103,11 @@ export function buildTree(leaves: readonly Uint8Array[]): MerkleTree {
     checkNode(leaf, `leaf ${i}`);
     nodes.set(leaf, (count - 1 - i) * NODE_SIZE);
   }
-  const pair = new Uint8Array(2 * NODE_SIZE);
   for (let k = count - 1 - n; k >= 0; k--) {
     const left = (2 * k + 1) * NODE_SIZE;
     const right = left + NODE_SIZE;
     const [lo, hi] = lessThan(nodes, right, left) ? [right, left] : [left, right];
-    pair.set(nodes.subarray(lo, lo + NODE_SIZE), 0);
-    pair.set(nodes.subarray(hi, hi + NODE_SIZE), NODE_SIZE);
-    nodes.set(keccak_256(pair), k * NODE_SIZE);
+    nodes.set(keccak256(nodes.subarray(lo, lo + NODE_SIZE), nodes.subarray(hi, hi + NODE_SIZE)), k * NODE_SIZE);
   }
 
   const node = (k: number): Uint8Array => nodes.slice(k * NODE_SIZE, (k + 1) * NODE_SIZE);

@@ -7,8 +7,9 @@
  *   `request.restriction`.
  * - Confinement is enforced where records are known: single reads (`assertVisible`), searches (a
  *   compartment clause ANDed into the index query, so totals never count what cannot be seen,
- *   and a filter on `_include`d resources), type history (a key-scope filter in the index), and
- *   writes (`accessWriteStep`, which sees every version of every interaction and bundle entry).
+ *   a filter on `_include`d resources, and a key-scope filter on what chains and `_has` traverse:
+ *   `linkScopes`), type history (a key-scope filter in the index), and writes (`accessWriteStep`,
+ *   which sees every version of every interaction and bundle entry).
  * - A resource is in a patient's compartment when its key scope (src/server.ts `keyScope`: the
  *   first Patient it references through an R4 Patient CompartmentDefinition parameter) is that
  *   patient's. Resources of types outside the compartment (Organization, Practitioner,
@@ -26,7 +27,7 @@ import { fhirError } from './errors.ts';
 import type { FhirRequest } from './request.ts';
 import type { Route } from './routes.ts';
 import type { FhirServices } from './services.ts';
-import type { IndexClause } from '../storage/search-types.ts';
+import type { IndexClause, KeyScopeFilter } from '../storage/search-types.ts';
 import type { VersionRecord } from '../storage/index-store.ts';
 import type { WriteStep } from './writer.ts';
 import type { ConsentGate } from './consent/service.ts';
@@ -204,11 +205,96 @@ function assertConsented(services: FhirServices, gate: ConsentGate | undefined, 
 
 /**
  * Whether a search's `total` may be given: not to a consent-gated caller searching patient data,
- * whose matches are filtered one by one (a total would reveal how many were withheld).
+ * whose matches are filtered one by one (a total would reveal how many were withheld). A search of
+ * a type outside the compartments counts its matches in the index; what its chains and `_has`
+ * traverse is filtered there (`linkScopes`), so the total counts nothing found through withheld data.
  */
 export function totalDisclosed(services: FhirServices, request: FhirRequest, type: string | null): boolean {
   if (!request.consent) return true;
   return type !== null && !inCompartmentType(services, type);
+}
+
+/** Resource types a search's chains and `_has` traverse, at any depth. */
+function linkedTypes(where: readonly IndexClause[], out = new Set<string>()): Set<string> {
+  for (const clause of where) {
+    for (const c of clause.anyOf) {
+      if (c.kind === 'chain') {
+        for (const target of c.targets) {
+          out.add(target.resourceType);
+          linkedTypes(target.where, out);
+        }
+      } else if (c.kind === 'has') {
+        out.add(c.source.resourceType);
+        linkedTypes(c.source.where, out);
+      }
+    }
+  }
+  return out;
+}
+
+/** Page size of the one-off read of the stored Consents' key scopes. */
+const CONSENT_SCAN_PAGE = 1_000;
+
+/**
+ * The visibility of what a search's chains and `_has` traverse (IndexQuery.linkScopes), for a
+ * consent-gated or patient-confined request: every resource a nested search selects that lies in
+ * a patient compartment must itself be visible to the caller, or a visible match could be found
+ * through data the caller may not see (`Observation?has-member:Observation.code=…` matching a
+ * permitted Observation because a withheld one has the code; `Practitioner?_has:Observation:…`
+ * finding a practitioner through a withheld patient's Observations).
+ *
+ * For each compartment type the nested searches reach: a patient-confined request sees its own
+ * compartment only (when its consent, if gated, permits the type); a consent-gated request sees
+ * the key scopes whose patient permits it for that class, action `access`, its purpose
+ * (ConsentGate.linkScopes, from the mirrored consent state). The key scopes of patients with
+ * consents are learnt as Consents are written through Vellum, and once from the stored Consents
+ * when some are unknown (after a restart). Under break-glass, where every patient is visible
+ * except those that deny, a denying patient whose key scope is still unknown cannot be excluded:
+ * the search is refused (403 `VLM_CONSENT_CHAIN_REFUSED`) rather than run unfiltered.
+ *
+ * Undefined when nothing needs filtering (not gated, no chain or `_has` into a compartment type).
+ */
+export async function linkScopes(
+  services: FhirServices,
+  request: FhirRequest,
+  where: readonly IndexClause[],
+): Promise<Record<string, KeyScopeFilter> | undefined> {
+  const restriction = request.restriction;
+  const gate = request.consent;
+  if (!restriction && !gate) return undefined;
+  const types = [...linkedTypes(where)].filter((type) => inCompartmentType(services, type));
+  if (types.length === 0) return undefined;
+  const service = services.consent?.service;
+  if (gate && !restriction && service?.scopesIncomplete) {
+    const index = services.repository.index;
+    await service.loadScopesOnce(async () => {
+      const scopes: string[] = [];
+      for (let offset = 0; ; offset += CONSENT_SCAN_PAGE) {
+        const page = await index.search({ resourceType: 'Consent', where: [], sort: [], count: CONSENT_SCAN_PAGE, offset, wantTotal: false });
+        for (const record of page.records) if (record.keyScope !== SHARED_SCOPE) scopes.push(record.keyScope);
+        if (page.records.length < CONSENT_SCAN_PAGE) break;
+      }
+      return scopes;
+    });
+  }
+  const filters: Record<string, KeyScopeFilter> = {};
+  for (const type of types) {
+    if (restriction) {
+      filters[type] = { only: !gate || gate.allowed(type, restriction.keyScope) ? [restriction.keyScope] : [] };
+      continue;
+    }
+    const filter = gate!.linkScopes(type);
+    if (filter === undefined) {
+      throw fhirError(
+        403,
+        'forbidden',
+        'VLM_CONSENT_CHAIN_REFUSED',
+        `A chain or _has through ${type} cannot be limited to the patients whose consent permits this access`,
+      );
+    }
+    filters[type] = filter;
+  }
+  return filters;
 }
 
 /**

@@ -12,6 +12,7 @@
 import { MessagePort, Worker, parentPort, workerData } from 'node:worker_threads';
 import { AuditTrail, type AuditConverter } from './audit.ts';
 import { Writer } from './writer.ts';
+import { keccakReady } from '../chain/keccak.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { JweCipher } from '../storage/jwe-cipher.ts';
 import { KEY_PURPOSE, deriveKey, keyScoper } from '../storage/keys.ts';
@@ -75,6 +76,9 @@ export interface OpenedConverter {
 }
 
 export async function openAuditConverter(data: AuditWorkerData, onError: (err: unknown) => void): Promise<OpenedConverter> {
+  // The WebAssembly keccak starts asynchronously; records left queued are converted at once, so
+  // wait for it rather than hash the first batches with the (slower, identical) JavaScript one.
+  await keccakReady;
   const index = SqliteIndexStore.open(data.databasePath);
   const blobs: BlobStore = data.ipfsUrl ? await KuboBlobStore.open({ url: data.ipfsUrl }) : SqliteBlobStore.open(data.databasePath, { groupCommit: true });
   const masterKey = new Uint8Array(data.masterKey);

@@ -14,6 +14,11 @@ export interface BlobStore {
    * Durable on return, or — for a store opened for group commit — once `flush()` resolves.
    */
   put(bytes: Uint8Array, options?: AbortOptions): Promise<string>;
+  /**
+   * Store several blobs at once (e.g. in one transaction) and return their root CIDs, in order:
+   * the same CIDs and the same durability as `put` of each. Optional: callers fall back to `put`.
+   */
+  putMany?(blobs: readonly Uint8Array[], options?: AbortOptions): Promise<string[]>;
   /** Read the whole blob back, verifying every block against its CID. Raises StorageError `VLM_BLOB_NOT_FOUND` (not-found). */
   get(cid: string, options?: AbortOptions): Promise<Uint8Array>;
   has(cid: string, options?: AbortOptions): Promise<boolean>;

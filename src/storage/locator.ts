@@ -15,8 +15,9 @@
  *
  * Sealed form: base64url( iv (12 bytes) ‖ ciphertext ‖ tag (16 bytes) ).
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { KeyObject, createCipheriv, createDecipheriv, createSecretKey, timingSafeEqual } from 'node:crypto';
 import { storageError } from './errors.ts';
+import { pooledRandomBytes } from './random-pool.ts';
 import type { WriteMethod } from './index-store.ts';
 
 export interface Locator {
@@ -33,17 +34,39 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const METHODS: readonly WriteMethod[] = ['create', 'update', 'patch', 'delete'];
 
-function checkKey(key: Uint8Array): void {
+/**
+ * A locator key as raw bytes or as a KeyObject (`locatorKeyObject`). Give a KeyObject where many
+ * locators are sealed: node:crypto imports a raw key anew for every cipher, which costs more than
+ * sealing a locator.
+ */
+export type LocatorKey = Uint8Array | KeyObject;
+
+/** Raw keys already imported, by the array given; the bytes are compared on every use (an array changed in place is imported again). */
+const imported = new WeakMap<Uint8Array, { bytes: Uint8Array; key: KeyObject }>();
+
+/** The locator key as a KeyObject, checked (32 bytes). Raises StorageError `VLM_LOCATOR_KEY` (invalid). */
+export function locatorKeyObject(key: LocatorKey): KeyObject {
+  if (key instanceof KeyObject) {
+    if (key.type !== 'secret' || key.symmetricKeySize !== 32) {
+      throw storageError('VLM_LOCATOR_KEY', 'invalid', 'the locator key must be 32 bytes');
+    }
+    return key;
+  }
   if (!(key instanceof Uint8Array) || key.length !== 32) {
     throw storageError('VLM_LOCATOR_KEY', 'invalid', 'the locator key must be 32 bytes');
   }
+  const known = imported.get(key);
+  if (known && timingSafeEqual(known.bytes, key)) return known.key;
+  const entry = { bytes: new Uint8Array(key), key: createSecretKey(key) };
+  imported.set(key, entry);
+  return entry.key;
 }
 
 /** Seal `locator` for the manifest entry of `leaf`. */
-export function sealLocator(key: Uint8Array, leaf: Uint8Array, locator: Locator): string {
-  checkKey(key);
-  const iv = randomBytes(IV_BYTES);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
+export function sealLocator(key: LocatorKey, leaf: Uint8Array, locator: Locator): string {
+  const secret = locatorKeyObject(key);
+  const iv = pooledRandomBytes(IV_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', secret, iv);
   cipher.setAAD(leaf);
   const body = JSON.stringify({
     t: locator.type,
@@ -61,8 +84,8 @@ export function sealLocator(key: Uint8Array, leaf: Uint8Array, locator: Locator)
  * Open the locator of the manifest entry of `leaf`. Raises StorageError `VLM_LOCATOR_INVALID`
  * (fault) when it was sealed under another key, for another leaf, or was altered.
  */
-export function openLocator(key: Uint8Array, leaf: Uint8Array, sealed: string): Locator {
-  checkKey(key);
+export function openLocator(key: LocatorKey, leaf: Uint8Array, sealed: string): Locator {
+  const secret = locatorKeyObject(key);
   const invalid = (cause?: unknown) =>
     storageError('VLM_LOCATOR_INVALID', 'fault', 'the manifest locator does not open under this key for this leaf', cause);
   if (typeof sealed !== 'string' || !/^[A-Za-z0-9_-]+$/.test(sealed)) throw invalid();
@@ -70,7 +93,7 @@ export function openLocator(key: Uint8Array, leaf: Uint8Array, sealed: string): 
   if (bytes.length <= IV_BYTES + TAG_BYTES) throw invalid();
   let parsed: unknown;
   try {
-    const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, IV_BYTES));
+    const decipher = createDecipheriv('aes-256-gcm', secret, bytes.subarray(0, IV_BYTES));
     decipher.setAAD(leaf);
     decipher.setAuthTag(bytes.subarray(bytes.length - TAG_BYTES));
     const body = Buffer.concat([decipher.update(bytes.subarray(IV_BYTES, bytes.length - TAG_BYTES)), decipher.final()]);

@@ -4,11 +4,12 @@
  * is durably stored, so no index row can point at a missing blob whatever the crash point.
  * The repository deals in bytes: what the bytes mean (a FHIR Bundle) is the FHIR layer's business.
  */
+import type { KeyObject } from 'node:crypto';
 import type { AbortOptions, BlobStore } from './blob-store.ts';
 import type { Cipher } from './cipher.ts';
 import { storageError } from './errors.ts';
 import type { IndexStore, IndexWrite, VersionRecord } from './index-store.ts';
-import { sealLocator } from './locator.ts';
+import { locatorKeyObject, sealLocator, type LocatorKey } from './locator.ts';
 
 /** A version ready to store: its index entry (less the CID) and its plaintext bytes. */
 export interface PreparedVersion {
@@ -29,7 +30,7 @@ export interface RepositoryOptions {
    * the scope's wrapped data key is also published as a block, so `vellum rebuild` can
    * reconstruct the index from the chain, IPFS and the master key alone.
    */
-  locatorKey?: Uint8Array;
+  locatorKey?: LocatorKey;
 }
 
 function cacheKey(record: VersionRecord): string {
@@ -42,7 +43,8 @@ export class Repository {
   #cipher: Cipher;
   #cache = new Map<string, Uint8Array>();
   #cacheEntries: number;
-  #locatorKey: Uint8Array | undefined;
+  /** Imported once: sealing with raw key bytes would import them again for every locator. */
+  #locatorKey: KeyObject | undefined;
   /** Scope → its wrapped data key and that key's block CID (published once per process and key). */
   #keyBlocks = new Map<string, { wrapped: Uint8Array; cid: string }>();
 
@@ -51,7 +53,7 @@ export class Repository {
     this.index = options.index;
     this.#cipher = options.cipher;
     this.#cacheEntries = options.cacheEntries ?? 10_000;
-    this.#locatorKey = options.locatorKey;
+    this.#locatorKey = options.locatorKey === undefined ? undefined : locatorKeyObject(options.locatorKey);
   }
 
   /**
@@ -67,9 +69,8 @@ export class Repository {
     }
     // A store that takes many blobs at once (the embedded SQLite one: one transaction for a whole
     // audit batch) gets them at once; any other, one by one.
-    const batch = (this.blobs as BlobStore & { putMany?: (blobs: readonly Uint8Array[], options?: AbortOptions) => Promise<string[]> }).putMany;
     const cids: string[] = [];
-    if (batch && envelopes.length > 1) cids.push(...(await batch.call(this.blobs, envelopes, options)));
+    if (this.blobs.putMany && envelopes.length > 1) cids.push(...(await this.blobs.putMany(envelopes, options)));
     else for (const envelope of envelopes) cids.push(await this.blobs.put(envelope, options));
     const writes: IndexWrite[] = [];
     versions.forEach((version, i) => writes.push({ ...version.write, cid: cids[i]! }));

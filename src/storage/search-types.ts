@@ -312,6 +312,13 @@ export interface IndexKeyset {
   readonly inclusive?: boolean;
 }
 
+/**
+ * The key scopes (the `key_scope` of a resource's current version: which patient's compartment
+ * holds it, `'shared'` for none) of the resources of one type that a chain or `_has` may
+ * traverse: `only` those, or every scope `except` those.
+ */
+export type KeyScopeFilter = { readonly only: readonly string[] } | { readonly except: readonly string[] };
+
 /** A planned search: resources of `resourceType` (null = all types) matching every clause (AND). */
 export interface IndexQuery {
   readonly resourceType: string | null;
@@ -322,6 +329,13 @@ export interface IndexQuery {
   readonly wantTotal: boolean;
   /** Keyset paging: where the page starts (applied before `offset`). */
   readonly keyset?: IndexKeyset;
+  /**
+   * Visibility of the resources nested searches traverse (consent, src/fhir/access.ts
+   * `linkScopes`): a chain's targets and a `_has`'s sources of a type listed here, at any depth,
+   * count only when their key scope passes its filter. Types not listed are not constrained; the
+   * query's own matches never are (the FHIR layer decides those one by one).
+   */
+  readonly linkScopes?: Readonly<Record<string, KeyScopeFilter>>;
 }
 
 const COMBINING_MARKS = /\p{M}/gu;

@@ -20,7 +20,9 @@ import type { Principal } from '../auth/verify.ts';
 import { ConsentState, decide, type Decision } from './policy.ts';
 import { CONSENT_ACTIONS, PURPOSES, R4_RESOURCE_TYPES } from './terms.ts';
 import type { ConsentLedger } from '../../chain/consent-ledger.ts';
+import type { KeyScopeFilter } from '../../storage/search-types.ts';
 import type { ConsentEvent } from '../../chain/consent-registry.ts';
+import { SHARED_SCOPE } from '../../storage/keys.ts';
 
 /** What the service needs of the consent registry (src/chain/consent-ledger.ts). */
 export type ConsentChain = ConsentLedger;
@@ -71,6 +73,11 @@ export class ConsentService {
   /** After the first sync: signed changes replayed at start were written back before a restart. */
   #started = false;
   #scopeKeys = new Map<string, string>();
+  /** Every patient key a consent was ever put for (the patients whose decision can be a permit). */
+  #patients = new Set<string>();
+  /** Patient key → key scope, for the patients of `#patients` (the key is an HMAC: not reversible). */
+  #scopeOfPatient = new Map<string, string>();
+  #scopesLoading: Promise<void> | undefined;
   /** On-chain consent id → FHIR Consent id, for the consents this server wrote. */
   readonly fhirIds = new Map<string, string>();
   #options: ConsentServiceOptions;
@@ -102,14 +109,54 @@ export class ConsentService {
    * A patient's consent key, from the key scope its compartment's records carry (the scope is
    * itself a keyed pseudonym of `Patient/{id}`), so a record is decided without knowing its patient.
    */
-  patientKeyOfScope(keyScope: string): string {
+  patientKeyOfScope(keyScope: string, remember = false): string {
     let key = this.#scopeKeys.get(keyScope);
     if (key === undefined) {
       key = this.keyOf(SCOPE_PREFIX + keyScope);
       if (this.#scopeKeys.size >= 100_000) this.#scopeKeys.clear();
       this.#scopeKeys.set(keyScope, key);
     }
+    // The reverse (patient key → key scope) is kept for the patients that have consents, and for
+    // those a Consent is being written for (`remember`, write-step.ts `consentKeys`).
+    if ((remember || this.#patients.has(key)) && !this.#scopeOfPatient.has(key)) this.#scopeOfPatient.set(key, keyScope);
     return key;
+  }
+
+  /** Learn the key scopes of patients (e.g. those of the stored Consents): see `scopeOfPatient`. */
+  rememberScopes(keyScopes: Iterable<string>): void {
+    for (const keyScope of keyScopes) this.patientKeyOfScope(keyScope, true);
+  }
+
+  /** The key scope of the patient whose consent key is `patientKey`, when this server knows it. */
+  scopeOfPatient(patientKey: string): string | undefined {
+    return this.#scopeOfPatient.get(patientKey);
+  }
+
+  /** Patient keys that have (or had) consents: every patient whose decision can be a permit or a deny. */
+  consentPatients(): ReadonlySet<string> {
+    return this.#patients;
+  }
+
+  /** Whether some patient with consents has a key scope this server does not know yet. */
+  get scopesIncomplete(): boolean {
+    for (const patient of this.#patients) if (!this.#scopeOfPatient.has(patient)) return true;
+    return false;
+  }
+
+  /**
+   * Learn the key scopes of the patients with consents once, from `load` (the stored Consents'
+   * key scopes: a Consent is in its patient's compartment); concurrent callers share the load. After
+   * it, Consents written through Vellum teach theirs as they are written (`consentKeys`).
+   */
+  async loadScopesOnce(load: () => Promise<Iterable<string>>): Promise<void> {
+    this.#scopesLoading ??= load().then(
+      (scopes) => this.rememberScopes(scopes),
+      (err) => {
+        this.#scopesLoading = undefined; // retried by the next request
+        throw err;
+      },
+    );
+    await this.#scopesLoading;
   }
 
   /** First sync (replays every event) and the polling loop. */
@@ -165,7 +212,10 @@ export class ConsentService {
     switch (event.type) {
       case 'ConsentPut': {
         const consent = await this.#chain.consentOf(event.id, { blockTag: event.blockNumber });
-        if (consent) this.state.put(event.id, consent.patient, consent.rules, event.bySignature);
+        if (consent) {
+          this.state.put(event.id, consent.patient, consent.rules, event.bySignature);
+          this.#patients.add(consent.patient);
+        }
         break;
       }
       case 'ConsentRevoked':
@@ -210,6 +260,7 @@ export class ConsentGate {
   #log: ConsentDecisionEntry[];
   #seen = new Map<string, Decision>();
   #emergency = new Set<string>();
+  #links = new Map<string, KeyScopeFilter | undefined>();
   /** Some record was released under break-glass (the response is labelled). */
   breakGlass = false;
 
@@ -265,6 +316,58 @@ export class ConsentGate {
   allowed(type: string, keyScope: string, action?: number): boolean {
     const d = this.decide(type, keyScope, action).decision;
     return d === 'permit' || d === 'break-glass';
+  }
+
+  /**
+   * The key scopes of the records of `type` this request may see (action `access`), as a filter a
+   * search's chains and `_has` apply to the resources they traverse (src/fhir/access.ts
+   * `linkScopes`). Decided from the mirrored state for every patient that has consents, without
+   * logging each (the matches a search returns are decided and logged one by one):
+   * - normally only a permitting consent lets a record be seen: `only` the scopes of the patients
+   *   that permit, and `'shared'` (records of no patient). A permitting patient whose key scope this
+   *   server does not know is left out (stricter, never looser);
+   * - under break-glass (ETREAT, an approved emergency actor) every patient is permitted unless a
+   *   consent denies: every scope `except` those of the denying patients. A denying patient whose
+   *   key scope is unknown cannot be left out: undefined (the caller refuses the search). The use of
+   *   break-glass is logged once for the type and labels the response.
+   * Memoised per type for the request.
+   */
+  linkScopes(type: string): KeyScopeFilter | undefined {
+    if (this.#links.has(type)) return this.#links.get(type);
+    const service = this.#service;
+    const resourceClass = CLASS_INDEX.get(type) ?? 255;
+    const emergency =
+      this.#purpose === ETREAT &&
+      this.#actors.some((actor) => {
+        const approval = service.state.approvalOf(actor);
+        return approval.approved && approval.emergency;
+      });
+    const scopes: string[] = [];
+    let result: KeyScopeFilter | undefined;
+    let complete = true;
+    for (const patient of service.consentPatients()) {
+      const d = decide(service.state, {
+        patient,
+        actors: this.#actors,
+        resourceClass,
+        action: ACCESS,
+        purpose: this.#purpose,
+        time: this.#time,
+      }).decision;
+      const permitted = d === 'permit' || d === 'break-glass';
+      if (permitted === emergency) continue; // break-glass lists the denying patients, otherwise the permitting ones
+      const scope = service.scopeOfPatient(patient);
+      if (scope !== undefined) scopes.push(scope);
+      else if (emergency) complete = false;
+    }
+    if (!emergency) result = { only: [SHARED_SCOPE, ...scopes] };
+    else if (complete) {
+      result = { except: scopes };
+      this.breakGlass = true;
+      this.#log.push({ decision: 'break-glass', resourceType: type });
+    }
+    this.#links.set(type, result);
+    return result;
   }
 }
 

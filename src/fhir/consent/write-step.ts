@@ -31,9 +31,12 @@ const FROM_CHAIN = new WeakSet<WriteContext>();
 /** Undo actions of writes whose FHIR commit has not finished yet. */
 const PENDING = new WeakMap<WriteContext, (() => Promise<unknown>)[]>();
 
-/** The keyed pseudonym function the mapping uses: a patient's key is derived from its key scope. */
+/**
+ * The keyed pseudonym function the mapping uses: a patient's key is derived from its key scope,
+ * which the service remembers (patient key → key scope) for searches' chain and `_has` filters.
+ */
 export function consentKeys(service: ConsentService, patientScope: (reference: string) => string): (reference: string) => string {
-  return (reference) => (reference.startsWith('Patient/') ? service.patientKeyOfScope(patientScope(reference)) : service.keyOf(reference));
+  return (reference) => (reference.startsWith('Patient/') ? service.patientKeyOfScope(patientScope(reference), true) : service.keyOf(reference));
 }
 
 /** A chain failure as the FHIR client sees it. */

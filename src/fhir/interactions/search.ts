@@ -10,7 +10,7 @@
  * (VLM_FHIR_BAD_SEARCH_PARAMETER; the parser's own code is in the diagnostics).
  */
 import type { IndexClause, IndexCondition, IndexQuery } from '../../storage/search-types.ts';
-import { compartmentClause, restrictionClause, totalDisclosed, visible } from '../access.ts';
+import { compartmentClause, linkScopes, restrictionClause, totalDisclosed, visible } from '../access.ts';
 import { FhirError, fhirError, VELLUM_ERROR_SYSTEM } from '../errors.ts';
 import { elementsList, subset, summaryMode } from '../format.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
@@ -135,10 +135,15 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
   if (!['none', 'estimate', 'accurate'].includes(totalMode)) {
     throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_total must be none, estimate or accurate', ['_total']);
   }
-  const { query, unknown, includes } = planQuery(services, type, request.query, request.baseUrl);
+  const planned = planQuery(services, type, request.query, request.baseUrl);
+  const { unknown, includes } = planned;
   if (unknown.length && strict(request)) {
     throw fhirError(400, 'not-supported', 'VLM_FHIR_UNKNOWN_PARAMETER', `Unknown search parameters: ${unknown.join(', ')}`, unknown);
   }
+  // What chains and `_has` traverse must itself be visible to a consent-gated or confined caller
+  // (access.ts `linkScopes`): otherwise a visible match could be found through withheld data.
+  const traversed = await linkScopes(services, request, planned.query.where);
+  const query: IndexQuery = traversed ? { ...planned.query, linkScopes: traversed } : planned.query;
   const countOnly = summary === 'count';
   // A consent-gated caller searching patient data: matches are decided one by one, so the index's
   // total would count what is withheld. Counts are made from the matches it may see instead.

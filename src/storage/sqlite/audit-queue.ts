@@ -12,6 +12,7 @@
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { storageError } from '../errors.ts';
+import { pooledRandomBytes } from '../random-pool.ts';
 import { WalSync } from './wal-sync.ts';
 
 export interface QueuedRecord {
@@ -29,6 +30,8 @@ export class SqliteAuditQueue {
   readonly #lastSeq: StatementSync;
   readonly #take: StatementSync;
   readonly #count: StatementSync;
+  readonly #begin: StatementSync;
+  readonly #commit: StatementSync;
   #closed = false;
   /** Stable per data dir: prefixes AuditEvent ids so re-converting a record after a crash is idempotent. */
   readonly instance: string;
@@ -54,6 +57,8 @@ export class SqliteAuditQueue {
     );
     this.#take = db.prepare('SELECT seq, body FROM audit_queue ORDER BY seq LIMIT ?');
     this.#count = db.prepare('SELECT COUNT(*) AS n FROM audit_queue');
+    this.#begin = db.prepare('BEGIN IMMEDIATE');
+    this.#commit = db.prepare('COMMIT');
   }
 
   /** Open the queue in the SQLite file at `path` (':memory:' for tests); `key` is 32 bytes. */
@@ -84,7 +89,7 @@ export class SqliteAuditQueue {
     if (plaintexts.length === 0) return [];
     // Numbers are assigned inside the write transaction (BEGIN IMMEDIATE excludes other writers),
     // so the sealed body can bind its number in the same, single insert.
-    this.#db.exec('BEGIN IMMEDIATE');
+    this.#begin.run();
     try {
       let seq = Number((this.#lastSeq.get() as { seq: number }).seq);
       const seqs: number[] = [];
@@ -93,7 +98,7 @@ export class SqliteAuditQueue {
         this.#insert.run(seq, this.#seal(seq, plaintext));
         seqs.push(seq);
       }
-      this.#db.exec('COMMIT');
+      this.#commit.run();
       return seqs;
     } catch (err) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
@@ -132,7 +137,7 @@ export class SqliteAuditQueue {
   }
 
   #seal(seq: number, plaintext: Uint8Array): Uint8Array {
-    const iv = randomBytes(12);
+    const iv = pooledRandomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', this.#key, iv);
     cipher.setAAD(Buffer.from(`vellum.audit.${seq}`));
     return Buffer.concat([iv, cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);

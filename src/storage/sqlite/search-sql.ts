@@ -46,6 +46,11 @@
  * tiebreak. For a multi-valued parameter the lowest value sorts ascending and the highest
  * descending; resources without a value sort last in both directions.
  *
+ * Visibility of nested searches (`IndexQuery.linkScopes`, consent: src/fhir/access.ts `linkScopes`):
+ * a chain's targets and a `_has`'s sources of a listed type also need the key scope of their current
+ * version (`versions.key_scope`, by the `(type, id, version)` unique index) in, or not in, one bound
+ * JSON list (`nestedWhereSql`), so a visible match is never found through a withheld resource.
+ *
  * Date semantics follow http://hl7.org/fhir/R4/search.html#date: stored values are
  * inclusive ranges [low, high], the search value is the range its precision implies.
  */
@@ -63,6 +68,7 @@ import {
   type HasCondition,
   type IndexQuery,
   type IndexSort,
+  type KeyScopeFilter,
   type Prefix,
   type ReferencedByCondition,
   type RowCondition,
@@ -392,7 +398,7 @@ function toHit(row: Record<string, unknown>, sortKeys: number): SearchHit {
  * `SearchSql.search`.
  */
 export function planSearch(q: IndexQuery): PlannedSql {
-  const b = new Binder();
+  const b = new Binder(q.linkScopes);
   const keys = q.sort.map((s) => sortKey(s, b));
   const where = whereSql(q, b);
   const columns = keys.map((k, i) => `${k.expr} AS k${i}`);
@@ -472,18 +478,40 @@ function keysetSql(
 
 /** Plan the total of a search: `SELECT COUNT(*) AS n …` over the same filter (ignores sort and paging). */
 export function planCount(q: IndexQuery): PlannedSql {
-  const b = new Binder();
+  const b = new Binder(q.linkScopes);
   const sql = `SELECT COUNT(*) AS n FROM resources r WHERE ${whereSql(q, b)}`;
   return { sql, params: b.params };
 }
 
-/** Collects bound values in the order their `?` placeholders appear. */
+/**
+ * Collects bound values in the order their `?` placeholders appear; carries the query's
+ * `linkScopes` down to every nested search.
+ */
 class Binder {
   readonly params: SQLInputValue[] = [];
+  readonly linkScopes: Readonly<Record<string, KeyScopeFilter>> | undefined;
+  constructor(linkScopes?: Readonly<Record<string, KeyScopeFilter>>) {
+    this.linkScopes = linkScopes;
+  }
   bind(value: SQLInputValue): string {
     this.params.push(value);
     return '?';
   }
+}
+
+/**
+ * The filter of a nested search (a chain's targets, a `_has`'s sources): its own clauses, and,
+ * when the query constrains its type (`IndexQuery.linkScopes`), the key scope of the resource's
+ * current version — read through the `versions (type, id, version)` unique index, the scopes
+ * bound as one JSON list (any length is one parameter: no chunking needed).
+ */
+function nestedWhereSql(q: SubQuery, b: Binder): string {
+  const where = whereSql(q, b);
+  const filter = b.linkScopes !== undefined && Object.hasOwn(b.linkScopes, q.resourceType) ? b.linkScopes[q.resourceType] : undefined;
+  if (filter === undefined) return where;
+  const scope = '(SELECT kv.key_scope FROM versions kv WHERE kv.type = r.type AND kv.id = r.id AND kv.version = r.version)';
+  const visible = 'only' in filter ? `${scope} IN ${jsonList(filter.only, b)}` : `${scope} NOT IN ${jsonList(filter.except, b)}`;
+  return `(${where}) AND ${visible}`;
 }
 
 function whereSql(q: SubQuery | IndexQuery, b: Binder): string {
@@ -713,7 +741,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
   switch (c.kind) {
     case 'chain': {
       // (target_id, target_type) of every resource the chain's nested searches select.
-      const targets = () => c.targets.map((t) => `SELECT r.id, r.type FROM resources r WHERE ${whereSql(t, b)}`).join(' UNION ALL ');
+      const targets = () => c.targets.map((t) => `SELECT r.id, r.type FROM resources r WHERE ${nestedWhereSql(t, b)}`).join(' UNION ALL ');
       return {
         drive: () => `SELECT s.rid FROM search_reference s WHERE s.param = ${b.bind(c.param)} AND (s.target_id, s.target_type) IN (${targets()})`,
         probe: () =>
@@ -722,7 +750,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
       };
     }
     case 'has': {
-      const sources = () => `SELECT r.rid FROM resources r WHERE ${whereSql(c.source, b)}`;
+      const sources = () => `SELECT r.rid FROM resources r WHERE ${nestedWhereSql(c.source, b)}`;
       return {
         drive: () =>
           `SELECT t.rid FROM search_reference s JOIN resources t ON t.type = s.target_type AND t.id = s.target_id ` +
