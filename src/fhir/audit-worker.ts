@@ -33,33 +33,63 @@ export interface AuditWorkerData {
   ipfsUrl?: string;
 }
 
-/** Start the converter thread; the returned converter is what the request thread's AuditTrail uses. */
+/** How long after a crash the converter thread is started again. */
+const RESTART_DELAY_MS = 1_000;
+
+/**
+ * Start the converter thread; the returned converter is what the request thread's AuditTrail uses.
+ * A thread that crashes is started again (the records it had not converted are still queued, and
+ * conversion is idempotent): the trail never silently stops converting.
+ */
 export function startAuditWorker(data: AuditWorkerData, onError: (code: string) => void): AuditConverter {
-  const worker = new Worker(new URL(import.meta.url), { workerData: data });
-  worker.unref();
   let next = 0;
   const waiting = new Map<number, () => void>();
   let closed: (() => void) | undefined;
-  worker.on('message', (m: { type: string; id?: number; code?: string }) => {
-    if (m.type === 'settled') {
-      waiting.get(m.id!)?.();
-      waiting.delete(m.id!);
-    } else if (m.type === 'closed') closed?.();
-    else if (m.type === 'error') onError(m.code ?? 'VLM_AUDIT_WORKER');
-  });
-  worker.on('error', () => onError('VLM_AUDIT_WORKER_CRASHED'));
-  const exited = new Promise<void>((resolve) => worker.on('exit', () => resolve()));
+  let closing = false;
+  let worker: Worker;
+  let exited: Promise<void>;
+  let alive = false;
+  const spawn = (): void => {
+    const current = new Worker(new URL(import.meta.url), { workerData: data });
+    current.unref();
+    worker = current;
+    alive = true;
+    current.on('message', (m: { type: string; id?: number; code?: string }) => {
+      if (m.type === 'settled') {
+        waiting.get(m.id!)?.();
+        waiting.delete(m.id!);
+      } else if (m.type === 'closed') closed?.();
+      else if (m.type === 'error') onError(m.code ?? 'VLM_AUDIT_WORKER');
+    });
+    current.on('error', () => onError('VLM_AUDIT_WORKER_CRASHED'));
+    exited = new Promise<void>((resolve) =>
+      current.on('exit', () => {
+        alive = false;
+        resolve();
+        if (closing) return;
+        // A crashed worker must not hang readers: they answer with what is stored.
+        for (const release of waiting.values()) release();
+        waiting.clear();
+        setTimeout(() => {
+          if (!closing) spawn();
+        }, RESTART_DELAY_MS).unref();
+      }),
+    );
+  };
+  spawn();
   return {
-    kick: () => worker.postMessage({ type: 'kick' }),
+    kick: () => {
+      if (alive) worker.postMessage({ type: 'kick' });
+    },
     settle: () =>
       new Promise<void>((resolve) => {
+        if (!alive) return resolve(); // between a crash and the restart: what is stored
         const id = next++;
         waiting.set(id, resolve);
         worker.postMessage({ type: 'settle', id });
-        // A crashed worker must not hang readers: they answer with what is stored.
-        void exited.then(resolve);
       }),
     close: async () => {
+      closing = true;
       const done = new Promise<void>((resolve) => (closed = resolve));
       worker.postMessage({ type: 'close' });
       await Promise.race([done, exited]);

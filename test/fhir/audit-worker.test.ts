@@ -1,0 +1,37 @@
+/**
+ * The converter thread is started again after a crash: here its database cannot be opened, so
+ * each thread dies at start, and the trail must keep trying (and readers must not hang) until
+ * closed.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { startAuditWorker } from '../../src/fhir/audit-worker.ts';
+
+t.test('a crashed converter thread is restarted, and settle never hangs', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-audit-worker-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const codes: string[] = [];
+  const converter = startAuditWorker(
+    {
+      // A directory where a database file is expected: opening it fails in the thread.
+      databasePath: dir,
+      queuePath: path.join(dir, 'missing', 'queue.db'),
+      masterKey: new Uint8Array(32).fill(7),
+      baseUrl: 'http://vellum.test/fhir',
+      anchoring: false,
+    },
+    (code) => codes.push(code),
+  );
+  for (let i = 0; i < 1200 && codes.filter((c) => c === 'VLM_AUDIT_WORKER_CRASHED').length < 2; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  t.ok(codes.filter((c) => c === 'VLM_AUDIT_WORKER_CRASHED').length >= 2, `the thread was started again after crashing (${codes.join(',')})`);
+  await converter.settle();
+  t.pass('settle resolves while the thread is down');
+  await converter.close();
+  const after = codes.length;
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  t.equal(codes.length, after, 'no restart after close');
+});
