@@ -6,7 +6,9 @@
  * sensitive to a shared machine's noise than throughput.
  *
  * `node --import tsx bench/read-cost.ts [--seconds=5] [--rounds=3] [--variants=off,auth,audit,both]
- * [--prof-dir=/tmp/prof]` (the last: a `--cpu-prof` profile per thread of each server)
+ * [--prof-dir=/tmp/prof] [--threads]` (`--prof-dir`: a `--cpu-prof` profile per thread of each
+ * server; `--threads`: CPU per read of each of the server's threads). Other variants:
+ * `off-nochain`, `audit-nochain` (no chain: what anchoring the AuditEvents adds), `audit-wal`.
  */
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -20,6 +22,11 @@ const VARIANTS: Record<string, Record<string, string>> = {
   auth: { VELLUM_AUDIT: 'off' },
   audit: { VELLUM_AUTH: 'off' },
   both: {},
+  // Without the chain: no anchor leaves, no batcher (what anchoring the AuditEvents costs).
+  'off-nochain': { VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off', VELLUM_CHAIN: 'off' },
+  'audit-nochain': { VELLUM_AUTH: 'off', VELLUM_CHAIN: 'off' },
+  // Responses wait for the audit record's WAL commit, not its fsync.
+  'audit-wal': { VELLUM_AUTH: 'off', VELLUM_AUDIT_DURABILITY: 'wal' },
 };
 const names = arg('variants', 'off,auth,audit,both').split(',');
 const TICK = 100; // USER_HZ on Linux: /proc times are in 1/100 s
@@ -62,15 +69,21 @@ for (let round = 0; round < rounds; round++) {
       };
       await load(1000); // warm up
       const settle = async () => {
-        if (name === 'both' || name === 'audit') await (await fetch(`${base}/AuditEvent?_count=1&_summary=count`, { headers })).arrayBuffer();
+        if (['both', 'audit', 'audit-nochain', 'audit-wal'].includes(name)) await (await fetch(`${base}/AuditEvent?_count=1&_summary=count`, { headers })).arrayBuffer();
       };
       await settle();
+      const threads = () => new Map(fs.readdirSync(`/proc/${pid}/task`).map((tid) => [tid, `${fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()}`] as const));
+      const perThread0 = new Map([...threads()].map(([tid]) => [tid, cpuMs(pid, Number(tid))]));
       const cpu0 = cpuMs(pid);
       const main0 = cpuMs(pid, pid);
       const t0 = performance.now();
       const ops = await load(seconds * 1000);
       const elapsed = (performance.now() - t0) / 1000;
       await settle();
+      if (process.argv.includes('--threads')) {
+        const names = threads();
+        console.log([...names].map(([tid, comm]) => [comm, Math.round(((cpuMs(pid, Number(tid)) - (perThread0.get(tid) ?? 0)) * 1000) / ops)] as const).filter(([, us]) => us > 2).map(([c, us]) => `${c}:${us}µs`).join(' '));
+      }
       const cpu = ((cpuMs(pid) - cpu0) * 1000) / ops;
       const main = ((cpuMs(pid, pid) - main0) * 1000) / ops;
       (results[name] ??= []).push({ rate: ops / elapsed, cpu, main });

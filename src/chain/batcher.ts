@@ -39,7 +39,8 @@ export interface RecordedAnchor {
 /** The durable leaf queue (the index implements it). */
 export interface LeafQueue {
   pendingLeaves(limit: number): Promise<QueuedLeaf[]>;
-  planBatch(batch: Omit<QueuedBatch, 'id'>, proofs: Uint8Array[][]): Promise<QueuedBatch>;
+  /** Proofs are not passed: they are rebuilt from the batch's leaves when a version is verified. */
+  planBatch(batch: Omit<QueuedBatch, 'id'>): Promise<QueuedBatch>;
   plannedBatches(): Promise<QueuedBatch[]>;
   recordAnchor(batchId: number, receipt: RecordedAnchor): Promise<void>;
   anchorOf(seq: number): Promise<{ status: 'pending' | 'planned' | 'anchored' } | undefined>;
@@ -167,10 +168,7 @@ export class AnchorBatcher {
     const tree = buildTree(leaves.map((l) => l.leaf));
     const manifestCid = await manifests.put(manifestOf(tree.root, leaves));
     await manifests.flush?.();
-    const batch = await queue.planBatch(
-      { root: tree.root, leafCount: leaves.length, manifestCid, seqs: leaves.map((l) => l.seq) },
-      leaves.map((_, i) => tree.proof(i)),
-    );
+    const batch = await queue.planBatch({ root: tree.root, leafCount: leaves.length, manifestCid, seqs: leaves.map((l) => l.seq) });
     return anchored + (await this.#send(batch, signal));
   }
 

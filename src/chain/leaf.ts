@@ -172,11 +172,69 @@ export function contentDigest(salt: Uint8Array, canonicalJson: string | Uint8Arr
   return keccak256(salt, typeof canonicalJson === 'string' ? encoder.encode(canonicalJson) : canonicalJson);
 }
 
+/** Depth past which the fast path hands over to the library (which detects cycles). */
+const FAST_DEPTH = 64;
+/** Marks a value the fast path does not handle (the library decides: serialize it or refuse it). */
+const NOT_PLAIN = Symbol('not plain JSON');
+/** Keys V8 enumerates before the others whatever the insertion order (array-index-like). */
+const INDEX_KEY = /^(?:0|[1-9]\d*)$/;
+
+/**
+ * A copy of plain JSON data — null, booleans, finite numbers, well-formed strings, arrays and
+ * plain objects, as `JSON.parse` gives and the write path builds — with every object's members
+ * inserted in UTF-16 code unit order (`sort()`'s), or NOT_PLAIN. For such data RFC 8785 is
+ * exactly `JSON.stringify` of that copy: JCS serializes strings and numbers as ECMAScript does,
+ * and V8 keeps insertion order for keys that are not array indices (those are refused here).
+ */
+function sortedCopy(value: unknown, depth: number): unknown {
+  switch (typeof value) {
+    case 'string':
+      return value.isWellFormed() ? value : NOT_PLAIN;
+    case 'number':
+      return Number.isFinite(value) ? value : NOT_PLAIN;
+    case 'boolean':
+      return value;
+    case 'object': {
+      if (value === null) return null;
+      if (depth > FAST_DEPTH) return NOT_PLAIN;
+      if (Array.isArray(value)) {
+        const out = new Array<unknown>(value.length);
+        for (let i = 0; i < value.length; i++) {
+          const item = sortedCopy(value[i], depth + 1);
+          if (item === NOT_PLAIN) return NOT_PLAIN;
+          out[i] = item;
+        }
+        return out;
+      }
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return NOT_PLAIN;
+      const record = value as Record<string, unknown>;
+      if (typeof record.toJSON === 'function') return NOT_PLAIN;
+      const out: Record<string, unknown> = {};
+      for (const key of Object.keys(record).sort()) {
+        if (!key.isWellFormed() || INDEX_KEY.test(key)) return NOT_PLAIN;
+        const member = sortedCopy(record[key], depth + 1);
+        if (member === NOT_PLAIN) return NOT_PLAIN;
+        out[key] = member;
+      }
+      return out;
+    }
+    default:
+      return NOT_PLAIN;
+  }
+}
+
 /**
  * RFC 8785 canonical JSON of a JSON value (UTF-8 string). Raises VLM_CHAIN_LEAF_BAD_CONTENT
  * if the value has no JSON form (undefined, a function…).
  */
 export function canonicalJson(value: unknown): string {
+  // Plain data (every version and AuditEvent) takes the fast path: about twice as fast as the
+  // library's per-node frames and cycle set. Anything else — toJSON, boxed primitives, NaN, lone
+  // surrogates, undefined members, index-like keys, deep nesting — goes to the library, which
+  // serializes or refuses it; test/chain/canonical.test.ts checks both agree.
+  const copy = sortedCopy(value, 0);
+  if (copy !== NOT_PLAIN) return JSON.stringify(copy);
   let json: string | undefined;
   try {
     json = canonicalize(value);

@@ -299,10 +299,7 @@ async function replay(ctx: ReplayContext): Promise<RebuildReport> {
       }
       throw err;
     }
-    const batch = await index.planBatch(
-      { root, leafCount: leaves.length, manifestCid: receipt.manifestCid, seqs: records.map((r) => r.seq) },
-      leaves.map((_, i) => tree.proof(i)),
-    );
+    const batch = await index.planBatch({ root, leafCount: leaves.length, manifestCid: receipt.manifestCid, seqs: records.map((r) => r.seq) });
     await index.recordAnchor(batch.id, {
       chainBatchId: receipt.batchId,
       txHash: receipt.txHash,

@@ -77,15 +77,22 @@ export interface AnchorRecord {
   leaf: Uint8Array;
   salt: Uint8Array;
   status: 'pending' | 'planned' | 'anchored';
-  batch?: PlannedBatch & { leafIndex: number; proof: Uint8Array[]; receipt?: BatchReceipt };
+  /**
+   * `proof` is stored only for batches planned before proofs were computed on demand (leaves'
+   * proofs are rebuilt from `batchLeaves` when absent: storing ~350 bytes per version for the
+   * rare $verify cost more than rebuilding a batch's tree then).
+   */
+  batch?: PlannedBatch & { leafIndex: number; proof?: Uint8Array[]; receipt?: BatchReceipt };
 }
 
 /** The durable queue of the anchor pipeline (implemented by the index). */
 export interface AnchorQueue {
   /** Oldest pending leaves not yet in any batch. */
   pendingLeaves(limit: number): Promise<PendingLeaf[]>;
-  /** Persist a batch and assign its leaves (with their proofs) in one transaction. */
-  planBatch(batch: Omit<PlannedBatch, 'id'>, proofs: Uint8Array[][]): Promise<PlannedBatch>;
+  /** Persist a batch and assign its leaves (with their proofs, when given) in one transaction. */
+  planBatch(batch: Omit<PlannedBatch, 'id'>, proofs?: Uint8Array[][]): Promise<PlannedBatch>;
+  /** The leaves of a batch, in leaf order (to rebuild its tree and a leaf's proof). */
+  batchLeaves(batchId: number): Promise<Uint8Array[]>;
   /** Batches planned but not yet recorded as anchored (to resume after a crash). */
   plannedBatches(): Promise<PlannedBatch[]>;
   recordAnchor(batchId: number, receipt: BatchReceipt): Promise<void>;

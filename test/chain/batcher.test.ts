@@ -1,11 +1,11 @@
 import t from 'tap';
 import { AnchorBatcher, MANIFEST_TYPE, type LeafQueue, type QueuedBatch, type QueuedLeaf } from '../../src/chain/batcher.ts';
-import { fromHex, toHex, verifyProof } from '../../src/chain/merkle.ts';
+import { buildTree, fromHex, toHex, verifyProof } from '../../src/chain/merkle.ts';
 import { keccak_256 } from '@noble/hashes/sha3.js';
 
 /** An in-memory leaf queue with the index's semantics (unit test of the batcher only). */
 class MemoryQueue implements LeafQueue {
-  leaves: (QueuedLeaf & { batch?: number; proof?: Uint8Array[] })[] = [];
+  leaves: (QueuedLeaf & { batch?: number; leafIndex?: number })[] = [];
   batches: (QueuedBatch & { anchored?: boolean })[] = [];
   add(n: number): number[] {
     const seqs: number[] = [];
@@ -19,10 +19,10 @@ class MemoryQueue implements LeafQueue {
   async pendingLeaves(limit: number) {
     return this.leaves.filter((l) => l.batch === undefined).slice(0, limit);
   }
-  async planBatch(batch: Omit<QueuedBatch, 'id'>, proofs: Uint8Array[][]) {
+  async planBatch(batch: Omit<QueuedBatch, 'id'>) {
     const planned = { ...batch, id: this.batches.length + 1 };
     this.batches.push(planned);
-    batch.seqs.forEach((seq, i) => Object.assign(this.leaves[seq - 1]!, { batch: planned.id, proof: proofs[i] }));
+    batch.seqs.forEach((seq, i) => Object.assign(this.leaves[seq - 1]!, { batch: planned.id, leafIndex: i }));
     return planned;
   }
   async plannedBatches() {
@@ -94,9 +94,12 @@ t.test('a round batches pending leaves, stores a manifest, plans, anchors, and p
   t.equal(manifest.type, MANIFEST_TYPE);
   t.same(manifest.leaves.map((l: { cid: string }) => l.cid), ['bafk-test-1', 'bafk-test-2', 'bafk-test-3', 'bafk-test-4']);
   t.equal(queue.batches[0]!.manifestCid, cid);
+  // Proofs are rebuilt from a batch's leaves in leaf order (what $verify does): they lead to the planned root.
   for (const leaf of queue.leaves) {
     const batch = queue.batches[leaf.batch! - 1]!;
-    t.ok(verifyProof(batch.root, leaf.leaf, leaf.proof!), `proof of leaf ${leaf.seq} verifies against its root`);
+    const inBatch = queue.leaves.filter((l) => l.batch === leaf.batch).sort((a, b) => a.leafIndex! - b.leafIndex!);
+    t.same(buildTree(inBatch.map((l) => l.leaf)).root, batch.root, `batch ${batch.id}'s leaves in leaf order give its root`);
+    t.ok(verifyProof(batch.root, leaf.leaf, buildTree(inBatch.map((l) => l.leaf)).proof(leaf.leafIndex!)), `proof of leaf ${leaf.seq} verifies against its root`);
   }
   t.same(fromHex(manifest.root), queue.batches[0]!.root);
 });

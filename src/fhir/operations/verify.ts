@@ -72,8 +72,8 @@
 import { assertVisible } from '../access.ts';
 import { randomUUID } from 'node:crypto';
 import { canonicalJson, cidDigest, contentDigest, leafFromParts, pseudonym } from '../../chain/leaf.ts';
-import { toHex, verifyProof } from '../../chain/merkle.ts';
-import type { VersionRecord } from '../../storage/index-store.ts';
+import { buildTree, toHex, verifyProof, type MerkleTree } from '../../chain/merkle.ts';
+import type { AnchorRecord, VersionRecord } from '../../storage/index-store.ts';
 import { FhirError, fhirError, toFhirError } from '../errors.ts';
 import { dateRange } from '../dates.ts';
 import { queryValue, type FhirRequest, type FhirResource, type FhirResponse } from '../request.ts';
@@ -151,7 +151,30 @@ export async function verify(services: FhirServices, request: FhirRequest): Prom
 }
 
 /** Contract answers shared by the versions of one sweep (a batch root is asked about once). */
-type RootCache = Map<string, Promise<boolean>>;
+type RootCache = Map<string, Promise<boolean>> & { trees?: TreeCache };
+
+/** Trees a sweep has rebuilt (it verifies many leaves of each batch), by batch id and root. */
+type TreeCache = Map<string, MerkleTree>;
+
+/**
+ * A leaf's proof: stored for batches planned by earlier versions, otherwise rebuilt from the
+ * batch's stored leaves. Either way it is checked against the batch root (and, without a sweep's
+ * cache, by the contract): leaves changed in the index cannot give the anchored root.
+ */
+async function proofOf(services: FhirServices, batch: NonNullable<AnchorRecord['batch']>, trees?: TreeCache): Promise<Uint8Array[]> {
+  if (batch.proof) return batch.proof;
+  const key = `${batch.id}:${toHex(batch.root)}`;
+  let tree = trees?.get(key);
+  if (!tree) {
+    try {
+      tree = buildTree(await services.repository.index.batchLeaves(batch.id));
+    } catch {
+      return []; // leaves damaged in the index: no proof, reported as the 'proof' problem
+    }
+    trees?.set(key, tree);
+  }
+  return batch.leafIndex < tree.leafCount ? tree.proof(batch.leafIndex) : [];
+}
 
 /**
  * The $verify Parameters of a version, and the problems found. With a `rootCache` (the sweep),
@@ -197,7 +220,8 @@ async function verifyParameters(
     { name: 'leaf', valueString: toHex(leaf) },
   ];
   let verified = problems.length === 0;
-  const batch = anchor.batch;
+  const stored = anchor.batch;
+  const batch = stored ? { ...stored, proof: await proofOf(services, stored, rootCache?.trees) } : undefined;
   if (batch) {
     if (!verifyProof(batch.root, leaf, batch.proof)) problems.push('proof');
     out.push(
@@ -258,7 +282,7 @@ export async function verifySweep(services: FhirServices, request: FhirRequest):
   }
   const limit = countRaw === undefined ? 100_000 : Number(countRaw);
   const maxSeq = await services.repository.index.lastSeq();
-  const rootCache: RootCache = new Map();
+  const rootCache: RootCache = Object.assign(new Map<string, Promise<boolean>>(), { trees: new Map<string, MerkleTree>() });
   const counts = { checked: 0, verified: 0, pending: 0, mismatches: 0 };
   const mismatches: Parameter[] = [];
   for (let offset = 0; counts.checked < limit; offset += SWEEP_PAGE) {

@@ -410,7 +410,7 @@ export class SqliteIndexStore implements IndexStore {
     return rows.map((r) => ({ seq: Number(r.seq), leaf: r.leaf, cid: r.cid, ...(r.locator ? { locator: r.locator } : {}) }));
   }
 
-  async planBatch(batch: Omit<PlannedBatch, 'id'>, proofs: Uint8Array[][]): Promise<PlannedBatch> {
+  async planBatch(batch: Omit<PlannedBatch, 'id'>, proofs?: Uint8Array[][]): Promise<PlannedBatch> {
     this.#check();
     const db = this.#db;
     db.exec('BEGIN IMMEDIATE');
@@ -421,7 +421,7 @@ export class SqliteIndexStore implements IndexStore {
       const id = Number(inserted.lastInsertRowid);
       const assign = this.#prepare('UPDATE anchor_leaves SET batch_id = ?, leaf_index = ?, proof = ? WHERE seq = ? AND batch_id IS NULL');
       batch.seqs.forEach((seq, i) => {
-        const result = assign.run(id, i, Buffer.concat(proofs[i] ?? []), seq);
+        const result = assign.run(id, i, proofs ? Buffer.concat(proofs[i] ?? []) : null, seq);
         if (Number(result.changes) !== 1) throw storageError('VLM_ANCHOR_LEAF_TAKEN', 'conflict', 'a leaf is already in a batch');
       });
       db.exec('COMMIT');
@@ -449,6 +449,12 @@ export class SqliteIndexStore implements IndexStore {
       (r) => Number(r.seq),
     );
     return { id, root: row.root, leafCount: Number(row.leaf_count), manifestCid: row.manifest_cid, seqs };
+  }
+
+  async batchLeaves(batchId: number): Promise<Uint8Array[]> {
+    this.#check();
+    const rows = this.#prepare('SELECT leaf FROM anchor_leaves WHERE batch_id = ? ORDER BY leaf_index').all(batchId) as { leaf: Uint8Array }[];
+    return rows.map((r) => r.leaf);
   }
 
   async recordAnchor(batchId: number, receipt: BatchReceipt): Promise<void> {
@@ -485,14 +491,16 @@ export class SqliteIndexStore implements IndexStore {
     if (!row) return undefined;
     const record: AnchorRecord = { seq: Number(row.seq), leaf: row.leaf, salt: row.salt, status: 'pending' };
     if (row.batch_id === null) return record;
-    const proofBytes = row.proof ?? new Uint8Array(0);
-    const proof: Uint8Array[] = [];
-    for (let i = 0; i < proofBytes.length; i += 32) proof.push(proofBytes.subarray(i, i + 32));
+    let proof: Uint8Array[] | undefined;
+    if (row.proof !== null) {
+      proof = [];
+      for (let i = 0; i < row.proof.length; i += 32) proof.push(row.proof.subarray(i, i + 32));
+    }
     record.status = row.status === 'anchored' ? 'anchored' : 'planned';
     record.batch = {
       ...this.#batch(Number(row.batch_id)),
       leafIndex: Number(row.leaf_index),
-      proof,
+      ...(proof ? { proof } : {}),
       ...(row.status === 'anchored'
         ? {
             receipt: {

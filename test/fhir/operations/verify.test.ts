@@ -77,3 +77,30 @@ t.test('$verify without anchoring is 501, and unknown versions 404', async (t) =
   t.equal((await anchored.fhir('GET', 'Patient/nope/$verify')).status, 404);
   t.equal((await anchored.fhir('GET', 'Patient/nope/_history/1/$verify')).status, 404);
 });
+
+t.test('proofs are rebuilt from the batch leaves: a changed neighbour breaks them, a stored proof is still used', async (t) => {
+  const s = await startTestServer(t, { VELLUM_CHAIN: 'embedded', VELLUM_ANCHOR_INTERVAL_MS: '400' });
+  const created = await Promise.all(
+    ['One', 'Two', 'Three'].map((family) => s.fhir('POST', 'Patient', { resourceType: 'Patient', name: [{ family }] }, { prefer: 'anchor=wait' })),
+  );
+  const ids = created.map((c) => c.json.id as string);
+  const verified = await Promise.all(ids.map((id) => s.fhir('GET', `Patient/${id}/$verify`)));
+  const roots = new Set(verified.map((v) => param(v.json, 'root').valueString));
+  t.equal(roots.size, 1, 'the three versions are leaves of one batch');
+  t.ok(verified.every((v) => param(v.json, 'verified').valueBoolean === true), 'each proof, rebuilt, is accepted by the contract');
+  t.ok(verified.every((v) => params(v.json, 'proof').length >= 1), 'and returned');
+  await s.close();
+
+  // Another leaf of the batch changed in the index: the tree rebuilt from the leaves no longer gives the anchored root.
+  const db = new DatabaseSync(path.join(s.dataDir, 'vellum.db'));
+  const seqOf = (id: string) => (db.prepare('SELECT seq FROM versions WHERE id = ?').get(id) as { seq: number }).seq;
+  db.prepare('UPDATE anchor_leaves SET leaf = randomblob(32) WHERE seq = ?').run(seqOf(ids[0]!));
+  // A proof stored by an earlier version of Vellum is used as it is (here: a wrong one).
+  db.prepare('UPDATE anchor_leaves SET proof = randomblob(32) WHERE seq = ?').run(seqOf(ids[2]!));
+  db.close();
+  const again = await startTestServer(t, { VELLUM_CHAIN: 'embedded', VELLUM_DATA_DIR: s.dataDir });
+  const problemsOf = async (id: string) => params((await again.fhir('GET', `Patient/${id}/$verify`)).json, 'problem').map((p: any) => p.valueCode);
+  t.ok((await problemsOf(ids[0]!)).includes('leaf'), 'the changed leaf itself is reported');
+  t.same(await problemsOf(ids[1]!), ['proof', 'contract-rejects-proof'], 'its untouched neighbour no longer proves against the root');
+  t.ok((await problemsOf(ids[2]!)).includes('proof'), 'a stored proof is used, and checked');
+});
