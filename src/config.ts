@@ -26,6 +26,12 @@ export interface Config {
   audit: boolean;
   /** What a response waits for (VELLUM_AUDIT_DURABILITY): its audit record fsynced (default) or in the WAL. */
   auditDurability: 'fsync' | 'wal';
+  /**
+   * How long audit records wait before a conversion round makes them AuditEvents
+   * (VELLUM_AUDIT_BATCH_MS, default 1000): larger rounds cost less per AuditEvent; searches of
+   * AuditEvents convert what is queued first, so the wait only delays their anchoring.
+   */
+  auditBatchMs: number;
   /** Consent enforcement through the consent registry (docs/consent.md). */
   consent: ConsentConfig;
 }
@@ -152,6 +158,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     auth,
     audit: auditRaw === 'on',
     auditDurability: durability,
+    auditBatchMs: integer(env, 'VELLUM_AUDIT_BATCH_MS', 1_000, 0, 60_000),
     consent,
   };
 }

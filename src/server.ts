@@ -342,6 +342,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
             baseUrl: config.baseUrl,
             anchoring: ledger !== undefined,
             ...(config.ipfsUrl ? { ipfsUrl: config.ipfsUrl } : {}),
+            batchDelayMs: config.auditBatchMs,
           },
           (code) => app.log.warn({ err: { code } }, 'audit conversion failed; will retry'),
         ),

@@ -31,6 +31,8 @@ export interface AuditWorkerData {
   /** Queue leaves for anchoring (the ledger is on). */
   anchoring: boolean;
   ipfsUrl?: string;
+  /** How long records wait before a conversion round (audit.ts BATCH_DELAY_MS by default). */
+  batchDelayMs?: number;
 }
 
 /** How long after a crash the converter thread is started again. */
@@ -139,6 +141,7 @@ export async function openAuditConverter(data: AuditWorkerData, onError: (err: u
     queue,
     baseUrl: data.baseUrl,
     exists: async (id) => (await index.current('AuditEvent', id)) !== undefined,
+    ...(data.batchDelayMs !== undefined ? { batchDelayMs: data.batchDelayMs } : {}),
     onError,
   });
   return {

@@ -268,18 +268,21 @@ export interface AuditTrailOptions {
    * the next group fsync (a few milliseconds later).
    */
   durability?: 'fsync' | 'wal';
-  /** How long queued records wait before a conversion round starts (default 50 ms). */
+  /** How long queued records wait before a conversion round starts (default BATCH_DELAY_MS). */
   batchDelayMs?: number;
   onError?: (err: unknown) => void;
 }
 
 const BATCH = 500;
 /**
- * How long queued records wait before a conversion round starts. Larger rounds share their
- * transactions and fsyncs; the wait delays only the AuditEvents' appearance in the index (a search
- * of AuditEvents converts everything queued first), never a response: records are durable once queued.
+ * How long queued records wait before a conversion round starts (VELLUM_AUDIT_BATCH_MS). Larger
+ * rounds share their transactions, fsyncs and the index pages they dirty: at ~1,500 reads/s a
+ * 1 s wait cut the converter's CPU per AuditEvent by about a quarter against 50 ms
+ * (`bench/read-cost.ts --threads`). The wait delays only the AuditEvents' appearance in the index
+ * (a search of AuditEvents converts everything queued first) and their anchoring, never a
+ * response: records are durable once queued.
  */
-const BATCH_DELAY_MS = 50;
+export const BATCH_DELAY_MS = 1000;
 /**
  * How often, at most, the request thread tells the converter thread that records were queued.
  * The converter waits BATCH_DELAY_MS after a kick anyway (and drains until the queue is empty),

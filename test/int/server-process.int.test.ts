@@ -202,6 +202,8 @@ t.test('a bad configuration value stops the server with a message naming the var
     { variable: 'VELLUM_BASE_URL', value: 'notaurl' },
     { variable: 'VELLUM_MASTER_KEY', value: '' },
     { variable: 'VELLUM_MASTER_KEY', value: secretLooking },
+    { variable: 'VELLUM_AUDIT_BATCH_MS', value: '-1' },
+    { variable: 'VELLUM_AUDIT_BATCH_MS', value: 'soon' },
   ];
   for (const { variable, value } of cases) {
     const dataDir = tempDataDir(t);
