@@ -344,7 +344,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
             ...(config.ipfsUrl ? { ipfsUrl: config.ipfsUrl } : {}),
             batchDelayMs: config.auditBatchMs,
           },
-          (code) => app.log.warn({ err: { code } }, 'audit conversion failed; will retry'),
+          (failure) => app.log.warn({ err: failure }, 'audit conversion failed; will retry'),
         ),
         baseUrl: config.baseUrl,
         durability: config.auditDurability,

@@ -43,7 +43,32 @@ const RESTART_DELAY_MS = 1_000;
  * A thread that crashes is started again (the records it had not converted are still queued, and
  * conversion is idempotent): the trail never silently stops converting.
  */
-export function startAuditWorker(data: AuditWorkerData, onError: (code: string) => void): AuditConverter {
+/**
+ * What may be logged of an error from the converter: its name, code and where it was raised —
+ * never its message, which can quote the record being converted.
+ */
+export interface AuditFailure {
+  code: string;
+  /** The error's own code, when it is not `code` (e.g. `ERR_SQLITE_ERROR` behind a crash). */
+  cause?: string;
+  name?: string;
+  /** `file:line` frames of the stack inside Vellum's sources. */
+  at?: string[];
+}
+
+function failureOf(code: string, err: unknown): AuditFailure {
+  const e = err as { name?: unknown; code?: unknown; stack?: unknown } | undefined;
+  const at = typeof e?.stack === 'string' ? [...e.stack.matchAll(/\/(src\/[\w/.-]+:\d+)/g)].map((m) => m[1]!).slice(0, 6) : [];
+  const own = typeof e?.code === 'string' ? e.code : undefined;
+  return {
+    code,
+    ...(own && own !== code ? { cause: own } : {}),
+    ...(typeof e?.name === 'string' ? { name: e.name } : {}),
+    ...(at.length ? { at } : {}),
+  };
+}
+
+export function startAuditWorker(data: AuditWorkerData, onError: (failure: AuditFailure) => void): AuditConverter {
   let next = 0;
   const waiting = new Map<number, () => void>();
   let closed: (() => void) | undefined;
@@ -56,14 +81,14 @@ export function startAuditWorker(data: AuditWorkerData, onError: (code: string) 
     current.unref();
     worker = current;
     alive = true;
-    current.on('message', (m: { type: string; id?: number; code?: string }) => {
+    current.on('message', (m: { type: string; id?: number; failure?: AuditFailure }) => {
       if (m.type === 'settled') {
         waiting.get(m.id!)?.();
         waiting.delete(m.id!);
       } else if (m.type === 'closed') closed?.();
-      else if (m.type === 'error') onError(m.code ?? 'VLM_AUDIT_WORKER');
+      else if (m.type === 'error') onError(m.failure ?? { code: 'VLM_AUDIT_WORKER' });
     });
-    current.on('error', () => onError('VLM_AUDIT_WORKER_CRASHED'));
+    current.on('error', (err) => onError(failureOf('VLM_AUDIT_WORKER_CRASHED', err)));
     exited = new Promise<void>((resolve) =>
       current.on('exit', () => {
         alive = false;
@@ -157,12 +182,13 @@ export async function openAuditConverter(data: AuditWorkerData, onError: (err: u
 
 async function runWorker(port: MessagePort, data: AuditWorkerData): Promise<void> {
   const converter = await openAuditConverter(data, (err) =>
-    port.postMessage({ type: 'error', code: (err as { code?: string }).code ?? 'VLM_AUDIT_CONVERSION' }),
+    port.postMessage({ type: 'error', failure: failureOf((err as { code?: string }).code ?? 'VLM_AUDIT_CONVERSION', err) }),
   );
   const { trail } = converter;
   port.on('message', (m: { type: string; id?: number }) => {
     if (m.type === 'kick') trail.kick();
-    else if (m.type === 'settle') void trail.settle().finally(() => port.postMessage({ type: 'settled', id: m.id }));
+    // settle never rejects, and must answer even if it did: a reader is waiting.
+    else if (m.type === 'settle') void trail.settle().catch(() => undefined).finally(() => port.postMessage({ type: 'settled', id: m.id }));
     else if (m.type === 'close') {
       void (async () => {
         await converter.close();

@@ -32,6 +32,12 @@ export class SqliteAuditQueue {
   readonly #count: StatementSync;
   readonly #begin: StatementSync;
   readonly #commit: StatementSync;
+  /**
+   * The last sequence number this connection used or saw: read once, then counted here, so an
+   * append is its inserts alone (a lone record is one autocommit insert). Another writer of the
+   * same file (none in a running server) makes the insert collide; the number is then read again.
+   */
+  #seq: number | undefined;
   #closed = false;
   /** Stable per data dir: prefixes AuditEvent ids so re-converting a record after a crash is idempotent. */
   readonly instance: string;
@@ -87,23 +93,40 @@ export class SqliteAuditQueue {
   appendMany(plaintexts: readonly Uint8Array[]): number[] {
     this.#check();
     if (plaintexts.length === 0) return [];
-    // Numbers are assigned inside the write transaction (BEGIN IMMEDIATE excludes other writers),
-    // so the sealed body can bind its number in the same, single insert.
-    this.#begin.run();
     try {
-      let seq = Number((this.#lastSeq.get() as { seq: number }).seq);
-      const seqs: number[] = [];
-      for (const plaintext of plaintexts) {
-        seq++;
-        this.#insert.run(seq, this.#seal(seq, plaintext));
-        seqs.push(seq);
-      }
-      this.#commit.run();
-      return seqs;
+      return this.#insertAll(plaintexts);
     } catch (err) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-      throw storageError('VLM_AUDIT_QUEUE_WRITE', 'unavailable', 'cannot queue the audit record', err);
+      // SQLITE_CONSTRAINT (19) in the low byte of the extended code: the number is taken.
+      if (((err as { errcode?: number }).errcode ?? 0) % 256 !== 19) throw queueWriteError(err);
     }
+    // A number was taken by another writer: count from what is stored, once.
+    this.#seq = undefined;
+    try {
+      return this.#insertAll(plaintexts);
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw queueWriteError(err);
+    }
+  }
+
+  /**
+   * Numbers are bound into each sealed body (its additional data), so they are assigned here,
+   * before the insert; several records go in one transaction.
+   */
+  #insertAll(plaintexts: readonly Uint8Array[]): number[] {
+    const many = plaintexts.length > 1;
+    if (many) this.#begin.run();
+    let seq = this.#seq ?? Number((this.#lastSeq.get() as { seq: number }).seq);
+    const seqs: number[] = [];
+    for (const plaintext of plaintexts) {
+      seq++;
+      this.#insert.run(seq, this.#seal(seq, plaintext));
+      seqs.push(seq);
+    }
+    if (many) this.#commit.run();
+    this.#seq = seq;
+    return seqs;
   }
 
   /** Resolve once every record appended so far is on disk (one fsync shared by concurrent callers). */
@@ -162,4 +185,8 @@ export class SqliteAuditQueue {
     await this.#wal?.close();
     this.#db.close();
   }
+}
+
+function queueWriteError(err: unknown) {
+  return storageError('VLM_AUDIT_QUEUE_WRITE', 'unavailable', 'cannot queue the audit record', err);
 }

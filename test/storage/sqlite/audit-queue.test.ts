@@ -55,3 +55,20 @@ t.test('a record bound to another number does not open', async (t) => {
   t.same(again.take(10).map((r) => [r.seq, text(r.body)]), [[a, 'a'], [b, undefined]]);
   await again.close();
 });
+
+t.test('two writers of one file: a taken number is read again, nothing is lost or overwritten', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-queue-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'audit-queue.db');
+  const one = SqliteAuditQueue.open(file, key);
+  const two = SqliteAuditQueue.open(file, key);
+  const a = one.append(bytes('a'));
+  const b = two.append(bytes('b')); // `two` counted from the file: after `a`
+  const c = one.append(bytes('c')); // `one` counted a+1 = b: taken, read again
+  const [d, e] = one.appendMany([bytes('d'), bytes('e')]);
+  const f = two.append(bytes('f')); // `two` counted b+1 = c: taken, read again
+  t.same([b, c, d, e, f], [a + 1, a + 2, a + 3, a + 4, a + 5], 'every record got the next free number');
+  t.same(one.take(10).map((r) => [r.seq, text(r.body)]), [[a, 'a'], [b, 'b'], [c, 'c'], [d, 'd'], [e, 'e'], [f, 'f']], 'each opens as written');
+  await one.close();
+  await two.close();
+});
