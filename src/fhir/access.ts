@@ -181,6 +181,23 @@ export function visible(services: FhirServices, request: FhirRequest, record: Ve
   return consented(services, request.consent, record);
 }
 
+/**
+ * The request as conditional matching (If-None-Exist, conditional update/patch/delete, conditional
+ * references) must see the store: with the patient confinement and consent gate the guard gives
+ * a request — computed here for a transaction's entries, whose transaction is not confined (each
+ * entry is). Resources the caller may not see are then as if absent: a 200 or 412 must not tell
+ * it that another patient has a match.
+ */
+export async function matchingRequest(services: FhirServices, request: FhirRequest, type: string, interaction: Interaction): Promise<FhirRequest> {
+  const principal = request.principal;
+  if (!services.access || !principal || request.restriction || request.consent) return request;
+  let out = request;
+  const confinedTo = decide(principal, interaction, type).patient ?? boundPatient(principal);
+  if (confinedTo !== undefined) out = { ...out, restriction: { patient: confinedTo, keyScope: services.access.patientScope(confinedTo) } };
+  const gate = await consentGate(services, principal, request.consentLog ?? []);
+  return gate ? { ...out, consent: gate } : out;
+}
+
 /** The VLM code of a consent refusal. */
 const REFUSAL: Record<string, string> = {
   deny: 'VLM_CONSENT_DENIED',

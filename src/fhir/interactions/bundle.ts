@@ -274,7 +274,7 @@ class BundleRun {
         checkResourceType(entry, type);
         const ifNoneExist = entry.headers['if-none-exist'];
         if (ifNoneExist !== undefined) {
-          const [existing] = await findMatches(services, type, parseCriteria(ifNoneExist), 'ifNoneExist');
+          const [existing] = await findMatches(services, type, parseCriteria(ifNoneExist), 'ifNoneExist', { request, interaction: 'create' });
           if (existing) return { entry, request, target: { type, id: existing.id }, status: 200, existing };
         }
         const id = randomUUID();
@@ -291,7 +291,7 @@ class BundleRun {
           if (body.id !== id) throw fhirError(400, 'invalid', 'VLM_FHIR_ID_MISMATCH', 'The resource id differs from the URL id', ['id']);
           current = await services.repository.index.current(type, id);
         } else {
-          const [match] = await findMatches(services, type, entry.query, 'criteria');
+          const [match] = await findMatches(services, type, entry.query, 'criteria', { request, interaction: 'update' });
           if (match) {
             if (body.id !== undefined && body.id !== match.id) {
               throw fhirError(400, 'invalid', 'VLM_FHIR_ID_MISMATCH', 'The resource id differs from the id of the matching resource', ['id']);
@@ -321,7 +321,7 @@ class BundleRun {
         let current: VersionRecord;
         if (!conditional) current = await requireCurrent(services, type, second);
         else {
-          const [match] = await findMatches(services, type, entry.query, 'criteria');
+          const [match] = await findMatches(services, type, entry.query, 'criteria', { request, interaction: 'patch' });
           if (!match) throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', 'No resource matches the criteria');
           current = match;
         }
@@ -337,7 +337,7 @@ class BundleRun {
       }
       case 'DELETE': {
         const current = conditional
-          ? (await findMatches(services, type, entry.query, 'criteria'))[0]
+          ? (await findMatches(services, type, entry.query, 'criteria', { request, interaction: 'delete' }))[0]
           : await services.repository.index.current(type, checkId(second));
         checkIfMatch(request, current);
         if (!current || current.deleted) return { entry, request, status: 204 };
@@ -432,7 +432,10 @@ class BundleRun {
     } catch {
       throw fhirError(400, 'invalid', 'VLM_BUNDLE_BAD_REFERENCE', 'A conditional reference cannot be decoded');
     }
-    const [match] = await findMatches(this.#services, type, criteria, `The conditional reference ${reference}`);
+    const [match] = await findMatches(this.#services, type, criteria, `The conditional reference ${reference}`, {
+      request: this.#request,
+      interaction: 'search',
+    });
     if (!match) throw fhirError(404, 'not-found', 'VLM_BUNDLE_REFERENCE_NOT_FOUND', `No resource matches the conditional reference ${reference}`);
     const target = `${type}/${match.id}`;
     this.#resolved.set(reference, target);

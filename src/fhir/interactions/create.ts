@@ -18,7 +18,7 @@ export async function create(services: FhirServices, request: FhirRequest, conte
   const criteria = ifNoneExist !== undefined ? parseCriteria(ifNoneExist) : undefined;
   return services.writer.exclusive(async () => {
     if (criteria) {
-      const matches = await findMatches(services, type, criteria, 'If-None-Exist');
+      const matches = await findMatches(services, type, criteria, 'If-None-Exist', { request, interaction: 'create' });
       if (matches.length === 1) {
         const existing = matches[0]!;
         const headers = { ...versionHeaders(existing), Location: versionUrl(request.baseUrl, existing) };

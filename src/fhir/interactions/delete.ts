@@ -60,7 +60,7 @@ export async function conditionalDelete(
 ): Promise<FhirResponse> {
   const type = request.resourceType!;
   return services.writer.exclusive(async () => {
-    const matches = await findMatches(services, type, request.query, 'criteria');
+    const matches = await findMatches(services, type, request.query, 'criteria', { request, interaction: 'delete' });
     return deleteRecord(services, request, context, matches[0]);
   });
 }

@@ -132,7 +132,7 @@ export async function patch(services: FhirServices, request: FhirRequest, contex
 export async function conditionalPatch(services: FhirServices, request: FhirRequest, context: WriteContext): Promise<FhirResponse> {
   requirePatchBody(request);
   return services.writer.exclusive(async () => {
-    const [match] = await findMatches(services, request.resourceType!, request.query, 'criteria');
+    const [match] = await findMatches(services, request.resourceType!, request.query, 'criteria', { request, interaction: 'patch' });
     if (!match) throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', 'No resource matches the criteria');
     return patchRecord(services, request, context, match);
   });

@@ -41,7 +41,7 @@ export async function conditionalUpdate(
   const type = request.resourceType!;
   const body = requireBody(request, type);
   return services.writer.exclusive(async () => {
-    const matches = await findMatches(services, type, request.query, 'criteria');
+    const matches = await findMatches(services, type, request.query, 'criteria', { request, interaction: 'update' });
     if (matches.length === 0) {
       const id = body.id === undefined ? randomUUID() : checkId(String(body.id));
       const current = await services.repository.index.current(type, id);

@@ -550,6 +550,62 @@ t.test('consent matrix', async (t) => {
     t.equal((await c.as(c.admin, 'GET', '/Observation/xa-tx')).status, 404, 'nor for the permitted one (all or nothing)');
   });
 
+  await t.test('other patient: conditional create, update, patch and delete do not reveal its matches', async (t) => {
+    const obs = (id: string | undefined, code: string) => ({
+      resourceType: 'Observation',
+      ...(id ? { id } : {}),
+      status: 'final',
+      code: { coding: [{ system: 'http://example.org/codes', code }] },
+      subject: { reference: `Patient/${A}` },
+    });
+    // If-None-Exist matching only B's Observation: as if nothing matched (no 200 with B's data).
+    const created = await c.as(tokX, 'POST', '/Observation', obs(undefined, 'cond-create'), { 'if-none-exist': `code=secret-${B}` });
+    t.equal(created.status, 201, `If-None-Exist: a new resource, not B's: ${show(created)}`);
+    t.notOk(JSON.stringify(created.body).includes(`secret-${B}`), "no data of B's in the answer");
+    // Criteria matching A's and B's Observations: one visible match, updated — not a 412 telling B has one.
+    const updated = await c.as(tokX, 'PUT', `/Observation?_id=${A}-obs,${B}-obs`, obs(`${A}-obs`, `secret-${A}`));
+    t.equal(updated.status, 200, `conditional update: A's Observation only: ${show(updated)}`);
+    t.equal(updated.body?.id, `${A}-obs`);
+    const patched = await c.as(
+      tokX,
+      'PATCH',
+      `/Observation?_id=${A}-obs,${B}-obs`,
+      [{ op: 'replace', path: '/status', value: 'amended' }],
+      { 'content-type': 'application/json-patch+json' },
+    );
+    t.equal(patched.status, 200, `conditional patch: A's Observation only: ${show(patched)}`);
+    t.equal(patched.body?.id, `${A}-obs`);
+    // Conditional delete matching only B's Observation: nothing matched, nothing deleted.
+    const deleted = await c.as(tokX, 'DELETE', `/Observation?code=secret-${B}`);
+    t.ok(deleted.status === 204 || deleted.status === 200, `conditional delete: ${show(deleted)}`);
+    t.equal((await c.as(c.admin, 'GET', `/Observation/${B}-obs`)).status, 200, "B's Observation is still there");
+    // The same in a transaction, and a conditional reference naming B's Patient resolves to nothing.
+    const tx = await c.as(tokX, 'POST', '/', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { request: { method: 'POST', url: 'Observation', ifNoneExist: `code=secret-${B}` }, resource: obs(undefined, 'cond-tx') },
+        { request: { method: 'DELETE', url: `Observation?code=secret-${B}` } },
+      ],
+    });
+    t.equal(tx.status, 200, show(tx));
+    t.equal(entries(tx.body)[0]?.response?.status?.slice(0, 3), '201', 'ifNoneExist entry: created, not B\'s');
+    t.notOk(JSON.stringify(tx.body).includes(`${B}-obs`), "B's Observation is not named");
+    t.equal((await c.as(c.admin, 'GET', `/Observation/${B}-obs`)).status, 200, 'still there after the transaction');
+    const ref = await c.as(tokX, 'POST', '/', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ request: { method: 'POST', url: 'Observation' }, resource: { ...obs(undefined, 'cond-ref'), subject: { reference: `Patient?_id=${B}` } } }],
+    });
+    t.equal(ref.status, 404, `a conditional reference to B resolves to nothing: ${show(ref)}`);
+    t.same(codes(ref.body), ['VLM_BUNDLE_REFERENCE_NOT_FOUND']);
+    // A patient's token: the same for its own compartment.
+    const tokA = await patientToken(c, A, 'openid fhirUser launch/patient patient/*.cruds');
+    const own = await c.as(tokA, 'POST', '/Observation', obs(undefined, 'cond-patient'), { 'if-none-exist': `code=secret-${B}` });
+    t.equal(own.status, 201, `a patient's If-None-Exist does not find B's: ${show(own)}`);
+    t.notOk(JSON.stringify(own.body).includes(`secret-${B}`));
+  });
+
   // ============================================================ break-glass
 
   await t.test('break-glass: an emergency practitioner with ETREAT reads without consent', async (t) => {
