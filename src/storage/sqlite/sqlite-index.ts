@@ -159,7 +159,10 @@ export class SqliteIndexStore implements IndexStore {
       db.exec(
         'PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 16000;',
       );
-      db.exec('BEGIN');
+      // IMMEDIATE: the DDL's back-fill writes, and a deferred transaction that read first cannot
+      // wait for the write lock (SQLITE_BUSY at once when another connection — the audit
+      // converter's or the request thread's — committed meanwhile); this one waits (busy_timeout).
+      db.exec('BEGIN IMMEDIATE');
       db.exec(CORE_DDL);
       db.exec(SEARCH_DDL);
       // Databases made before manifest locators existed gain the column (NULL: no locator).
