@@ -37,7 +37,7 @@ function cpuMs(pid: number, tid?: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICK;
 }
 
-const results: Record<string, { rate: number; cpu: number; main: number }[]> = {};
+const results: Record<string, { rate: number; cpu: number; main: number; threads?: Record<string, number> }[]> = {};
 for (let round = 0; round < rounds; round++) {
   const order = names.map((_, i) => names[(i + round) % names.length]!);
   for (const name of order) {
@@ -80,13 +80,20 @@ for (let round = 0; round < rounds; round++) {
       const ops = await load(seconds * 1000);
       const elapsed = (performance.now() - t0) / 1000;
       await settle();
+      // CPU per read by kind of thread: MainThread (requests), WorkerThread (the audit converter),
+      // V8Worker (garbage collection, compilation), libuv-worker (fsyncs, file system).
+      let byKind: Record<string, number> | undefined;
       if (process.argv.includes('--threads')) {
-        const names = threads();
-        console.log([...names].map(([tid, comm]) => [comm, Math.round(((cpuMs(pid, Number(tid)) - (perThread0.get(tid) ?? 0)) * 1000) / ops)] as const).filter(([, us]) => us > 2).map(([c, us]) => `${c}:${us}µs`).join(' '));
+        byKind = {};
+        for (const [tid, comm] of threads()) {
+          const us = ((cpuMs(pid, Number(tid)) - (perThread0.get(tid) ?? 0)) * 1000) / ops;
+          byKind[comm] = (byKind[comm] ?? 0) + us;
+        }
+        console.log(Object.entries(byKind).filter(([, us]) => us >= 1).map(([kind, us]) => `${kind}: ${us.toFixed(0)} µs`).join(', '));
       }
       const cpu = ((cpuMs(pid) - cpu0) * 1000) / ops;
       const main = ((cpuMs(pid, pid) - main0) * 1000) / ops;
-      (results[name] ??= []).push({ rate: ops / elapsed, cpu, main });
+      (results[name] ??= []).push({ rate: ops / elapsed, cpu, main, ...(byKind ? { threads: byKind } : {}) });
       console.log(`round ${round + 1} ${name}: ${(ops / elapsed).toFixed(0)} reads/s, ${cpu.toFixed(0)} µs CPU per read (request thread ${main.toFixed(0)} µs)`);
     } finally {
       await server.stop();
@@ -98,8 +105,24 @@ const median = (xs: number[]) => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
-console.log('\n| variant | reads/s | CPU µs per read (all threads) | request thread µs |\n|---|---:|---:|---:|');
+const KINDS = ['WorkerThread', 'V8Worker', 'libuv-worker'];
+const withThreads = process.argv.includes('--threads');
+const lines = [
+  `Median of ${rounds} alternating rounds of ${seconds} s, 8 clients reading Patient/{id} (${new Date().toISOString()}).`,
+  '',
+  `| variant | reads/s | CPU µs per read (all threads) | request thread µs |${withThreads ? ' audit converter µs | V8 GC/compiler µs | libuv (fsync) µs |' : ''}`,
+  `|---|---:|---:|---:|${withThreads ? '---:|---:|---:|' : ''}`,
+];
 for (const name of names) {
   const r = results[name]!;
-  console.log(`| ${name} | ${median(r.map((x) => x.rate)).toFixed(0)} | ${median(r.map((x) => x.cpu)).toFixed(0)} | ${median(r.map((x) => x.main)).toFixed(0)} |`);
+  const kinds = withThreads ? KINDS.map((kind) => median(r.map((x) => x.threads?.[kind] ?? 0)).toFixed(0)) : [];
+  lines.push(
+    `| ${name} | ${median(r.map((x) => x.rate)).toFixed(0)} | ${median(r.map((x) => x.cpu)).toFixed(0)} | ${median(r.map((x) => x.main)).toFixed(0)} |${kinds.map((k) => ` ${k} |`).join('')}`,
+  );
 }
+console.log(`\n${lines.join('\n')}`);
+const out = new URL('./results/', import.meta.url);
+fs.mkdirSync(out, { recursive: true });
+fs.writeFileSync(new URL('read-cost.md', out), `${lines.join('\n')}\n`);
+fs.writeFileSync(new URL('read-cost.json', out), `${JSON.stringify({ seconds, rounds, variants: names, results }, null, 2)}\n`);
+console.log('written to bench/results/read-cost.{json,md}');
