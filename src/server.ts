@@ -16,7 +16,8 @@ import { CURSOR_KEY_PURPOSE } from './fhir/interactions/paging.ts';
 import type { FhirResource } from './fhir/request.ts';
 import { fhirRoutes } from './fhir/routes.ts';
 import { ConsentService } from './fhir/consent/service.ts';
-import { consentWriteStep, reflect } from './fhir/consent/write-step.ts';
+import { consentKeys, consentWriteStep, reflect } from './fhir/consent/write-step.ts';
+import { ConsentIntentJournal, reconcileConsents } from './fhir/consent/reconcile.ts';
 import type { ConsentLedger } from './chain/consent-ledger.ts';
 import { createExtractor } from './fhir/search/extract.ts';
 import { createSearchRegistry, supportedSearchParams } from './fhir/search/registry.ts';
@@ -102,7 +103,13 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       })
     : undefined;
 
-  const consentStep = consentWriteStep({ consent: () => services.consent?.service, patientScope: (reference) => scopeOf(reference) });
+  // Consent writes interrupted by a crash are put right at the next start (consent/reconcile.ts).
+  const consentJournal = new ConsentIntentJournal(path.join(config.dataDir, 'consent-intents.log'));
+  const consentStep = consentWriteStep({
+    consent: () => services.consent?.service,
+    patientScope: (reference) => scopeOf(reference),
+    journal: consentJournal,
+  });
   const writer = new Writer({
     leafKey,
     steps: [
@@ -289,6 +296,25 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       if (page.records.length < 1_000) break;
     }
     await consentService.start();
+    {
+      const reconciled = await reconcileConsents({
+        service: consentService,
+        journal: consentJournal,
+        index,
+        keyOf: consentKeys(consentService, (reference) => scopeOf(reference)),
+        load: async (id) => {
+          const record = await index.current('Consent', id);
+          return record && !record.deleted ? services.loadResource(record) : undefined;
+        },
+      });
+      if (reconciled.checked) {
+        // Counts only: Consent ids are chosen by clients and may say more than they should.
+        app.log.info(
+          { checked: reconciled.checked, restored: reconciled.restored.length, lockedByPatient: reconciled.lockedByPatient.length, failed: reconciled.failed.length },
+          'consent writes interrupted by the last stop were reconciled with the contract',
+        );
+      }
+    }
     const actorCache = new Map<string, { actors: string[]; until: number }>();
     const service = consentService;
     services.consent = {

@@ -10,6 +10,9 @@
  *   proposed), revokes the consent on chain when it is in force there.
  * - The consent cache is synced before the response, so the next request is decided with it.
  * - Versions written back from the chain (a patient's signed change, `reflect`) skip the step.
+ * - Each write's Consent ids are noted in the intent journal before the contract is touched, so a
+ *   process that dies between the transaction and the FHIR commit is put right at the next start
+ *   (reconcile.ts).
  */
 import { fhirError, FhirError } from '../errors.ts';
 import type { FhirResource } from '../request.ts';
@@ -18,9 +21,12 @@ import type { ConsentService } from './service.ts';
 import { mapConsent } from './mapping.ts';
 import type { Rule } from './terms.ts';
 import type { IndexStore } from '../../storage/index-store.ts';
+import type { ConsentIntentJournal } from './reconcile.ts';
 
 export interface ConsentWriteDeps {
   consent(): ConsentService | undefined;
+  /** Where each write notes its Consents before changing the contract (reconcile.ts). */
+  journal?: ConsentIntentJournal;
   /** Key scope of `Patient/{id}` (keys.ts keyScoper). */
   patientScope(reference: string): string;
 }
@@ -80,6 +86,9 @@ export function consentWriteStep(deps: ConsentWriteDeps): WriteStep & { abort(co
       const keyOf = consentKeys(service, deps.patientScope);
       const undo: (() => Promise<unknown>)[] = [];
       let changed = false;
+      // Noted durably before any transaction: a crash between the contract write and the FHIR
+      // commit is put right at the next start (reconcile.ts).
+      deps.journal?.note(versions.filter((v) => v.write.type === 'Consent').map((v) => v.write.id));
       try {
         for (const version of versions) {
           if (version.write.type !== 'Consent') continue;
