@@ -19,7 +19,7 @@ import { vread } from './interactions/vread.ts';
 import { validate } from './operations/validate.ts';
 import { verify, verifySweep } from './operations/verify.ts';
 import { everything } from './operations/everything.ts';
-import { approve, registerWallet, revocationRequest, revokeApproval, revokeSigned } from './operations/consent.ts';
+import { approve, grantRequest, grantSigned, registerWallet, revocationRequest, revokeApproval, revokeSigned } from './operations/consent.ts';
 
 export type Handler = (services: FhirServices, request: FhirRequest, context: WriteContext) => Promise<FhirResponse>;
 
@@ -65,6 +65,8 @@ export function fhirRoutes(statement: Record<string, unknown>, options: RouteOpt
     { method: 'POST', path: '/:type/:id/$register-wallet', interaction: 'operation', handler: registerWallet },
     { method: 'GET', path: '/:type/:id/$revocation-request', interaction: 'operation', handler: revocationRequest },
     { method: 'POST', path: '/:type/:id/$revoke-signed', interaction: 'operation', handler: revokeSigned },
+    { method: 'GET', path: '/:type/:id/$grant-request', interaction: 'operation', handler: grantRequest },
+    { method: 'POST', path: '/:type/:id/$grant-signed', interaction: 'operation', handler: grantSigned },
     { method: 'GET', path: '/:type/:id/:ctype', interaction: 'search-compartment', handler: search },
     { method: 'GET', path: '/:type/:id/_history/:vid', interaction: 'vread', handler: vread },
     { method: 'GET', path: '/:type/:id/$verify', interaction: 'operation', handler: verify },

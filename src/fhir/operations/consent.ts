@@ -12,13 +12,18 @@
  * - `POST [base]/Consent/{id}/$revoke-signed` (`signature`, `nonce`, `deadline`): Vellum relays the
  *   patient's signed revocation to the contract; anyone could send it straight to the contract
  *   instead. Either way the FHIR Consent gets a new, inactive version.
+ * - `GET [base]/Consent/{id}/$grant-request` and `POST .../$grant-signed`: the same for a signed
+ *   grant of the current FHIR Consent's terms (the only way to lift a signed revocation). The FHIR
+ *   Consent gets a new, active version.
  */
 import { getAddress } from 'ethers';
 import { fhirError } from '../errors.ts';
-import type { FhirRequest, FhirResponse } from '../request.ts';
+import type { FhirRequest, FhirResource, FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import { requireCurrent } from '../interactions/common.ts';
 import { consentChainError, consentKeys } from '../consent/write-step.ts';
+import { mapConsent } from '../consent/mapping.ts';
+import type { Rule } from '../consent/terms.ts';
 import { consentTypedData } from '../../chain/consent-registry.ts';
 
 export const ACTOR_TYPES = new Set(['Practitioner', 'PractitionerRole', 'Organization', 'RelatedPerson', 'Device']);
@@ -115,10 +120,10 @@ export async function registerWallet(services: FhirServices, request: FhirReques
   }
 }
 
-/** The consent's patient key, after checking that the caller is that patient or an administrator. */
-async function ownConsent(services: FhirServices, request: FhirRequest): Promise<{ consentId: string; patient: string }> {
+/** The current FHIR Consent of the request, after checking that the caller is its patient or an administrator. */
+async function ownFhirConsent(services: FhirServices, request: FhirRequest): Promise<FhirResource> {
   if (request.resourceType !== 'Consent') throw fhirError(404, 'not-supported', 'VLM_FHIR_NO_ROUTE', 'This operation is defined on Consent');
-  const service = consentOf(services);
+  consentOf(services);
   const record = await requireCurrent(services, 'Consent', request.id!);
   const resource = await services.loadResource(record, request.signal);
   const patientRef = (resource?.patient as { reference?: string } | undefined)?.reference;
@@ -126,19 +131,39 @@ async function ownConsent(services: FhirServices, request: FhirRequest): Promise
   if (principal && !principal.admin && (!patientRef || principal.fhirUser !== patientRef)) {
     throw fhirError(403, 'forbidden', 'VLM_CONSENT_NOT_PATIENT', "Only the consent's patient (or an administrator) asks for this");
   }
+  return resource!;
+}
+
+/** The consent's patient key, after checking that the caller is that patient or an administrator. */
+async function ownConsent(services: FhirServices, request: FhirRequest): Promise<{ consentId: string; patient: string }> {
+  await ownFhirConsent(services, request);
+  const service = consentOf(services);
   const consentId = service.keyOf(`Consent/${request.id}`);
   const onChain = service.state.consent(consentId);
   if (!onChain) throw fhirError(409, 'conflict', 'VLM_CONSENT_NOT_ON_CHAIN', 'This Consent is not in force in the registry');
   return { consentId, patient: onChain.patient };
 }
 
-export async function revocationRequest(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
+/**
+ * What a patient's signed grant grants: the terms of the current FHIR Consent, as if it were active
+ * (after a signed revocation the FHIR Consent is inactive; granting puts its terms back in force).
+ */
+async function grantTerms(services: FhirServices, request: FhirRequest): Promise<{ consentId: string; patient: string; rules: Rule[] }> {
+  const resource = await ownFhirConsent(services, request);
   const service = consentOf(services);
-  const { consentId, patient } = await ownConsent(services, request);
-  const nonce = await service.chain.nonces(patient);
-  const deadline = Math.floor(Date.now() / 1000) + 3600;
-  const td = consentTypedData(service.chain.chainId, service.chain.contract, 'Revoke', { consentId, nonce, deadline });
-  // As a wallet's eth_signTypedData_v4 takes it (MetaMask): the domain's own type listed too.
+  const keyOf = consentKeys(service, (reference) => services.access!.patientScope(reference.slice('Patient/'.length)));
+  let plan: ReturnType<typeof mapConsent>;
+  try {
+    plan = mapConsent({ ...resource, status: 'active' }, keyOf, request.id!);
+  } catch (err) {
+    throw consentChainError(err);
+  }
+  if (plan.action !== 'put') throw fhirError(409, 'conflict', 'VLM_CONSENT_NOTHING_TO_GRANT', 'This Consent grants nothing the registry can hold');
+  return { consentId: plan.consentId, patient: plan.patient, rules: plan.rules };
+}
+
+/** The typed data as a wallet's eth_signTypedData_v4 takes it (MetaMask): the domain's own type listed too. */
+function walletTypedData(td: ReturnType<typeof consentTypedData>, extra: Record<string, string | number>): Record<string, unknown> {
   const typedData = {
     types: {
       EIP712Domain: [
@@ -153,15 +178,39 @@ export async function revocationRequest(services: FhirServices, request: FhirReq
     domain: td.domain,
     message: td.message,
   };
-  return {
-    status: 200,
-    resource: parameters({
-      typedData: JSON.stringify(typedData, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)),
-      consentId,
-      nonce: nonce.toString(),
-      deadline,
-    }),
-  };
+  return parameters({ typedData: JSON.stringify(typedData, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)), ...extra });
+}
+
+/** How long a signature request stays valid. */
+const SIGNATURE_WINDOW_S = 3600;
+
+export async function revocationRequest(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
+  const service = consentOf(services);
+  const { consentId, patient } = await ownConsent(services, request);
+  const nonce = await service.chain.nonces(patient);
+  const deadline = Math.floor(Date.now() / 1000) + SIGNATURE_WINDOW_S;
+  const td = consentTypedData(service.chain.chainId, service.chain.contract, 'Revoke', { consentId, nonce, deadline });
+  return { status: 200, resource: walletTypedData(td, { consentId, nonce: nonce.toString(), deadline }) };
+}
+
+export async function grantRequest(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
+  const service = consentOf(services);
+  const { consentId, patient, rules } = await grantTerms(services, request);
+  const nonce = await service.chain.nonces(patient);
+  const deadline = Math.floor(Date.now() / 1000) + SIGNATURE_WINDOW_S;
+  const td = consentTypedData(service.chain.chainId, service.chain.contract, 'Grant', { consentId, patient, rules, nonce, deadline });
+  return { status: 200, resource: walletTypedData(td, { consentId, nonce: nonce.toString(), deadline }) };
+}
+
+/** The `signature`, `nonce` and `deadline` of a signed change (400 when malformed). */
+function signedParameters(request: FhirRequest): { signature: string; nonce: bigint; deadline: bigint } {
+  const signature = String(param(request, 'signature') ?? '');
+  const nonceRaw = String(param(request, 'nonce') ?? '');
+  const deadlineRaw = String(param(request, 'deadline') ?? '');
+  if (!/^0x[0-9a-fA-F]{130}$/.test(signature)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'signature must be a 65-byte hex signature', ['signature']);
+  if (!/^\d{1,30}$/.test(nonceRaw)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'nonce must be a whole number', ['nonce']);
+  if (!/^\d{1,15}$/.test(deadlineRaw)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'deadline must be unix seconds', ['deadline']);
+  return { signature, nonce: BigInt(nonceRaw), deadline: BigInt(deadlineRaw) };
 }
 
 export async function revokeSigned(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
@@ -169,17 +218,31 @@ export async function revokeSigned(services: FhirServices, request: FhirRequest)
   if (request.resourceType !== 'Consent') throw fhirError(404, 'not-supported', 'VLM_FHIR_NO_ROUTE', 'This operation is defined on Consent');
   await requireCurrent(services, 'Consent', request.id!);
   const consentId = service.keyOf(`Consent/${request.id}`);
-  const signature = String(param(request, 'signature') ?? '');
-  const nonceRaw = String(param(request, 'nonce') ?? '');
-  const deadlineRaw = String(param(request, 'deadline') ?? '');
-  if (!/^0x[0-9a-fA-F]{130}$/.test(signature)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'signature must be a 65-byte hex signature', ['signature']);
-  if (!/^\d{1,30}$/.test(nonceRaw)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'nonce must be a whole number', ['nonce']);
-  if (!/^\d{1,15}$/.test(deadlineRaw)) throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', 'deadline must be unix seconds', ['deadline']);
+  const { signature, nonce, deadline } = signedParameters(request);
   try {
-    const mined = await service.chain.relayRevokeBySig(consentId, BigInt(nonceRaw), BigInt(deadlineRaw), signature);
+    const mined = await service.chain.relayRevokeBySig(consentId, nonce, deadline, signature);
     // The sync applies the revocation and writes it back into the FHIR Consent.
     await service.sync();
     return { status: 200, resource: parameters({ consent: `Consent/${request.id}`, revoked: true, transaction: mined.txHash, block: mined.blockNumber }) };
+  } catch (err) {
+    throw consentChainError(err);
+  }
+}
+
+/**
+ * Relay a patient's signed grant of the current FHIR Consent's terms. Anyone may relay a signature
+ * (it is the patient's), so the caller need not be the patient; the terms are read again here, and
+ * a signature over other terms (the Consent changed since the request) is refused by the contract.
+ */
+export async function grantSigned(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
+  const service = consentOf(services);
+  const { signature, nonce, deadline } = signedParameters(request);
+  const { consentId, patient, rules } = await grantTerms(services, request);
+  try {
+    const mined = await service.chain.relayGrantBySig(consentId, patient, rules, nonce, deadline, signature);
+    // The sync applies the grant (lifting a signed revocation's lock) and writes it back into the FHIR Consent.
+    await service.sync();
+    return { status: 200, resource: parameters({ consent: `Consent/${request.id}`, granted: true, transaction: mined.txHash, block: mined.blockNumber }) };
   } catch (err) {
     throw consentChainError(err);
   }

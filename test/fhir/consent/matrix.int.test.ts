@@ -334,6 +334,34 @@ t.test('consent matrix', async (t) => {
     const again = await c.as(c.admin, 'PUT', '/Consent/c-sigrelay', consent('c-sigrelay', p, permitFor(dr)));
     t.equal(again.status, 409, `custodian re-activation: ${show(again)}`);
     t.same(codes(again.body), ['VLM_CONSENT_LOCKED']);
+
+    // Only the patient's signed grant lifts it: $grant-request + $grant-signed, relayed by Vellum.
+    const other = await c.as(tok, 'GET', '/Consent/c-sigrelay/$grant-request');
+    t.equal(other.status, 403, `a practitioner does not ask for the patient's signature: ${show(other)}`);
+    const grantReq = await c.as(patientTok, 'GET', '/Consent/c-sigrelay/$grant-request');
+    t.equal(grantReq.status, 200, show(grantReq));
+    const gparam = (name: string) => grantReq.body?.parameter?.find((x: any) => x.name === name);
+    const gtd = JSON.parse(gparam('typedData')?.valueString ?? '{}');
+    t.equal(gtd.primaryType, 'Grant');
+    const { EIP712Domain: _gDomainType, ...gtypes } = gtd.types;
+    const signedParams = (signature: string) => ({
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'signature', valueString: signature },
+        { name: 'nonce', valueString: String(gparam('nonce')?.valueString) },
+        { name: 'deadline', valueString: String(gparam('deadline')?.valueInteger) },
+      ],
+    });
+    const forged = await c.as(patientTok, 'POST', '/Consent/c-sigrelay/$grant-signed', signedParams(await Wallet.createRandom().signTypedData(gtd.domain, gtypes, gtd.message)));
+    t.equal(forged.status, 422, `a grant signed by another wallet is refused: ${show(forged)}`);
+    denied(t, await c.as(tok, 'GET', `/Observation/${p}-obs`), 'VLM_CONSENT_NONE', 'still revoked after the forged grant');
+    const granted2 = await c.as(patientTok, 'POST', '/Consent/c-sigrelay/$grant-signed', signedParams(await wallet.signTypedData(gtd.domain, gtypes, gtd.message)));
+    t.equal(granted2.status, 200, show(granted2));
+    t.equal((await c.as(tok, 'GET', `/Observation/${p}-obs`)).status, 200, 'permitted again at the very next read');
+    const after = await c.as(c.admin, 'GET', '/Consent/c-sigrelay');
+    t.equal(after.body?.status, 'active', 'FHIR Consent active again');
+    const custodian = await c.as(c.admin, 'PUT', '/Consent/c-sigrelay', { ...after.body, status: 'inactive' });
+    t.equal(custodian.status, 200, `the lock is lifted: the custodian may change it again: ${show(custodian)}`);
   });
 
   // ============================================================ another patient's data
