@@ -11,7 +11,7 @@ import { loadResourceDefinitions } from './fhir/definitions.ts';
 import { fhirPlugin, sendError } from './fhir/http.ts';
 import { fhirError } from './fhir/errors.ts';
 import { parseExact } from './fhir/json.ts';
-import { buildCapabilityStatement } from './fhir/interactions/capabilities.ts';
+import { addConsentOperations, buildCapabilityStatement } from './fhir/interactions/capabilities.ts';
 import { CURSOR_KEY_PURPOSE } from './fhir/interactions/paging.ts';
 import type { FhirResource } from './fhir/request.ts';
 import { fhirRoutes } from './fhir/routes.ts';
@@ -296,6 +296,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       if (page.records.length < 1_000) break;
     }
     await consentService.start();
+    addConsentOperations(statement);
     {
       const reconciled = await reconcileConsents({
         service: consentService,

@@ -12,12 +12,33 @@ export const SOFTWARE_VERSION = '0.1.0';
 
 const TYPE_INTERACTIONS = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'];
 
+const VELLUM_OPERATION = 'https://vellum.dev/fhir/OperationDefinition';
+
+/** Operations of one resource type, beside those of every type. */
+const TYPE_OPERATIONS: Record<string, { name: string; definition: string }[]> = {
+  Patient: [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }],
+};
+
+/** The consent operations (operations/consent.ts), by resource type: listed when consent is enforced. */
+const CONSENT_OPERATIONS: Record<string, string[]> = {
+  Patient: ['register-wallet'],
+  Consent: ['revocation-request', 'revoke-signed', 'grant-request', 'grant-signed'],
+  ...Object.fromEntries(['Practitioner', 'PractitionerRole', 'Organization', 'RelatedPerson', 'Device'].map((type) => [type, ['approve', 'revoke-approval']])),
+};
+
+/** List the consent operations in a statement built by `buildCapabilityStatement` (consent is set up after it). */
+export function addConsentOperations(statement: ReturnType<typeof buildCapabilityStatement>): void {
+  for (const entry of statement.rest[0]!.resource) {
+    for (const name of CONSENT_OPERATIONS[entry.type] ?? []) entry.operation.push({ name, definition: `${VELLUM_OPERATION}/${name}` });
+  }
+}
+
 /** Build the CapabilityStatement once; it only changes with the code. */
 export function buildCapabilityStatement(services: FhirServices, supportedParams: (type: string) => { name: string; type: string; definition?: string }[]) {
   const operations = [
     { name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },
     // $verify works only when versions are anchored.
-    ...(services.anchoring ? [{ name: 'verify', definition: 'https://vellum.dev/fhir/OperationDefinition/verify' }] : []),
+    ...(services.anchoring ? [{ name: 'verify', definition: `${VELLUM_OPERATION}/verify` }] : []),
   ];
   const resource = [...services.resourceTypes].sort().map((type) => ({
     type,
@@ -32,7 +53,7 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
     conditionalDelete: 'single',
     ...supportedIncludes(services.registry, type),
     searchParam: supportedParams(type),
-    operation: operations,
+    operation: [...operations, ...(TYPE_OPERATIONS[type] ?? [])],
   }));
   return {
     resourceType: 'CapabilityStatement',
@@ -51,7 +72,7 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
         resource,
         // POST [base] with a batch or transaction Bundle (interactions/bundle.ts); GET [base]?_type=….
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'search-system' }, { code: 'history-system' }],
-        operation: operations,
+        operation: [...operations],
       },
     ],
   };

@@ -103,6 +103,15 @@ t.test('consent matrix', async (t) => {
 
   type Test = typeof t;
 
+  await t.test('the CapabilityStatement lists the consent operations on their types', async (t) => {
+    const metadata = await c.as(c.admin, 'GET', '/metadata');
+    const opsOf = (type: string): string[] => metadata.body.rest[0].resource.find((r: any) => r.type === type).operation.map((o: any) => o.name);
+    for (const name of ['revocation-request', 'revoke-signed', 'grant-request', 'grant-signed']) t.ok(opsOf('Consent').includes(name), `Consent $${name}`);
+    t.ok(opsOf('Patient').includes('register-wallet') && opsOf('Patient').includes('everything'), 'Patient $register-wallet and $everything');
+    t.ok(opsOf('Practitioner').includes('approve') && opsOf('Organization').includes('revoke-approval'), 'actors: $approve, $revoke-approval');
+    t.notOk(opsOf('Observation').includes('approve'), 'not on other types');
+  });
+
   // ============================================================ basic decisions
 
   await t.test('permit: a consent naming the practitioner lets it read', async (t) => {

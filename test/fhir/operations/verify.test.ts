@@ -35,9 +35,14 @@ t.test('every version gets a proof the contract accepts; tampering is detected',
   const current = await s.fhir('GET', `Observation/${id}/$verify`);
   t.equal(param(current.json, 'resource').valueString, `Observation/${id}/_history/3`, 'instance $verify checks the current version');
 
-  // The CapabilityStatement lists $verify when anchoring is on.
+  // The CapabilityStatement lists $verify when anchoring is on, $everything on Patient only, and
+  // the consent operations only where consent is enforced (it is off here).
   const metadata = await s.fhir('GET', 'metadata');
   t.ok(metadata.json.rest[0].operation.some((o: any) => o.name === 'verify'));
+  const opsOf = (type: string): string[] => metadata.json.rest[0].resource.find((r: any) => r.type === type).operation.map((o: any) => o.name);
+  t.ok(opsOf('Patient').includes('everything'), 'Patient lists $everything');
+  t.notOk(opsOf('Observation').includes('everything'), 'other types do not');
+  t.notOk(opsOf('Consent').includes('grant-signed'), 'no consent operations without consent enforcement');
 
   const sweep = await s.fhir('GET', '$verify');
   t.equal(sweep.status, 200);
