@@ -40,6 +40,7 @@ import { openLedger } from '../server.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { canonicalCid } from '../storage/cid.ts';
 import type { IndexWrite } from '../storage/index-store.ts';
+import { openVersion as openEnvelope } from '../storage/envelope-group.ts';
 import { JweCipher, unwrapDataKey } from '../storage/jwe-cipher.ts';
 import { KEY_PURPOSE, deriveKey, loadMasterKey } from '../storage/keys.ts';
 import { KuboBlobStore } from '../storage/kubo-blob-store.ts';
@@ -349,7 +350,8 @@ async function openVersion(
     entry?: { resource?: FhirResource }[];
   };
   try {
-    const plaintext = await cipher.open(envelope, {
+    // Alone, or a member of a group envelope of its key scope (storage/envelope-group.ts).
+    const plaintext = await openEnvelope(cipher, envelope, {
       resourceType: locator.type,
       id: locator.id,
       versionId: String(locator.versionId),

@@ -434,7 +434,8 @@ export class AuditTrail {
             ? (JSON.parse(decoder.decode(record.body)) as { input: AuditInput; recorded: string })
             : { input: { interaction: 'unrouted', method: 'GET', status: 500, errorCode: 'VLM_AUDIT_QUEUE_CORRUPT' } as AuditInput, recorded: new Date().toISOString() };
           const resource = auditEvent(input, baseUrl, recorded);
-          ops.push({ method: 'create', type: 'AuditEvent', id, resource, expectedVersion: 0, searchRows: auditRows(resource, baseUrl) });
+          // `group`: the AuditEvents of one key scope share an envelope and a block (storage/envelope-group.ts).
+          ops.push({ method: 'create', type: 'AuditEvent', id, resource, expectedVersion: 0, searchRows: auditRows(resource, baseUrl), group: true });
         }
         if (ops.length) await writer.exclusive(() => writer.commit(ops, { agent: { display: 'Vellum audit trail' } }));
         queue.remove(records.map((r) => r.seq));

@@ -33,6 +33,11 @@ export interface WriteOp {
    * the validator and the extractor): the content is neither validated nor extracted again.
    */
   searchRows?: SearchRow[];
+  /**
+   * May share an envelope with the other such versions of its key scope in this commit
+   * (storage/envelope-group.ts): the audit trail's AuditEvents.
+   */
+  group?: boolean;
 }
 
 /** Who is writing, for the Provenance of each version. */
@@ -139,7 +144,7 @@ export class Writer {
     try {
       for (const step of this.#steps) await step.beforeCommit?.(pending, context);
       records = await this.#deps.repository.store(
-        pending.map((p) => ({ write: p.write, plaintext: Buffer.from(JSON.stringify(p.bundle)), anchor: p.anchor })),
+        pending.map((p) => ({ write: p.write, plaintext: Buffer.from(JSON.stringify(p.bundle)), anchor: p.anchor, ...(p.op.group ? { group: true } : {}) })),
         { signal: context.signal },
       );
     } catch (err) {

@@ -6,9 +6,10 @@
  */
 import type { KeyObject } from 'node:crypto';
 import type { AbortOptions, BlobStore } from './blob-store.ts';
-import type { Cipher } from './cipher.ts';
+import type { Cipher, EnvelopeBinding } from './cipher.ts';
 import { storageError } from './errors.ts';
 import type { IndexStore, IndexWrite, VersionRecord } from './index-store.ts';
+import { encodeGroup, groupBinding, memberKey, openVersion, type GroupSlot } from './envelope-group.ts';
 import { locatorKeyObject, sealLocator, type LocatorKey } from './locator.ts';
 
 /** A version ready to store: its index entry (less the CID) and its plaintext bytes. */
@@ -17,7 +18,17 @@ export interface PreparedVersion {
   plaintext: Uint8Array;
   /** The version's anchor leaf, which commits to the envelope CID and so is finished here. */
   anchor?: (cid: string) => { leaf: Uint8Array; salt: Uint8Array };
+  /**
+   * May share one envelope with the other groupable versions of its key scope in this call
+   * (envelope-group.ts; the audit trail's AuditEvents). Only for versions with content.
+   */
+  group?: boolean;
 }
+
+/** Most versions in one group envelope (a group is decrypted whole to read any member). */
+export const MAX_GROUP_MEMBERS = 64;
+/** Opened groups kept (by CID and key scope). */
+const GROUP_CACHE = 16;
 
 export interface RepositoryOptions {
   blobs: BlobStore;
@@ -31,6 +42,10 @@ export interface RepositoryOptions {
    * reconstruct the index from the chain, IPFS and the master key alone.
    */
   locatorKey?: LocatorKey;
+}
+
+function versionBinding({ write }: PreparedVersion): EnvelopeBinding {
+  return { resourceType: write.type, id: write.id, versionId: String(write.versionId), keyScope: write.keyScope };
 }
 
 function cacheKey(record: VersionRecord): string {
@@ -47,6 +62,8 @@ export class Repository {
   #locatorKey: KeyObject | undefined;
   /** Scope → its wrapped data key and that key's block CID (published once per process and key). */
   #keyBlocks = new Map<string, { wrapped: Uint8Array; cid: string }>();
+  /** Opened group envelopes, `cid keyScope` → members (least recently used evicted first). */
+  #groups = new Map<string, Map<string, Uint8Array>>();
 
   constructor(options: RepositoryOptions) {
     this.blobs = options.blobs;
@@ -61,17 +78,40 @@ export class Repository {
    * versions are durable once `flush()` resolves: callers acknowledge a write only after it.
    */
   async store(versions: PreparedVersion[], options?: AbortOptions): Promise<VersionRecord[]> {
+    // Which envelope each version goes into: its own, or its key scope's group (at most
+    // MAX_GROUP_MEMBERS members; a lone groupable version is stored alone).
+    const envelopeOf: number[] = [];
+    const sealing: { binding: EnvelopeBinding; members: number[] }[] = [];
+    const openGroups = new Map<string, number>();
+    const groupable = new Map<string, number>();
+    for (const { write, group } of versions) if (group && !write.deleted) groupable.set(write.keyScope, (groupable.get(write.keyScope) ?? 0) + 1);
+    versions.forEach(({ write, group }, i) => {
+      const binding = { resourceType: write.type, id: write.id, versionId: String(write.versionId), keyScope: write.keyScope };
+      if (!group || write.deleted || (groupable.get(write.keyScope) ?? 0) < 2) {
+        envelopeOf.push(sealing.push({ binding, members: [i] }) - 1);
+        return;
+      }
+      let at = openGroups.get(write.keyScope);
+      if (at === undefined || sealing[at]!.members.length >= MAX_GROUP_MEMBERS) {
+        openGroups.set(write.keyScope, (at = sealing.push({ binding: groupBinding(write.keyScope), members: [] }) - 1));
+      }
+      sealing[at]!.members.push(i);
+      envelopeOf.push(at);
+    });
     const envelopes: Uint8Array[] = [];
-    for (const { write, plaintext } of versions) {
-      envelopes.push(
-        await this.#cipher.seal(plaintext, { resourceType: write.type, id: write.id, versionId: String(write.versionId), keyScope: write.keyScope }, options),
-      );
+    for (const { binding, members } of sealing) {
+      const plaintext =
+        binding.resourceType === groupBinding('').resourceType
+          ? encodeGroup(members.map((i) => ({ key: memberKey(versionBinding(versions[i]!)), plaintext: versions[i]!.plaintext })))
+          : versions[members[0]!]!.plaintext;
+      envelopes.push(await this.#cipher.seal(plaintext, binding, options));
     }
     // A store that takes many blobs at once (the embedded SQLite one: one transaction for a whole
     // audit batch) gets them at once; any other, one by one.
-    const cids: string[] = [];
-    if (this.blobs.putMany && envelopes.length > 1) cids.push(...(await this.blobs.putMany(envelopes, options)));
-    else for (const envelope of envelopes) cids.push(await this.blobs.put(envelope, options));
+    const envelopeCids: string[] = [];
+    if (this.blobs.putMany && envelopes.length > 1) envelopeCids.push(...(await this.blobs.putMany(envelopes, options)));
+    else for (const envelope of envelopes) envelopeCids.push(await this.blobs.put(envelope, options));
+    const cids = envelopeOf.map((e) => envelopeCids[e]!);
     const writes: IndexWrite[] = [];
     versions.forEach((version, i) => writes.push({ ...version.write, cid: cids[i]! }));
     // A scope's key block, once per call (the scope's key cannot change within it: sealed just above).
@@ -128,13 +168,32 @@ export class Repository {
     const cached = this.#cache.get(key);
     if (cached) return cached;
     const envelope = await this.blobs.get(record.cid, options);
-    const plaintext = await this.#cipher.open(
+    const plaintext = await openVersion(
+      this.#cipher,
       envelope,
       { resourceType: record.type, id: record.id, versionId: String(record.versionId), keyScope: record.keyScope },
       options,
+      this.#groupSlot(`${record.cid} ${record.keyScope}`),
     );
     this.#remember(key, plaintext);
     return plaintext;
+  }
+
+  #groupSlot(key: string): GroupSlot {
+    return {
+      get: () => {
+        const members = this.#groups.get(key);
+        if (members) {
+          this.#groups.delete(key); // refresh its LRU position
+          this.#groups.set(key, members);
+        }
+        return members;
+      },
+      set: (members) => {
+        this.#groups.set(key, members);
+        if (this.#groups.size > GROUP_CACHE) this.#groups.delete(this.#groups.keys().next().value!);
+      },
+    };
   }
 
   #remember(key: string, plaintext: Uint8Array): void {
@@ -148,6 +207,7 @@ export class Repository {
 
   async close(): Promise<void> {
     this.#cache.clear();
+    this.#groups.clear();
     await this.index.close();
     await this.blobs.close();
   }
