@@ -157,8 +157,10 @@ export function openCursor(
   const token = all[0]![1];
   const match = /^([A-Za-z0-9_-]{1,8192})\.([A-Za-z0-9_-]{43})$/.exec(token);
   if (!match) badCursor();
-  const given = Buffer.from(match[2]!, 'base64url');
-  const expected = mac(services, binding, request, match[1]!);
+  // Compared as text, not as decoded bytes: the last of 43 base64url characters carries two padding
+  // bits, so four spellings decode to one MAC. Only the canonical one is accepted.
+  const given = Buffer.from(match[2]!, 'latin1');
+  const expected = Buffer.from(mac(services, binding, request, match[1]!).toString('base64url'), 'latin1');
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) badCursor();
   let body: unknown;
   try {

@@ -151,6 +151,20 @@ t.test('a tampered, foreign or misplaced cursor is 400 VLM_FHIR_BAD_CURSOR', asy
   const flip = mac.slice(0, -1) + (mac.endsWith('A') ? 'B' : 'A');
   t.same(await bad(`Patient?_tag=urn:vellum:paging|tamper&_count=2&_cursor=${forged}.${mac}`), BAD, 'edited position, old MAC');
   t.same(await bad(`Patient?_tag=urn:vellum:paging|tamper&_count=2&_cursor=${payload}.${flip}`), BAD, 'edited MAC');
+  // The first character carries six bits of the MAC: changing it always changes the bytes.
+  const first64 = mac.startsWith('A') ? 'B' : 'A';
+  t.same(await bad(`Patient?_tag=urn:vellum:paging|tamper&_count=2&_cursor=${payload}.${first64}${mac.slice(1)}`), BAD, 'edited MAC bytes');
+  // The last of 43 characters carries two padding bits: the three other spellings of the same bytes
+  // are not the cursor this server sealed, and are refused too.
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const last = alphabet.indexOf(mac.at(-1)!);
+  const spellings = [0, 1, 2, 3].map((low) => alphabet[(last & ~3) | low]!).filter((c) => c !== mac.at(-1));
+  t.equal(spellings.length, 3);
+  for (const c of spellings) {
+    const variant = mac.slice(0, -1) + c;
+    t.same(Buffer.from(variant, 'base64url'), Buffer.from(mac, 'base64url'), 'same bytes');
+    t.same(await bad(`Patient?_tag=urn:vellum:paging|tamper&_count=2&_cursor=${payload}.${variant}`), BAD, 'non-canonical MAC spelling');
+  }
   t.same(await bad(`Patient?_tag=urn:vellum:paging|tamper&_count=2&_cursor=garbage`), BAD, 'not a cursor');
   t.same(await bad(`Patient?_tag=urn:vellum:paging|other&_count=2&_cursor=${cursor}`), BAD, 'another query (widened criteria)');
   t.same(await bad(`Patient?_count=2&_cursor=${cursor}`), BAD, 'the criteria dropped');
