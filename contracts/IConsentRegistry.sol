@@ -3,17 +3,18 @@ pragma solidity ^0.8.28;
 
 /**
  * @title Vellum consent registry
- * @notice The consents patients gave (FHIR R4 `Consent` resources, reduced to rules over fixed
- * enumerations) and the actors allowed to act on them, with the access decision every Vellum
- * server must follow: {decide}. The design is `docs/consent.md`; bit positions of the
- * enumerations below are on-chain meaning and never change.
+ * @notice The consents patients gave (FHIR R4 `Consent` resources, reduced to provisions over
+ * fixed enumerations and keyed tokens) and the actors allowed to act on them, with the access
+ * decision every Vellum server must follow: {decide}. The decision table is `docs/consent.md`;
+ * bit positions of the enumerations below are on-chain meaning and never change.
  *
- * Nothing here identifies anyone: patients, actors and consent ids are keyed pseudonyms
- * (`HMAC-SHA-256(consentKey, "Patient/123")`, 32 bytes). A patient may hold a wallet
- * ({registerWallet}); with it the patient revokes ({revokeBySig}) or grants ({grantBySig}) a
- * consent by EIP-712 signature (domain name "VellumConsentRegistry", version "1"), which anyone
- * may relay. A consent the patient revoked by signature is LOCKED: the custodian cannot put it
- * back in force; only a patient-signed grant lifts the lock.
+ * Nothing here identifies anyone: patients, actors, consent ids and every data token are keyed
+ * pseudonyms (`HMAC-SHA-256(consentKey, ...)`, 32 bytes; a token's first byte is replaced by its
+ * kind). A patient may hold a wallet ({registerWallet}); with it the patient revokes
+ * ({revokeBySig}) or grants ({grantBySig}) a consent by EIP-712 signature (domain name
+ * "VellumConsentRegistry", version "2"), which anyone may relay. A consent the patient revoked by
+ * signature is LOCKED: the custodian cannot put it back in force; only a patient-signed grant
+ * lifts the lock.
  *
  * Enumerations:
  *
@@ -21,9 +22,12 @@ pragma solidity ^0.8.28;
  * - action: `access, collect, use, disclose, correct` (0..4); `actions` bit i;
  * - purpose: v3 PurposeOfUse `TREAT, ETREAT, HPAYMT, HRESCH, PUBHLTH, HOPERAT, CAREMGT, PATRQT,
  *   FAMRQT, COVERAGE, HMARKT, HDIRECT, HSYSADMIN, HTEST, CLINTRCH, HLEGAL, HQUALIMP, HCOMPL,
- *   HACCRED, HOUTCOMS` (0..19); `purposes` bit i. ETREAT (1) is emergency treatment.
+ *   HACCRED, HOUTCOMS` (0..19); `purposes` bit i. TREAT (0) is treatment, ETREAT (1) emergency
+ *   treatment;
+ * - token kind (a token's first byte): custodian 1, author 2, class 3 (profile, content type),
+ *   code 4, security label 5, data 6 (instance / related / dependents / authoredby).
  *
- * A zero mask means "every value".
+ * A zero mask, a zero bound and an empty list mean "no condition".
  */
 interface IConsentRegistry {
     /// @notice A consent's state. `None`: never written.
@@ -33,35 +37,71 @@ interface IConsentRegistry {
         Revoked
     }
 
-    /// @notice The answer of {decide}. Only `Permit` and `BreakGlass` allow access.
+    /// @notice The answer of {decide}. Only `Permit`, `BreakGlass` and `Implied` allow access.
     enum Decision {
         NoConsent,
         Permit,
         Deny,
         BreakGlass,
-        ActorNotApproved
+        ActorNotApproved,
+        Implied
+    }
+
+    /// @notice The jurisdiction's consent model: without a consent, `OptIn` denies; `OptOut`
+    /// permits approved actors for treatment (TREAT, ETREAT) only.
+    enum Model {
+        OptIn,
+        OptOut
     }
 
     /**
-     * @notice One provision of a consent. `rules[0]` is the base provision, `rules[1..]` its
-     * exceptions; an exception's empty `actors`, zero masks and zero `start`/`end` inherit the
-     * base's (`permit` never inherits).
+     * @notice One provision of a consent. `rules[0]` is the root provision; every other rule is
+     * nested in `rules[parent]`, which comes before it (`parent < index`), to any depth. A rule
+     * applies when its parent applies and each of its conditions holds; the most deeply nested
+     * rules that apply decide, deny winning among equals.
      */
     struct Rule {
-        /// provision.type: permit (true) or deny (false)
+        /// index of the enclosing rule (ignored for rules[0])
+        uint8 parent;
+        /// provision.type (the root's: its own, else the consent's base policy): permit (true) or deny (false)
         bool permit;
-        /// actor keys (at most 8); empty = any actor
+        /// recipient actor keys (at most 8); empty = any actor
         bytes32[] actors;
-        /// resource classes, bit i = R4 resource type i; 0 = all
+        /// resource classes, bit i = R4 resource type i (or'ed with class tokens); none = every class
         uint256 classes;
         /// actions, bit i = action i; 0 = all
         uint16 actions;
         /// purposes of use, bit i = purpose i; 0 = all
         uint64 purposes;
-        /// unix seconds, inclusive; 0 = unbounded
+        /// when the rule is in force, unix seconds, inclusive; 0 = unbounded
         uint64 start;
-        /// unix seconds, inclusive; 0 = unbounded
         uint64 end;
+        /// when the data was recorded, unix seconds, inclusive; 0 = unbounded
+        uint64 dataStart;
+        uint64 dataEnd;
+        /// data conditions (at most 32): keyed tokens whose first byte is their kind; one token
+        /// of each kind present must be among the request's facts
+        bytes32[] tokens;
+    }
+
+    /// @notice One access request to {decide}.
+    struct Request {
+        /// the patient whose data it is
+        bytes32 patient;
+        /// every identity of the requester (at most 4)
+        bytes32[] actors;
+        /// the R4 resource type's index
+        uint8 resourceClass;
+        /// the consent action's index
+        uint8 action;
+        /// the purposes of use the requester names (bit i = purpose i); a rule's purposes match any of them
+        uint64 purposes;
+        /// unix seconds
+        uint64 time;
+        /// when the data was recorded, unix seconds
+        uint64 dataTime;
+        /// the data's tokens (custodian, author, class, code, label, data), keyed as the rules' are
+        bytes32[] facts;
     }
 
     /// @notice Consent `id` of `patient` is in force with new rules (by the custodian, or by the patient's signature).
@@ -69,6 +109,15 @@ interface IConsentRegistry {
 
     /// @notice Consent `id` of `patient` was revoked (by the custodian, or by the patient's signature, which locks it).
     event ConsentRevoked(bytes32 indexed id, bytes32 indexed patient, bool bySignature);
+
+    /// @notice `requester` asked `patient` for access, as consent `id` (a request grants nothing).
+    event AccessRequested(bytes32 indexed id, bytes32 indexed patient, bytes32 indexed requester);
+
+    /// @notice The request `id` of `patient` was answered: `approved` (then {ConsentPut} follows) or rejected.
+    event AccessRequestAnswered(bytes32 indexed id, bytes32 indexed patient, bool approved);
+
+    /// @notice The consent model is now `model` (`forced`: it replaced another).
+    event ConsentModelSet(Model model, bool forced);
 
     /// @notice `actor` may now be permitted access; with `emergency` it may also break the glass.
     event ActorApproved(bytes32 indexed actor, bool emergency);
@@ -88,14 +137,20 @@ interface IConsentRegistry {
     /// @notice A consent id, patient or actor key is zero; keys are HMAC outputs, never zero.
     error ConsentZeroKey();
 
-    /// @notice A consent needs at least its base rule.
+    /// @notice A consent needs at least its root rule.
     error ConsentNoRules();
 
-    /// @notice `count` rules given; at most `max` (a base and 8 exceptions).
+    /// @notice `count` rules given; at most `max`.
     error ConsentTooManyRules(uint256 count, uint256 max);
 
     /// @notice Rule `ruleIndex` names `count` actors; at most `max`.
     error ConsentTooManyActors(uint256 ruleIndex, uint256 count, uint256 max);
+
+    /// @notice Rule `ruleIndex` has `count` tokens; at most `max`.
+    error ConsentTooManyTokens(uint256 ruleIndex, uint256 count, uint256 max);
+
+    /// @notice Rule `ruleIndex` has a token of no known kind, or a parent that does not come before it.
+    error ConsentBadRule(uint256 ruleIndex);
 
     /// @notice `patient` already has `max` consents in force.
     error ConsentTooManyConsents(bytes32 patient, uint256 max);
@@ -106,14 +161,14 @@ interface IConsentRegistry {
     /// @notice The patient revoked consent `id` by signature; only their signed grant restores it.
     error ConsentLockedByPatient(bytes32 id);
 
-    /// @notice A permit rule names `actor`, which is not approved.
-    error ConsentActorNotApproved(bytes32 actor);
-
     /// @notice Consent `id` exists for another patient.
     error ConsentPatientMismatch(bytes32 id);
 
     /// @notice Consent `id` was never written.
     error ConsentUnknown(bytes32 id);
+
+    /// @notice The model is already set to another one; only a forced change replaces it.
+    error ConsentModelChange(Model current);
 
     /// @notice The signature's `deadline` has passed.
     error ConsentSignatureExpired(uint256 deadline);
@@ -132,6 +187,22 @@ interface IConsentRegistry {
 
     /// @notice The role that approves actors.
     function APPROVER_ROLE() external view returns (bytes32);
+
+    /**
+     * @notice Sets the consent model {decide} applies when no consent decides. The first call
+     * sets it; a later call with another model needs `force` (the change is then public).
+     *
+     * Emits a {ConsentModelSet} event (unless the model is unchanged).
+     *
+     * Requirements:
+     *
+     * - the caller must have {CUSTODIAN_ROLE};
+     * - a model already set may only be replaced with `force` ({ConsentModelChange}).
+     */
+    function setModel(Model model, bool force) external;
+
+    /// @notice The consent model, and whether it was ever set (unset: `OptIn`).
+    function model() external view returns (Model current, bool set);
 
     /**
      * @notice Approves `actor`; with `emergency` it may also break the glass (purpose ETREAT).
@@ -180,8 +251,35 @@ interface IConsentRegistry {
     function nonces(bytes32 patient) external view returns (uint256);
 
     /**
+     * @notice Records that `requester` asked `patient` for access as consent `id` (a FHIR Consent
+     * with status `proposed`). Nothing is put in force.
+     *
+     * Emits an {AccessRequested} event.
+     *
+     * Requirements:
+     *
+     * - the caller must have {CUSTODIAN_ROLE};
+     * - no key may be zero ({ConsentZeroKey}).
+     */
+    function requestAccess(bytes32 id, bytes32 patient, bytes32 requester) external;
+
+    /**
+     * @notice Records the patient's answer to request `id`: approved (the custodian then puts the
+     * consent in force) or rejected.
+     *
+     * Emits an {AccessRequestAnswered} event.
+     *
+     * Requirements:
+     *
+     * - the caller must have {CUSTODIAN_ROLE};
+     * - no key may be zero ({ConsentZeroKey}).
+     */
+    function answerRequest(bytes32 id, bytes32 patient, bool approved) external;
+
+    /**
      * @notice Creates consent `id` of `patient`, or replaces its rules; either way it is then
-     * Active. A new consent takes its place after the patient's other consents.
+     * Active. A new consent takes its place after the patient's other consents. A permit rule may
+     * name actors not approved yet: {decide} permits only approved actors.
      *
      * Emits a {ConsentPut} event with `bySignature` false.
      *
@@ -191,9 +289,9 @@ interface IConsentRegistry {
      * - `id` and `patient` must not be zero ({ConsentZeroKey});
      * - `id` must not belong to another patient ({ConsentPatientMismatch});
      * - the patient must not have revoked `id` by signature ({ConsentLockedByPatient});
-     * - 1 to 9 rules ({ConsentNoRules}, {ConsentTooManyRules}), each naming at most 8 actors
-     *   ({ConsentTooManyActors});
-     * - every actor a permit rule names (after inheritance) must be approved ({ConsentActorNotApproved});
+     * - 1 to 32 rules ({ConsentNoRules}, {ConsentTooManyRules}), each naming at most 8 actors
+     *   ({ConsentTooManyActors}) and 32 tokens ({ConsentTooManyTokens}) of known kinds, nested
+     *   in a rule before it ({ConsentBadRule});
      * - if `id` is not in force, the patient must have fewer than 64 consents in force
      *   ({ConsentTooManyConsents}).
      */
@@ -231,7 +329,7 @@ interface IConsentRegistry {
     /**
      * @notice Creates or replaces consent `id` of `patient` on the patient's EIP-712 signature of
      * `Grant(bytes32 consentId,bytes32 patient,Rule[] rules,uint256 nonce,uint256 deadline)` with
-     * `Rule(bool permit,bytes32[] actors,uint256 classes,uint16 actions,uint64 purposes,uint64 start,uint64 end)`,
+     * `Rule(uint8 parent,bool permit,bytes32[] actors,uint256 classes,uint16 actions,uint64 purposes,uint64 start,uint64 end,uint64 dataStart,uint64 dataEnd,bytes32[] tokens)`,
      * and lifts the patient's lock. Anyone may send this.
      *
      * Emits a {ConsentPut} event with `bySignature` true.
@@ -273,44 +371,36 @@ interface IConsentRegistry {
     function consentsOf(bytes32 patient) external view returns (bytes32[] memory);
 
     /**
-     * @notice The access decision for a request by `actors` (all the requester's identities,
-     * at most 4) for data of class `resourceClass` of `patient`, for `action` and `purpose`, at
-     * unix time `time`; with the consent that decided it (zero for the last three outcomes).
+     * @notice The access decision for `request`, with the consent that decided it (zero unless
+     * `Permit` or `Deny`). See `docs/consent.md` for the table.
      *
-     * A rule (after inheritance) matches when `time` is within `[start, end]`, the class,
-     * action and purpose bits are set (or the mask is zero), and some request actor is in
-     * `actors` (or `actors` is empty); a permit rule needs that actor to be approved. A
-     * consent's verdict is its last matching exception, else its base rule if it matches.
-     * Over the patient's Active consents, in the order first written:
+     * A rule matches when its parent matches (the root: always) and: `time` is within
+     * `[start, end]` and `dataTime` within `[dataStart, dataEnd]` (zero bounds are open); the
+     * class bit is set or a class token is among the facts (no classes and no class token: any
+     * class); the action bit is set (or `actions` is zero); some request purpose is in
+     * `purposes` (or it is zero); for each other token kind the rule has, one of its tokens of
+     * that kind is among the facts; and some request actor is in `actors` (or `actors` is
+     * empty) — for a permit rule, an approved one. A consent's verdict is that of its most
+     * deeply nested matching rules, deny winning among equals; none when its root does not
+     * match. Over the patient's Active consents, in the order first written:
      *
-     * 1. `Deny` with the first denying consent. Break-glass (purpose ETREAT and a request actor
-     *    approved with the emergency flag) ignores a deny whose rule's `purposes` (after
-     *    inheritance) is zero or lacks the ETREAT bit;
+     * 1. `Deny` with the first denying consent. Break-glass (ETREAT among the purposes and a
+     *    request actor approved with the emergency flag) sets a deny aside unless a rule on the
+     *    denying rule's path names ETREAT among its purposes; a deny set aside makes the answer
+     *    `BreakGlass` (step 4) whatever permits;
      * 2. `Permit` with the first permitting consent;
-     * 3. `BreakGlass` when break-glass applies;
-     * 4. `ActorNotApproved` when no request actor is approved;
-     * 5. `NoConsent`.
+     * 3. `Implied` when the model is `OptOut`, every request purpose is TREAT or ETREAT, and a
+     *    request actor is approved;
+     * 4. `BreakGlass` when break-glass applies;
+     * 5. `ActorNotApproved` when no request actor is approved;
+     * 6. `NoConsent`.
      *
      * Requirements:
      *
      * - at most 4 request actors ({ConsentTooManyRequestActors}).
      */
-    function decide(
-        bytes32 patient,
-        bytes32[] calldata actors,
-        uint8 resourceClass,
-        uint8 action,
-        uint8 purpose,
-        uint64 time
-    ) external view returns (Decision decision, bytes32 consentId);
+    function decide(Request calldata request) external view returns (Decision decision, bytes32 consentId);
 
-    /// @notice Whether {decide} answers `Permit` or `BreakGlass`.
-    function isPermitted(
-        bytes32 patient,
-        bytes32[] calldata actors,
-        uint8 resourceClass,
-        uint8 action,
-        uint8 purpose,
-        uint64 time
-    ) external view returns (bool);
+    /// @notice Whether {decide} answers `Permit`, `BreakGlass` or `Implied`.
+    function isPermitted(Request calldata request) external view returns (bool);
 }

@@ -46,6 +46,17 @@ export interface ConsentConfig {
   freshnessMs: number;
   /** VELLUM_CONSENT_POLL_MS: how often the chain is polled for consent events (default 500). */
   pollMs: number;
+  /**
+   * VELLUM_CONSENT_MODEL: `opt-in` (default; no consent → no access) or `opt-out` (approved actors
+   * read for TREAT and ETREAT unless the patient's consents deny). Recorded on chain.
+   */
+  model: 'opt-in' | 'opt-out';
+  /** VELLUM_CONSENT_MODEL_FORCE=1: replace a model already recorded on chain (audited). */
+  forceModel: boolean;
+  /** VELLUM_CONSENT_POLICIES: JSON object, policy URI → `permit` | `deny` (a Consent's base policy). */
+  policies: Record<string, 'permit' | 'deny'>;
+  /** VELLUM_CONSENT_REQUEST_TTL: seconds an access request stays open (default 30 days). */
+  requestTtlSeconds: number;
 }
 
 /** Where versions are anchored: the in-process chain (default), an external JSON-RPC node, or nowhere. */
@@ -143,6 +154,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     enabled: consentRaw === undefined ? consentPossible : consentRaw === 'on',
     freshnessMs: integer(env, 'VELLUM_CONSENT_FRESHNESS_MS', 5_000, 100, 3_600_000),
     pollMs: integer(env, 'VELLUM_CONSENT_POLL_MS', 500, 10, 60_000),
+    model: consentModel(env),
+    forceModel: ['1', 'true', 'yes'].includes(env.VELLUM_CONSENT_MODEL_FORCE?.trim() ?? ''),
+    policies: consentPolicies(env),
+    requestTtlSeconds: integer(env, 'VELLUM_CONSENT_REQUEST_TTL', 30 * 86_400, 60, 10 * 365 * 86_400),
   };
   return {
     host,
@@ -193,4 +208,30 @@ function chainConfig(env: NodeJS.ProcessEnv): ChainConfig {
   const rawChainId = env.VELLUM_CHAIN_ID?.trim();
   const chainId = rawChainId ? integer(env, 'VELLUM_CHAIN_ID', 0, 1, 2 ** 53 - 1) : undefined;
   return { ...base, rpcUrl, privateKey, keyFile, contract, consentContract, chainId };
+}
+
+function consentModel(env: NodeJS.ProcessEnv): 'opt-in' | 'opt-out' {
+  const raw = env.VELLUM_CONSENT_MODEL?.trim() || 'opt-in';
+  if (raw !== 'opt-in' && raw !== 'opt-out') throw new ConfigError('VELLUM_CONSENT_MODEL', 'must be opt-in or opt-out');
+  return raw;
+}
+
+function consentPolicies(env: NodeJS.ProcessEnv): Record<string, 'permit' | 'deny'> {
+  const raw = env.VELLUM_CONSENT_POLICIES?.trim();
+  if (!raw) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError('VELLUM_CONSENT_POLICIES', 'must be a JSON object of policy URI → "permit" or "deny"');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError('VELLUM_CONSENT_POLICIES', 'must be a JSON object of policy URI → "permit" or "deny"');
+  }
+  const out: Record<string, 'permit' | 'deny'> = {};
+  for (const [uri, effect] of Object.entries(parsed)) {
+    if (effect !== 'permit' && effect !== 'deny') throw new ConfigError('VELLUM_CONSENT_POLICIES', 'every policy maps to "permit" or "deny"');
+    out[uri] = effect;
+  }
+  return out;
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
-import type { Config } from './config.ts';
+import { ConfigError, type Config } from './config.ts';
 import { loadResourceDefinitions } from './fhir/definitions.ts';
 import { fhirPlugin, sendError } from './fhir/http.ts';
 import { fhirError } from './fhir/errors.ts';
@@ -16,7 +16,8 @@ import { CURSOR_KEY_PURPOSE } from './fhir/interactions/paging.ts';
 import type { FhirResource } from './fhir/request.ts';
 import { fhirRoutes } from './fhir/routes.ts';
 import { ConsentService } from './fhir/consent/service.ts';
-import { consentKeys, consentWriteStep, reflect } from './fhir/consent/write-step.ts';
+import { consentWriteStep, mappingContext, reflect } from './fhir/consent/write-step.ts';
+import { references as references_of } from './fhir/consent/facts.ts';
 import { ConsentIntentJournal, reconcileConsents } from './fhir/consent/reconcile.ts';
 import type { ConsentLedger } from './chain/consent-ledger.ts';
 import { createExtractor } from './fhir/search/extract.ts';
@@ -103,13 +104,36 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       })
     : undefined;
 
+  /** A consent model replaced by force at this start (audited once the audit trail runs). */
+  let modelChange: { from: string; to: string; txHash: string } | undefined;
   // Consent writes interrupted by a crash are put right at the next start (consent/reconcile.ts).
   const consentJournal = new ConsentIntentJournal(path.join(config.dataDir, 'consent-intents.log'));
-  const consentStep = consentWriteStep({
+  /** The references held by the current versions of `references` (a Consent's `related` data). */
+  const relatedOf = async (references: readonly string[]): Promise<Map<string, string[]>> => {
+    const out = new Map<string, string[]>();
+    for (const reference of references) {
+      const [type, id] = reference.split('/') as [string, string];
+      const record = await index.current(type, id).catch(() => undefined);
+      const resource = record && !record.deleted ? await services.loadResource(record) : undefined;
+      if (resource) out.set(reference, [...references_of(resource)]);
+    }
+    return out;
+  };
+  const consentWriteDeps = {
     consent: () => services.consent?.service,
-    patientScope: (reference) => scopeOf(reference),
+    patientScope: (reference: string) => scopeOf(reference),
     journal: consentJournal,
-  });
+    policies: config.consent.policies,
+    requestTtlSeconds: config.consent.requestTtlSeconds,
+    relatedOf,
+    previous: async (id: string, versionId: number) => {
+      const record = await index.version('Consent', id, versionId);
+      const resource = record && !record.deleted ? await services.loadResource(record) : undefined;
+      return resource ? { resource, lastUpdated: record!.lastUpdated } : undefined;
+    },
+    actorsOf: async (principal: Principal) => (services.consent ? services.consent.actorsOf(principal) : []),
+  };
+  const consentStep = consentWriteStep(consentWriteDeps);
   const writer = new Writer({
     leafKey,
     steps: [
@@ -296,13 +320,29 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       if (page.records.length < 1_000) break;
     }
     await consentService.start();
-    addConsentOperations(statement);
+    // The jurisdiction's consent model is recorded on chain, so a decision can be reproduced from
+    // the chain alone. Changing it on an existing deployment needs VELLUM_CONSENT_MODEL_FORCE=1.
+    {
+      const recorded = await consentLedger.model();
+      if (!recorded.set || recorded.model !== config.consent.model) {
+        if (recorded.set && !config.consent.forceModel) {
+          throw new ConfigError(
+            'VELLUM_CONSENT_MODEL',
+            `the consent registry records the ${recorded.model} model; set VELLUM_CONSENT_MODEL_FORCE=1 to change it to ${config.consent.model}`,
+          );
+        }
+        const mined = await consentLedger.setModel(config.consent.model, recorded.set);
+        await consentService.syncTo(mined.blockNumber);
+        if (recorded.set) modelChange = { from: recorded.model, to: config.consent.model, txHash: mined.txHash };
+      }
+    }
+    addConsentOperations(statement, config.consent.model);
     {
       const reconciled = await reconcileConsents({
         service: consentService,
         journal: consentJournal,
         index,
-        keyOf: consentKeys(consentService, (reference) => scopeOf(reference)),
+        context: (resource) => mappingContext(consentService!, consentWriteDeps, resource),
         load: async (id) => {
           const record = await index.current('Consent', id);
           return record && !record.deleted ? services.loadResource(record) : undefined;
@@ -320,6 +360,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     const service = consentService;
     services.consent = {
       service,
+      mappingContext: (resource) => mappingContext(service, consentWriteDeps, resource),
       async actorsOf(principal: Principal) {
         const user = principal.fhirUser;
         if (!user) return [];
@@ -378,6 +419,16 @@ export async function createVellum(config: Config, options: { logger?: boolean }
         exists: async (id) => (await index.current('AuditEvent', id)) !== undefined,
       })
     : undefined;
+  if (modelChange) {
+    app.log.warn({ from: modelChange.from, to: modelChange.to, transaction: modelChange.txHash }, 'consent model changed by force');
+    await audit?.record({
+      interaction: 'operation',
+      method: 'POST',
+      status: 200,
+      operation: '$consent-model',
+      query: `from=${modelChange.from}&to=${modelChange.to}&transaction=${modelChange.txHash}`,
+    });
+  }
   await app.register(fhirPlugin, {
     prefix: '/fhir',
     services,

@@ -22,6 +22,13 @@ import {
   decodeConsentOf,
   decodeConsentsOf,
   decodeDecide,
+  decodeModel,
+  encodeAnswerRequest,
+  encodeModel,
+  encodeRequestAccess,
+  encodeSetModel,
+  type ConsentModel,
+  type DecideRequest,
   decodeNonces,
   decodeWalletOf,
   encodeApprovalOf,
@@ -80,7 +87,7 @@ export interface ConsentLedger {
   readonly chainId: number;
   /** Registry address, checksummed. */
   readonly contract: string;
-  /** Creates or replaces consent `id` of `patient`. Raises VLM_CONSENT_LOCKED, _ACTOR_NOT_APPROVED, _PATIENT_MISMATCH, _LIMIT. */
+  /** Creates or replaces consent `id` of `patient`. Raises VLM_CONSENT_LOCKED, _PATIENT_MISMATCH, _LIMIT, _BAD_RULE. */
   put(id: string, patient: string, rules: readonly Rule[], options?: WriteOptions): Promise<ConsentWriteReceipt>;
   /** Revokes consent `id` (a no-op if already revoked). Raises VLM_CONSENT_UNKNOWN. */
   revoke(id: string, options?: WriteOptions): Promise<ConsentWriteReceipt>;
@@ -103,8 +110,16 @@ export interface ConsentLedger {
   ): Promise<ConsentWriteReceipt>;
   recordEmergencyAccess(patient: string, actor: string, resourceClass: number, purpose: number, options?: WriteOptions): Promise<ConsentWriteReceipt>;
   /** The contract's decision (docs/consent.md). Raises VLM_CONSENT_LIMIT for more than 4 actors. */
-  decide(patient: string, actors: readonly string[], resourceClass: number, action: number, purpose: number, time: number, options?: ReadOptions): Promise<DecideResult>;
-  isPermitted(patient: string, actors: readonly string[], resourceClass: number, action: number, purpose: number, time: number, options?: ReadOptions): Promise<boolean>;
+  decide(request: DecideRequest, options?: ReadOptions): Promise<DecideResult>;
+  isPermitted(request: DecideRequest, options?: ReadOptions): Promise<boolean>;
+  /** Sets the jurisdiction's consent model; a model already set is replaced only with `force`. Raises VLM_CONSENT_MODEL_CHANGE. */
+  setModel(model: ConsentModel, force: boolean, options?: WriteOptions): Promise<ConsentWriteReceipt>;
+  /** The consent model, and whether it was ever set. */
+  model(options?: ReadOptions): Promise<{ model: ConsentModel; set: boolean }>;
+  /** Records an access request (a proposed Consent): an event, nothing in force. */
+  requestAccess(id: string, patient: string, requester: string, options?: WriteOptions): Promise<ConsentWriteReceipt>;
+  /** Records the patient's answer to a request. */
+  answerRequest(id: string, patient: string, approved: boolean, options?: WriteOptions): Promise<ConsentWriteReceipt>;
   /** Consent `id` as the contract holds it; undefined if never written. */
   consentOf(id: string, options?: ReadOptions): Promise<ConsentRecord | undefined>;
   /** Every consent id of `patient`, revoked ones included, in the order first written. */
@@ -264,12 +279,18 @@ export function createConsentLedger(options: ConsentLedgerOptions): ConsentLedge
     recordEmergencyAccess: (patient, actor, resourceClass, purpose, o) =>
       write('recordEmergencyAccess', () => encodeRecordEmergencyAccess(patient, actor, resourceClass, purpose), o),
 
-    async decide(patient, actors, resourceClass, action, purpose, time, o) {
-      return decodeDecide(await view(() => encodeDecide(patient, actors, resourceClass, action, purpose, time), o));
+    async decide(request, o) {
+      return decodeDecide(await view(() => encodeDecide(request), o));
     },
-    async isPermitted(patient, actors, resourceClass, action, purpose, time, o) {
-      return decodeConsentBool('isPermitted', await view(() => encodeIsPermitted(patient, actors, resourceClass, action, purpose, time), o));
+    async isPermitted(request, o) {
+      return decodeConsentBool('isPermitted', await view(() => encodeIsPermitted(request), o));
     },
+    setModel: (model, force, o) => write('setModel', () => encodeSetModel(model, force), o),
+    async model(o) {
+      return decodeModel(await view(() => encodeModel(), o));
+    },
+    requestAccess: (id, patient, requester, o) => write('requestAccess', () => encodeRequestAccess(id, patient, requester), o),
+    answerRequest: (id, patient, approved, o) => write('answerRequest', () => encodeAnswerRequest(id, patient, approved), o),
     async consentOf(id, o) {
       return decodeConsentOf(id, await view(() => encodeConsentOf(id), o));
     },

@@ -19,32 +19,66 @@ import type { RpcLog } from './rpc.ts';
 
 const registry = new Interface(CONSENT_REGISTRY_ABI);
 
-/** One provision of a consent (`IConsentRegistry.Rule`); `rules[0]` is the base, the rest its exceptions. */
+/**
+ * One provision of a consent (`IConsentRegistry.Rule`): `rules[0]` is the root, every other rule
+ * is nested in `rules[parent]` (parent < its index), to any depth.
+ */
 export interface Rule {
-  /** provision.type: permit (true) or deny (false). */
+  /** Index of the enclosing rule (0 for the root). */
+  parent: number;
+  /** provision.type (the root's: its own, else the base policy's): permit (true) or deny (false). */
   permit: boolean;
-  /** Actor keys (≤ 8); empty = any actor (an exception: the base's). */
+  /** Recipient actor keys (≤ 8); empty = any actor. */
   actors: string[];
-  /** Bit i = R4 resource type i; 0n = all (an exception: the base's). */
+  /** Bit i = R4 resource type i, or'ed with class tokens; 0n and no class token = every class. */
   classes: bigint;
   /** Bit i = action i (access, collect, use, disclose, correct); 0 = all. */
   actions: number;
   /** Bit i = PurposeOfUse i; 0n = all. */
   purposes: bigint;
-  /** Unix seconds, inclusive; 0 = unbounded. */
+  /** When the rule is in force: unix seconds, inclusive; 0 = unbounded. */
   start: number;
-  /** Unix seconds, inclusive; 0 = unbounded. */
   end: number;
+  /** When the data was recorded: unix seconds, inclusive; 0 = unbounded. */
+  dataStart: number;
+  dataEnd: number;
+  /** Data tokens (≤ 32): keyed, first byte = kind (TOKEN_KIND). */
+  tokens: string[];
 }
 
+/** Token kinds: a data token's first byte (`IConsentRegistry`). */
+export const TOKEN_KIND = Object.freeze({ custodian: 1, author: 2, class: 3, code: 4, label: 5, data: 6 } as const);
+export type TokenKind = keyof typeof TOKEN_KIND;
+
+/** One request to `decide` (`IConsentRegistry.Request`). */
+export interface DecideRequest {
+  patient: string;
+  /** Every identity of the requester (≤ 4). */
+  actors: readonly string[];
+  resourceClass: number;
+  action: number;
+  /** Bit i = PurposeOfUse i: the purposes the requester names. */
+  purposes: bigint;
+  /** Unix seconds. */
+  time: number;
+  /** When the data was recorded, unix seconds (0: unknown). */
+  dataTime: number;
+  /** The data's tokens, keyed as the rules' are. */
+  facts: readonly string[];
+}
+
+/** `IConsentRegistry.Model`, by name; index = the on-chain value. */
+export const MODELS = ['opt-in', 'opt-out'] as const;
+export type ConsentModel = (typeof MODELS)[number];
+
 /** `IConsentRegistry.Decision`, by name; index = the on-chain value. */
-export const DECISIONS = ['NoConsent', 'Permit', 'Deny', 'BreakGlass', 'ActorNotApproved'] as const;
+export const DECISIONS = ['NoConsent', 'Permit', 'Deny', 'BreakGlass', 'ActorNotApproved', 'Implied'] as const;
 export type ConsentDecision = (typeof DECISIONS)[number];
 
 /** What `decide` answered: the decision and, for Permit and Deny, the consent that decided. */
 export interface DecideResult {
   decision: ConsentDecision;
-  /** The deciding consent; undefined for BreakGlass, ActorNotApproved and NoConsent. */
+  /** The deciding consent; undefined for BreakGlass, ActorNotApproved, Implied and NoConsent. */
   consentId: string | undefined;
 }
 
@@ -59,8 +93,9 @@ export interface ConsentRecord {
 
 /** The purpose index of ETREAT (emergency treatment), on which break-glass turns. */
 export const ETREAT = 1;
-export const MAX_RULES = 9;
+export const MAX_RULES = 32;
 export const MAX_RULE_ACTORS = 8;
+export const MAX_RULE_TOKENS = 32;
 export const MAX_ACTIVE_CONSENTS = 64;
 export const MAX_REQUEST_ACTORS = 4;
 /** `keccak256("CUSTODIAN_ROLE")`: mirrors consents, registers wallets, records break-glass. */
@@ -69,7 +104,7 @@ export const CUSTODIAN_ROLE: string = keccakText('CUSTODIAN_ROLE');
 export const APPROVER_ROLE: string = keccakText('APPROVER_ROLE');
 /** EIP-712 domain name and version of the registry. */
 export const CONSENT_DOMAIN_NAME = 'VellumConsentRegistry';
-export const CONSENT_DOMAIN_VERSION = '1';
+export const CONSENT_DOMAIN_VERSION = '2';
 
 const ZERO32 = `0x${'00'.repeat(32)}`;
 const KEY = /^0x[0-9a-fA-F]{64}$/;
@@ -98,17 +133,28 @@ function uintIn(value: unknown, max: bigint): boolean {
  * Approval of the actors is the contract's to check.
  */
 export function ruleTuples(rules: readonly Rule[]): unknown[] {
-  if (!Array.isArray(rules) || rules.length === 0) throw chainError('VLM_CONSENT_BAD_RULE', 'invalid', 'a consent needs at least its base rule');
+  if (!Array.isArray(rules) || rules.length === 0) throw chainError('VLM_CONSENT_BAD_RULE', 'invalid', 'a consent needs at least its root rule');
   if (rules.length > MAX_RULES) throw chainError('VLM_CONSENT_LIMIT', 'invalid', `at most ${MAX_RULES} rules`);
   return rules.map((rule, i) => {
     if (rule === null || typeof rule !== 'object' || typeof rule.permit !== 'boolean') throw badRule(i, 'permit must be a boolean');
+    if (!Number.isInteger(rule.parent) || rule.parent < 0 || (i > 0 ? rule.parent >= i : rule.parent !== 0)) throw badRule(i, 'parent must be a rule before it');
     if (!Array.isArray(rule.actors)) throw badRule(i, 'actors must be an array');
     if (rule.actors.length > MAX_RULE_ACTORS) throw chainError('VLM_CONSENT_LIMIT', 'invalid', `rule ${i}: at most ${MAX_RULE_ACTORS} actors`);
+    if (!Array.isArray(rule.tokens)) throw badRule(i, 'tokens must be an array');
+    if (rule.tokens.length > MAX_RULE_TOKENS) throw chainError('VLM_CONSENT_LIMIT', 'invalid', `rule ${i}: at most ${MAX_RULE_TOKENS} tokens`);
     if (!uintIn(rule.classes, MAX_UINT256)) throw badRule(i, 'classes must be a uint256');
     if (!uintIn(rule.actions, 0xffffn)) throw badRule(i, 'actions must be a uint16');
     if (!uintIn(rule.purposes, MAX_UINT64)) throw badRule(i, 'purposes must be a uint64');
     if (!uintIn(rule.start, MAX_UINT64) || !uintIn(rule.end, MAX_UINT64)) throw badRule(i, 'start and end must be unix seconds ≥ 0');
+    if (!uintIn(rule.dataStart, MAX_UINT64) || !uintIn(rule.dataEnd, MAX_UINT64)) throw badRule(i, 'dataStart and dataEnd must be unix seconds ≥ 0');
+    const tokens = rule.tokens.map((t: string, j: number) => {
+      const key = consentKey(t, `rule ${i} token ${j}`);
+      const kind = Number.parseInt(key.slice(2, 4), 16);
+      if (kind < 1 || kind > 6) throw badRule(i, `token ${j} is of no known kind`);
+      return key;
+    });
     return [
+      rule.parent,
       rule.permit,
       (rule.actors as string[]).map((a: string, j: number) => consentKey(a, `rule ${i} actor ${j}`)),
       BigInt(rule.classes),
@@ -116,13 +162,19 @@ export function ruleTuples(rules: readonly Rule[]): unknown[] {
       BigInt(rule.purposes),
       rule.start,
       rule.end,
+      rule.dataStart,
+      rule.dataEnd,
+      tokens,
     ];
   });
 }
 
 function ruleOf(tuple: readonly unknown[]): Rule {
-  const [permit, actors, classes, actions, purposes, start, end] = tuple as [boolean, string[], bigint, bigint, bigint, bigint, bigint];
+  const [parent, permit, actors, classes, actions, purposes, start, end, dataStart, dataEnd, tokens] = tuple as [
+    bigint, boolean, string[], bigint, bigint, bigint, bigint, bigint, bigint, bigint, string[],
+  ];
   return {
+    parent: Number(parent),
     permit,
     actors: [...actors].map((a) => a.toLowerCase()),
     classes,
@@ -130,6 +182,9 @@ function ruleOf(tuple: readonly unknown[]): Rule {
     purposes,
     start: Number(start),
     end: Number(end),
+    dataStart: Number(dataStart),
+    dataEnd: Number(dataEnd),
+    tokens: [...tokens].map((t) => t.toLowerCase()),
   };
 }
 
@@ -246,20 +301,28 @@ export function encodeRecordEmergencyAccess(patient: string, actor: string, reso
 
 // ------------------------------------------------------------------ views
 
-/** The arguments of `decide` / `isPermitted`, checked. */
-function decideArgs(patient: string, actors: readonly string[], resourceClass: number, action: number, purpose: number, time: number): unknown[] {
-  return [
-    consentKey(patient, 'patient'),
-    requestActors(actors),
-    smallUint(resourceClass, 255, 'resourceClass'),
-    smallUint(action, 255, 'action'),
-    smallUint(purpose, 255, 'purpose'),
-    unixTime(time),
-  ];
+/** The `Request` tuple of `decide` / `isPermitted`, checked. */
+function requestTuple(request: DecideRequest): unknown[] {
+  if (!Array.isArray(request.facts)) throw chainError('VLM_CONSENT_BAD_KEY', 'invalid', 'facts must be an array of keys');
+  return [[
+    consentKey(request.patient, 'patient'),
+    requestActors(request.actors),
+    smallUint(request.resourceClass, 255, 'resourceClass'),
+    smallUint(request.action, 255, 'action'),
+    uint64(request.purposes, 'purposes'),
+    unixTime(request.time),
+    unixTime(request.dataTime),
+    request.facts.map((f, i) => consentKey(f, `fact ${i}`)),
+  ]];
 }
 
-export function encodeDecide(patient: string, actors: readonly string[], resourceClass: number, action: number, purpose: number, time: number): string {
-  return registry.encodeFunctionData('decide', decideArgs(patient, actors, resourceClass, action, purpose, time));
+function uint64(value: bigint | number, what: string): bigint {
+  if (!uintIn(value, MAX_UINT64)) throw chainError('VLM_CONSENT_BAD_RULE', 'invalid', `${what} must be a uint64`);
+  return BigInt(value);
+}
+
+export function encodeDecide(request: DecideRequest): string {
+  return registry.encodeFunctionData('decide', requestTuple(request));
 }
 
 export function decodeDecide(data: string): DecideResult {
@@ -269,8 +332,34 @@ export function decodeDecide(data: string): DecideResult {
   return { decision: name, consentId: consentId === ZERO32 ? undefined : consentId.toLowerCase() };
 }
 
-export function encodeIsPermitted(patient: string, actors: readonly string[], resourceClass: number, action: number, purpose: number, time: number): string {
-  return registry.encodeFunctionData('isPermitted', decideArgs(patient, actors, resourceClass, action, purpose, time));
+export function encodeIsPermitted(request: DecideRequest): string {
+  return registry.encodeFunctionData('isPermitted', requestTuple(request));
+}
+
+export function encodeSetModel(model: ConsentModel, force: boolean): string {
+  const index = MODELS.indexOf(model);
+  if (index < 0) throw chainError('VLM_CONSENT_BAD_RULE', 'invalid', 'the model is opt-in or opt-out');
+  return registry.encodeFunctionData('setModel', [index, force]);
+}
+
+export function encodeModel(): string {
+  return registry.encodeFunctionData('model', []);
+}
+
+/** `model()`'s answer: the model, and whether it was ever set. */
+export function decodeModel(data: string): { model: ConsentModel; set: boolean } {
+  const [model, set] = registry.decodeFunctionResult('model', data) as unknown as [bigint, boolean];
+  const name = MODELS[Number(model)];
+  if (name === undefined) throw chainError('VLM_CHAIN_BAD_RECEIPT', 'fault', `model returned an unknown model ${model}`);
+  return { model: name, set };
+}
+
+export function encodeRequestAccess(id: string, patient: string, requester: string): string {
+  return registry.encodeFunctionData('requestAccess', [consentKey(id, 'id'), consentKey(patient, 'patient'), consentKey(requester, 'requester')]);
+}
+
+export function encodeAnswerRequest(id: string, patient: string, approved: boolean): string {
+  return registry.encodeFunctionData('answerRequest', [consentKey(id, 'id'), consentKey(patient, 'patient'), approved === true]);
 }
 
 export function encodeConsentOf(id: string): string {
@@ -343,6 +432,9 @@ export type ConsentEvent = EventPosition &
     | { type: 'ActorApprovalRevoked'; actor: string }
     | { type: 'WalletRegistered'; patient: string; wallet: string | undefined }
     | { type: 'EmergencyAccess'; patient: string; actor: string; resourceClass: number; purpose: number }
+    | { type: 'AccessRequested'; id: string; patient: string; requester: string }
+    | { type: 'AccessRequestAnswered'; id: string; patient: string; approved: boolean }
+    | { type: 'ConsentModelSet'; model: ConsentModel; forced: boolean }
   );
 
 export type ConsentEventType = ConsentEvent['type'];
@@ -354,6 +446,9 @@ const EVENT_NAMES: readonly ConsentEventType[] = [
   'ActorApprovalRevoked',
   'WalletRegistered',
   'EmergencyAccess',
+  'AccessRequested',
+  'AccessRequestAnswered',
+  'ConsentModelSet',
 ];
 
 /** topic0 of every registry event listed in ConsentEvent (for one `eth_getLogs` filter). */
@@ -389,6 +484,12 @@ export function parseConsentEvent(log: RpcLog, contract: string): ConsentEvent |
     }
     case 'EmergencyAccess':
       return { ...at, type: 'EmergencyAccess', patient: key(0), actor: key(1), resourceClass: Number(a[2]), purpose: Number(a[3]) };
+    case 'AccessRequested':
+      return { ...at, type: 'AccessRequested', id: key(0), patient: key(1), requester: key(2) };
+    case 'AccessRequestAnswered':
+      return { ...at, type: 'AccessRequestAnswered', id: key(0), patient: key(1), approved: a[2] as boolean };
+    case 'ConsentModelSet':
+      return { ...at, type: 'ConsentModelSet', model: MODELS[Number(a[0])] ?? 'opt-in', forced: a[1] as boolean };
     default:
       return undefined;
   }
@@ -421,8 +522,8 @@ export function consentRevertError(data: string | undefined, cause: unknown): Ch
       return chainError('VLM_CONSENT_NOT_AUTHORIZED', 'fault', `${String(error.args[0])} lacks role ${arg(1)} on the consent registry`, cause);
     case 'ConsentLockedByPatient':
       return chainError('VLM_CONSENT_LOCKED', 'invalid', `consent ${arg(0)} was revoked by its patient; only the patient can grant it again`, cause);
-    case 'ConsentActorNotApproved':
-      return chainError('VLM_CONSENT_ACTOR_NOT_APPROVED', 'invalid', `a permit names actor ${arg(0)}, which is not approved`, cause);
+    case 'ConsentModelChange':
+      return chainError('VLM_CONSENT_MODEL_CHANGE', 'invalid', `the registry's consent model is already set (${MODELS[Number(error.args[0])]}); only a forced change replaces it`, cause);
     case 'ConsentPatientMismatch':
       return chainError('VLM_CONSENT_PATIENT_MISMATCH', 'invalid', `consent ${arg(0)} belongs to another patient`, cause);
     case 'ConsentUnknown':
@@ -437,11 +538,13 @@ export function consentRevertError(data: string | undefined, cause: unknown): Ch
       return chainError('VLM_CONSENT_BAD_NONCE', 'invalid', `the signature carries nonce ${arg(1)}, the patient's next is ${arg(0)}`, cause);
     case 'ConsentTooManyRules':
     case 'ConsentTooManyActors':
+    case 'ConsentTooManyTokens':
     case 'ConsentTooManyConsents':
     case 'ConsentTooManyRequestActors':
       return chainError('VLM_CONSENT_LIMIT', 'invalid', `the registry refused: ${error.name}`, cause);
     case 'ConsentNoRules':
-      return chainError('VLM_CONSENT_BAD_RULE', 'invalid', 'a consent needs at least its base rule', cause);
+    case 'ConsentBadRule':
+      return chainError('VLM_CONSENT_BAD_RULE', 'invalid', `the registry refused the rules: ${error.name}`, cause);
     case 'ConsentZeroKey':
       return chainError('VLM_CONSENT_BAD_KEY', 'invalid', 'a key must not be zero', cause);
     case 'ConsentRegistryZeroAdmin':
@@ -471,6 +574,7 @@ export const CONSENT_TYPES: Record<'Revoke' | 'Grant', Record<string, TypedDataF
       { name: 'deadline', type: 'uint256' },
     ],
     Rule: [
+      { name: 'parent', type: 'uint8' },
       { name: 'permit', type: 'bool' },
       { name: 'actors', type: 'bytes32[]' },
       { name: 'classes', type: 'uint256' },
@@ -478,6 +582,9 @@ export const CONSENT_TYPES: Record<'Revoke' | 'Grant', Record<string, TypedDataF
       { name: 'purposes', type: 'uint64' },
       { name: 'start', type: 'uint64' },
       { name: 'end', type: 'uint64' },
+      { name: 'dataStart', type: 'uint64' },
+      { name: 'dataEnd', type: 'uint64' },
+      { name: 'tokens', type: 'bytes32[]' },
     ],
   },
 };
@@ -518,8 +625,10 @@ export function consentTypedData(
   if (kind === 'Revoke') return { domain, types: CONSENT_TYPES.Revoke, primaryType: 'Revoke', message: base };
   const grant = message as GrantMessage;
   const rules = ruleTuples(grant.rules).map((tuple) => {
-    const [permit, actors, classes, actions, purposes, start, end] = tuple as [boolean, string[], bigint, number, bigint, number, number];
-    return { permit, actors, classes, actions, purposes, start, end };
+    const [parent, permit, actors, classes, actions, purposes, start, end, dataStart, dataEnd, tokens] = tuple as [
+      number, boolean, string[], bigint, number, bigint, number, number, number, number, string[],
+    ];
+    return { parent, permit, actors, classes, actions, purposes, start, end, dataStart, dataEnd, tokens };
   });
   return {
     domain,

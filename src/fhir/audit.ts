@@ -46,7 +46,7 @@ export interface AuditInput {
   /** 1-based position of the entry in a batch or transaction. */
   entry?: number;
   /** Consent decisions made for this access (consent/service.ts), each distinct one once. */
-  consent?: { decision: string; resourceType: string; consentId?: string; consent?: string }[];
+  consent?: { decision: string; resourceType: string; consentId?: string; consent?: string; onBehalfOfPatient?: boolean }[];
 }
 
 const AUDIT_TYPE = { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' };
@@ -81,10 +81,16 @@ function consentEntities(decisions: NonNullable<AuditInput['consent']>): Record<
         { type: 'decision', valueString: d.decision },
         { type: 'resource-class', valueString: d.resourceType },
         ...(d.consentId ? [{ type: 'registry-consent-id', valueString: d.consentId }] : []),
+        ...(d.onBehalfOfPatient ? [{ type: 'on-behalf-of', valueString: 'patient' }] : []),
       ],
     });
   }
   return out;
+}
+
+/** The purposes of use a token names (one or more, space-separated), one CodeableConcept each. */
+function purposesOf(purposeOfUse: string): Record<string, unknown>[] {
+  return purposeOfUse.split(' ').map((code) => ({ coding: [{ system: PURPOSE_SYSTEM, code }] }));
 }
 
 /** The AuditEvent.action of an interaction: Create, Read, Update, Delete or Execute. */
@@ -111,13 +117,13 @@ export function auditEvent(input: AuditInput, baseUrl: string, recorded: string)
       who: { identifier: { system: VELLUM_CLIENT, value: p.clientId } },
       requestor: !p.fhirUser,
       ...(input.address ? { network: { address: input.address, type: '2' } } : {}),
-      purposeOfUse: [{ coding: [{ system: PURPOSE_SYSTEM, code: p.purposeOfUse }] }],
+      purposeOfUse: purposesOf(p.purposeOfUse),
     });
     if (p.fhirUser) {
       agent.push({
         who: { reference: p.fhirUser },
         requestor: true,
-        purposeOfUse: [{ coding: [{ system: PURPOSE_SYSTEM, code: p.purposeOfUse }] }],
+        purposeOfUse: purposesOf(p.purposeOfUse),
       });
     }
   } else {
@@ -156,7 +162,7 @@ export function auditEvent(input: AuditInput, baseUrl: string, recorded: string)
     recorded,
     outcome: outcomeOf(input.status),
     ...(input.errorCode ? { outcomeDesc: input.errorCode } : {}),
-    ...(p ? { purposeOfEvent: [{ coding: [{ system: PURPOSE_SYSTEM, code: p.purposeOfUse }] }] } : {}),
+    ...(p ? { purposeOfEvent: purposesOf(p.purposeOfUse) } : {}),
     agent,
     source: {
       site: baseUrl,

@@ -12,6 +12,7 @@ import type { Validator } from './validation/validator.ts';
 import type { Writer } from './writer.ts';
 import type { Principal } from './auth/verify.ts';
 import type { ConsentService } from './consent/service.ts';
+import type { MappingContext } from './consent/mapping.ts';
 
 /** The anchor pipeline as the FHIR layer sees it (absent when anchoring is off). */
 export interface AnchoringServices {
@@ -55,4 +56,6 @@ export interface ConsentServices {
   service: ConsentService;
   /** The consent keys of everyone the caller acts as (its fhirUser, and a PractitionerRole's practitioner and organisation). */
   actorsOf(principal: Principal): Promise<string[]>;
+  /** The mapping context of a Consent (policies, related data), as the write step maps it. */
+  mappingContext(resource: FhirResource): Promise<MappingContext>;
 }

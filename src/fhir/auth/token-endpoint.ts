@@ -72,10 +72,14 @@ async function publicClientOfRefreshToken(ctx: AuthContext, token: string | unde
   return client;
 }
 
+/** One or more v3 PurposeOfUse codes, space-separated (each distinct code once, in the order given). */
 function purpose(value: string | undefined): string {
   if (value === undefined) return DEFAULT_PURPOSE_OF_USE;
-  if (!PURPOSE_OF_USE.has(value)) throw oauthError(400, 'invalid_request', 'purpose_of_use must be a v3 PurposeOfUse code (e.g. TREAT, ETREAT, HPAYMT)');
-  return value;
+  const codes = [...new Set(value.split(' '))];
+  if (codes.length === 0 || codes.length > 8 || !codes.every((code) => PURPOSE_OF_USE.has(code))) {
+    throw oauthError(400, 'invalid_request', 'purpose_of_use is one or more v3 PurposeOfUse codes, space-separated (e.g. TREAT, ETREAT, HPAYMT)');
+  }
+  return codes.join(' ');
 }
 
 function requestedScopes(raw: string | undefined): Scope[] {

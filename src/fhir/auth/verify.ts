@@ -144,7 +144,8 @@ export function principalFromClaims(claims: JWTPayload, options: { trustAdmin: b
   if (systemOnly) context = 'system';
   else if (fhirUser?.startsWith('Patient/')) context = 'patient';
   else context = 'user';
-  const purpose = typeof claims.purpose_of_use === 'string' && /^[A-Z]{2,20}$/.test(claims.purpose_of_use) ? claims.purpose_of_use : 'TREAT';
+  // One or more PurposeOfUse codes, space-separated (token-endpoint.ts).
+  const purpose = typeof claims.purpose_of_use === 'string' && /^[A-Z]{2,20}( [A-Z]{2,20}){0,7}$/.test(claims.purpose_of_use) ? claims.purpose_of_use : 'TREAT';
   return {
     clientId,
     subject: claims.sub,

@@ -1,16 +1,32 @@
 /**
  * The local consent policy: an in-memory mirror of the consent registry's state and the decision
  * its `decide` view makes (docs/consent.md §The decision), so a permitted request costs no RPC.
- * A differential test holds the two to the same answers; any change here is a change to the
- * contract's semantics and must be made in both.
+ * A property test feeds both the same random consents and requests and holds them to the same
+ * answers; any change here is a change to the contract's semantics and must be made in both.
  *
  * `ConsentState` rejects exactly what the contract reverts on, with the contract's custom error
  * name as `code`, and changes nothing when it does (a revert changes nothing either).
+ *
+ * One thing the mirror does that the contract cannot: decide before the data's facts are known
+ * (`facts` left out of the request). A rule whose data tokens would have to be checked then makes
+ * the answer `undetermined`: the caller loads the resource and decides again with its facts
+ * (facts.ts), or — for a filter over many records it cannot load — treats it as not permitted.
  */
-import { ETREAT, MAX_ACTIVE_CONSENTS, MAX_EXCEPTIONS, MAX_REQUEST_ACTORS, MAX_RULE_ACTORS, type Rule } from './terms.ts';
+import {
+  ETREAT,
+  MAX_ACTIVE_CONSENTS,
+  MAX_REQUEST_ACTORS,
+  MAX_RULE_ACTORS,
+  MAX_RULE_TOKENS,
+  MAX_RULES,
+  TOKEN_KIND,
+  TREAT,
+  type ConsentModel,
+  type Rule,
+} from './terms.ts';
 
-/** The contract's `Decision`, by name. */
-export type DecisionKind = 'permit' | 'deny' | 'break-glass' | 'actor-not-approved' | 'no-consent';
+/** The contract's `Decision`, by name, and the mirror's `undetermined` (facts needed). */
+export type DecisionKind = 'permit' | 'deny' | 'break-glass' | 'actor-not-approved' | 'no-consent' | 'implied' | 'undetermined';
 
 export interface Decision {
   readonly decision: DecisionKind;
@@ -25,9 +41,14 @@ export interface ConsentRequest {
   actors: readonly string[];
   resourceClass: number;
   action: number;
-  purpose: number;
+  /** Bit i = PurposeOfUse i: the purposes the requester names (a rule's purposes match any of them). */
+  purposes: number;
   /** Unix seconds. */
   time: number;
+  /** When the data was recorded, unix seconds (0: unknown). */
+  dataTime?: number;
+  /** The data's tokens (facts.ts); undefined: not known yet (see the module comment). */
+  facts?: ReadonlySet<string>;
 }
 
 export interface Approval {
@@ -58,12 +79,12 @@ export class ConsentStateError extends Error {
 
 /** Whether a decision lets the request through (the contract's `isPermitted`). */
 export function isPermitted(result: Decision): boolean {
-  return result.decision === 'permit' || result.decision === 'break-glass';
+  return result.decision === 'permit' || result.decision === 'break-glass' || result.decision === 'implied';
 }
 
 /**
  * Decide a request against the mirrored state (docs/consent.md §The decision), in
- * O(consents ever written for the patient). Raises ConsentStateError `ConsentTooManyRequestActors`.
+ * O(rules of the patient's consents). Raises ConsentStateError `ConsentTooManyRequestActors`.
  */
 export function decide(state: ConsentState, request: ConsentRequest): Decision {
   return state.decide(request);
@@ -73,27 +94,37 @@ const ZERO_KEY = `0x${'0'.repeat(64)}`;
 const UINT16 = (1n << 16n) - 1n;
 const UINT64 = (1n << 64n) - 1n;
 const UINT256 = (1n << 256n) - 1n;
-const ETREAT_BIT = 1n << BigInt(ETREAT);
+const ETREAT_BIT = 1 << ETREAT;
+const TREATMENT_BITS = (1 << TREAT) | (1 << ETREAT);
+const KIND_CLASS = TOKEN_KIND.class;
+const TOKEN = /^0x0[1-6][0-9a-f]{62}$/;
 
 const BREAK_GLASS: Decision = Object.freeze({ decision: 'break-glass' });
+const IMPLIED: Decision = Object.freeze({ decision: 'implied' });
 const ACTOR_NOT_APPROVED: Decision = Object.freeze({ decision: 'actor-not-approved' });
 const NO_CONSENT: Decision = Object.freeze({ decision: 'no-consent' });
+const UNDETERMINED: Decision = Object.freeze({ decision: 'undetermined' });
 
-/** A rule after inheritance from the base, in the shape the hot loop reads. */
-interface Effective {
+/** A rule in the shape the hot loop reads. */
+interface Compiled {
+  parent: number;
   permit: boolean;
   actors: readonly string[];
-  /** 8 × 32 bits of the uint256 class mask, or null for "every class". */
+  /** 8 × 32 bits of the uint256 class mask, or null when the mask is zero. */
   classes: Uint32Array | null;
   actions: number;
+  /** The purposes mask's low 32 bits (every defined purpose), and whether it is zero. */
   purposesLo: number;
-  purposesHi: number;
-  /** purposes == 0: every purpose. */
   allPurposes: boolean;
-  /** The (inherited) purposes mask is non-zero and names ETREAT: a deny that break-glass does not override. */
-  deniesEmergency: boolean;
   start: number;
   end: number;
+  dataStart: number;
+  dataEnd: number;
+  /** Data tokens grouped by kind (class tokens apart); empty when none. */
+  classTokens: readonly string[];
+  kinds: readonly (readonly string[])[];
+  /** Whether matching needs the data's facts. */
+  needsFacts: boolean;
 }
 
 interface Entry {
@@ -102,30 +133,59 @@ interface Entry {
   status: 'active' | 'revoked';
   lockedByPatient: boolean;
   rules: readonly Readonly<Rule>[];
-  /** `rules[1..]` then `rules[0]`, after inheritance: the order the verdict tries them. */
-  order: Effective[];
+  compiled: Compiled[];
   readonly permitResult: Decision;
   readonly denyResult: Decision;
 }
 
-/** The registry's state, mirrored: consents, their order per patient, and actor approvals. */
+/** A consent's verdict. */
+const enum Verdict {
+  None,
+  Permit,
+  Deny,
+  /** A deny whose path names ETREAT among its purposes: break-glass does not override it. */
+  DenyNamed,
+  Undetermined,
+}
+
+/** The registry's state, mirrored: consents, their order per patient, actor approvals and the model. */
 export class ConsentState {
   readonly #consents = new Map<string, Entry>();
-  /** Every consent of a patient, active or not, in the order first written (the contract's `_consentIds`). */
+  /** Every consent of a patient, active or not, in the order first written (the contract's `_consentAt`). */
   readonly #byPatient = new Map<string, Entry[]>();
   readonly #activeCount = new Map<string, number>();
   readonly #approvals = new Map<string, Approval>();
+  #model: ConsentModel = 'opt-in';
+  #modelSet = false;
+  /** Scratch space of `#verdict` (no allocation per decision). */
+  readonly #depth = new Uint8Array(MAX_RULES);
+
+  /** The consent model `decide` applies when no consent decides (`setModel`). */
+  get model(): ConsentModel {
+    return this.#model;
+  }
+
+  get modelSet(): boolean {
+    return this.#modelSet;
+  }
+
+  /** `setModel`: the first call sets it; another model later needs `force`. Raises ConsentModelChange. */
+  setModel(model: ConsentModel, force = false): void {
+    if (this.#modelSet && this.#model !== model && !force) throw new ConsentStateError('ConsentModelChange', 'the model is already set');
+    this.#model = model;
+    this.#modelSet = true;
+  }
 
   /**
    * Create or replace consent `id` for `patient`, Active (`putConsent`; `grantBySig` when
    * `bySignature`, which also lifts the patient's lock). Raises ConsentZeroKey, ConsentNoRules,
-   * ConsentTooManyRules, ConsentPatientMismatch, ConsentLockedByPatient, ConsentTooManyConsents,
-   * ConsentTooManyActors, ConsentActorNotApproved.
+   * ConsentTooManyRules, ConsentTooManyActors, ConsentTooManyTokens, ConsentBadRule,
+   * ConsentPatientMismatch, ConsentLockedByPatient, ConsentTooManyConsents.
    */
   put(id: string, patient: string, rules: readonly Rule[], bySignature = false): void {
     if (id === ZERO_KEY || patient === ZERO_KEY) throw new ConsentStateError('ConsentZeroKey', 'zero key');
     if (rules.length === 0) throw new ConsentStateError('ConsentNoRules', 'a consent needs a rule');
-    if (rules.length > MAX_EXCEPTIONS + 1) throw new ConsentStateError('ConsentTooManyRules', `${rules.length} rules`);
+    if (rules.length > MAX_RULES) throw new ConsentStateError('ConsentTooManyRules', `${rules.length} rules`);
     const existing = this.#consents.get(id);
     if (existing !== undefined && existing.patient !== patient) throw new ConsentStateError('ConsentPatientMismatch', 'consent of another patient');
     if (!bySignature && existing?.lockedByPatient) throw new ConsentStateError('ConsentLockedByPatient', 'revoked by the patient');
@@ -136,14 +196,9 @@ export class ConsentState {
     rules.forEach((rule, i) => {
       checkRule(rule);
       if (rule.actors.length > MAX_RULE_ACTORS) throw new ConsentStateError('ConsentTooManyActors', `rule ${i}: ${rule.actors.length} actors`);
-      if (!rule.permit) return;
-      // An exception without actors of its own permits the base's.
-      const named = i > 0 && rule.actors.length === 0 ? rules[0]!.actors : rule.actors;
-      for (const actor of named) {
-        if (this.#approvals.get(actor)?.approved !== true) throw new ConsentStateError('ConsentActorNotApproved', 'permit names an unapproved actor');
-      }
+      if (rule.tokens.length > MAX_RULE_TOKENS) throw new ConsentStateError('ConsentTooManyTokens', `rule ${i}: ${rule.tokens.length} tokens`);
+      if ((i !== 0 && rule.parent >= i) || rule.tokens.some((t) => !TOKEN.test(t))) throw new ConsentStateError('ConsentBadRule', `rule ${i}`);
     });
-
     this.#write(id, patient, rules, 'active', bySignature ? false : (existing?.lockedByPatient ?? false));
     if (becomesActive) this.#activeCount.set(patient, (this.#activeCount.get(patient) ?? 0) + 1);
   }
@@ -151,12 +206,12 @@ export class ConsentState {
   /**
    * Set consent `id` to what the chain reports (`consentOf`), without the contract's checks: the
    * chain already accepted it. For replaying events, where `put` could refuse what the chain did
-   * (approvals revoked since, a signed grant after a signed revocation, a put already revoked again
-   * by the time it is read). Keeps the first-write order.
+   * (a signed grant after a signed revocation, a put already revoked again by the time it is
+   * read). Keeps the first-write order.
    */
   load(id: string, record: { patient: string; status: 'active' | 'revoked'; lockedByPatient: boolean; rules: readonly Rule[] }): void {
     const { patient, status, lockedByPatient, rules } = record;
-    if (rules.length === 0 || rules.length > MAX_EXCEPTIONS + 1) throw new ConsentStateError('ConsentNoRules', 'a consent has 1 to 9 rules');
+    if (rules.length === 0 || rules.length > MAX_RULES) throw new ConsentStateError('ConsentNoRules', `a consent has 1 to ${MAX_RULES} rules`);
     rules.forEach(checkRule);
     const existing = this.#consents.get(id);
     if (existing !== undefined && existing.patient !== patient) throw new ConsentStateError('ConsentPatientMismatch', 'consent of another patient');
@@ -168,13 +223,15 @@ export class ConsentState {
 
   /** Store a consent (new ones join the end of the patient's list). The active count is the caller's. */
   #write(id: string, patient: string, rules: readonly Rule[], status: 'active' | 'revoked', lockedByPatient: boolean): void {
-    const stored = rules.map((r) => Object.freeze({ ...r, actors: Object.freeze([...r.actors]) as string[] }));
+    const stored = rules.map((r, i) =>
+      Object.freeze({ ...r, parent: i === 0 ? 0 : r.parent, actors: Object.freeze([...r.actors]) as string[], tokens: Object.freeze([...r.tokens]) as string[] }),
+    );
     const existing = this.#consents.get(id);
     if (existing !== undefined) {
       existing.status = status;
       existing.lockedByPatient = lockedByPatient;
       existing.rules = stored;
-      existing.order = compile(stored);
+      existing.compiled = stored.map(compile);
       return;
     }
     const entry: Entry = {
@@ -183,7 +240,7 @@ export class ConsentState {
       status,
       lockedByPatient,
       rules: stored,
-      order: compile(stored),
+      compiled: stored.map(compile),
       permitResult: Object.freeze({ decision: 'permit', consentId: id }),
       denyResult: Object.freeze({ decision: 'deny', consentId: id }),
     };
@@ -228,23 +285,29 @@ export class ConsentState {
     return (this.#byPatient.get(patient) ?? []).filter((e) => e.status === 'active').map((e) => e.id);
   }
 
+  /** Whether some consent in force of `patient` has a rule with data conditions (its decisions may need facts). */
+  needsFacts(patient: string): boolean {
+    for (const e of this.#byPatient.get(patient) ?? []) if (e.status === 'active' && e.compiled.some((r) => r.needsFacts)) return true;
+    return false;
+  }
+
   /** A consent as the registry holds it; undefined when never written. */
   consent(id: string): ConsentRecord | undefined {
     const e = this.#consents.get(id);
     if (e === undefined) return undefined;
-    const rules = e.rules.map((r) => ({ ...r, actors: [...r.actors] }));
+    const rules = e.rules.map((r) => ({ ...r, actors: [...r.actors], tokens: [...r.tokens] }));
     return { patient: e.patient, status: e.status, active: e.status === 'active', lockedByPatient: e.lockedByPatient, rules };
   }
 
   /** See `decide`. */
   decide(request: ConsentRequest): Decision {
-    const { actors, resourceClass, action, purpose, time } = request;
+    const { actors, resourceClass, action, purposes } = request;
     const n = actors.length;
     if (n > MAX_REQUEST_ACTORS) throw new ConsentStateError('ConsentTooManyRequestActors', `${n} request actors`);
     checkUint8(resourceClass);
     checkUint8(action);
-    checkUint8(purpose);
-    if (!Number.isSafeInteger(time) || time < 0) throw new TypeError('time must be unix seconds');
+    if (!Number.isInteger(purposes) || purposes < 0 || purposes > 0xffffffff) throw new TypeError('purposes is a mask of the defined purposes');
+    if (!Number.isSafeInteger(request.time) || request.time < 0) throw new TypeError('time must be unix seconds');
 
     let approvedMask = 0;
     let emergency = false;
@@ -255,54 +318,111 @@ export class ConsentState {
         if (a.emergency) emergency = true;
       }
     }
-    const breakGlass = purpose === ETREAT && emergency;
-    const classWord = resourceClass >>> 5;
-    const classShift = resourceClass & 31;
+    const breakGlass = emergency && (purposes & ETREAT_BIT) !== 0;
 
     let permitting: Entry | undefined;
+    let undetermined = false;
+    // A deny set aside by break-glass: access is then break-glass, whatever permits.
+    let overridden = false;
     const entries = this.#byPatient.get(request.patient);
     if (entries !== undefined) {
       for (let k = 0; k < entries.length; k++) {
         const entry = entries[k]!;
         if (entry.status !== 'active') continue;
-        // The verdict: the last matching exception, else the base (`order` lists them so).
-        const order = entry.order;
-        let verdict: Effective | undefined;
-        for (let i = 0; i < order.length; i++) {
-          const r = order[i]!;
-          if (r.start !== 0 && time < r.start) continue;
-          if (r.end !== 0 && time > r.end) continue;
-          if (r.classes !== null && ((r.classes[classWord]! >>> classShift) & 1) === 0) continue;
-          if (r.actions !== 0 && (action >= 16 || ((r.actions >>> action) & 1) === 0)) continue;
-          if (!r.allPurposes && !purposeBit(r, purpose)) continue;
-          if (!actorMatches(r, actors, approvedMask)) continue;
-          verdict = r;
-          break;
+        const v = this.#verdict(entry.compiled, request, approvedMask);
+        if (v === Verdict.None) continue;
+        if (v === Verdict.Undetermined) {
+          undetermined = true;
+          continue;
         }
-        if (verdict === undefined) continue;
-        if (!verdict.permit) {
-          // Break-glass overrides a deny unless the deny names ETREAT explicitly.
-          if (!breakGlass || verdict.deniesEmergency) return entry.denyResult;
-        } else if (permitting === undefined) {
-          permitting = entry;
+        if (v === Verdict.Permit) {
+          permitting ??= entry;
+          continue;
         }
+        // Break-glass overrides a deny unless the deny names ETREAT explicitly.
+        // A deny decided without the facts is a deny whatever they are.
+        if (!breakGlass || v === Verdict.DenyNamed) return entry.denyResult;
+        overridden = true;
       }
     }
+    // A consent that could not be decided without the facts might deny (or permit): nothing is final.
+    if (undetermined) return UNDETERMINED;
+    if (overridden) return BREAK_GLASS;
     if (permitting !== undefined) return permitting.permitResult;
+    if (this.#model === 'opt-out' && approvedMask !== 0 && purposes !== 0 && (purposes & ~TREATMENT_BITS) === 0) return IMPLIED;
     if (breakGlass) return BREAK_GLASS;
     if (approvedMask === 0) return ACTOR_NOT_APPROVED;
     return NO_CONSENT;
   }
+
+  /** A consent's verdict: its most deeply nested matching rules decide, deny winning among equals. */
+  #verdict(rules: readonly Compiled[], request: ConsentRequest, approvedMask: number): Verdict {
+    const depth = this.#depth;
+    let matched = 0;
+    let named = 0;
+    let found = false;
+    let best = 0;
+    let permit = false;
+    let namesEmergency = false;
+    for (let i = 0; i < rules.length; i++) {
+      const r = rules[i]!;
+      const parent = r.parent;
+      if (i !== 0 && ((matched >>> parent) & 1) === 0) continue;
+      const m = matches(r, request, approvedMask);
+      if (m === 0) continue;
+      if (m === 2) return Verdict.Undetermined;
+      matched |= 1 << i;
+      const d = i === 0 ? 0 : depth[parent]! + 1;
+      depth[i] = d;
+      const names = (r.purposesLo & ETREAT_BIT) !== 0 || (i !== 0 && ((named >>> parent) & 1) === 1);
+      if (names) named |= 1 << i;
+      if (!found || d > best) {
+        found = true;
+        best = d;
+        permit = r.permit;
+        namesEmergency = !r.permit && names;
+      } else if (d === best && !r.permit) {
+        namesEmergency = permit ? names : namesEmergency || names;
+        permit = false;
+      }
+    }
+    if (!found) return Verdict.None;
+    if (permit) return Verdict.Permit;
+    return namesEmergency ? Verdict.DenyNamed : Verdict.Deny;
+  }
 }
 
-function purposeBit(r: Effective, purpose: number): boolean {
-  if (purpose < 32) return ((r.purposesLo >>> purpose) & 1) === 1;
-  if (purpose < 64) return ((r.purposesHi >>> (purpose - 32)) & 1) === 1;
+/** 1: the rule matches; 0: it does not; 2: it cannot be told without the data's facts. */
+function matches(r: Compiled, request: ConsentRequest, approvedMask: number): 0 | 1 | 2 {
+  const time = request.time;
+  if (r.start !== 0 && time < r.start) return 0;
+  if (r.end !== 0 && time > r.end) return 0;
+  if (r.actions !== 0 && (request.action >= 16 || ((r.actions >>> request.action) & 1) === 0)) return 0;
+  if (!r.allPurposes && (r.purposesLo & request.purposes) === 0) return 0;
+  if (!actorMatches(r, request.actors, approvedMask)) return 0;
+  const facts = request.facts;
+  const classBit = r.classes !== null && ((r.classes[request.resourceClass >>> 5]! >>> (request.resourceClass & 31)) & 1) === 1;
+  if (!r.needsFacts) return r.classes === null || classBit ? 1 : 0;
+  if (facts === undefined) {
+    // Without facts, only what does not need them can rule the rule out.
+    if (r.classes !== null && !classBit && r.classTokens.length === 0) return 0;
+    return 2;
+  }
+  const dataTime = request.dataTime ?? 0;
+  if (r.dataStart !== 0 && dataTime < r.dataStart) return 0;
+  if (r.dataEnd !== 0 && dataTime > r.dataEnd) return 0;
+  if ((r.classes !== null || r.classTokens.length !== 0) && !classBit && !anyIn(r.classTokens, facts)) return 0;
+  for (let k = 0; k < r.kinds.length; k++) if (!anyIn(r.kinds[k]!, facts)) return 0;
+  return 1;
+}
+
+function anyIn(tokens: readonly string[], facts: ReadonlySet<string>): boolean {
+  for (let i = 0; i < tokens.length; i++) if (facts.has(tokens[i]!)) return true;
   return false;
 }
 
 /** Deny: some request actor is named (or none is required). Permit: the same, among approved request actors. */
-function actorMatches(r: Effective, actors: readonly string[], approvedMask: number): boolean {
+function actorMatches(r: Compiled, actors: readonly string[], approvedMask: number): boolean {
   const eligible = r.permit ? approvedMask : 0xff;
   const named = r.actors;
   if (named.length === 0) return !r.permit || eligible !== 0;
@@ -314,61 +434,48 @@ function actorMatches(r: Effective, actors: readonly string[], approvedMask: num
   return false;
 }
 
-/** Rules → the verdict's try order (exceptions last-first, then the base), with inheritance applied. */
-function compile(rules: readonly Readonly<Rule>[]): Effective[] {
-  const base = rules[0]!;
-  const order: Effective[] = [];
-  for (let i = rules.length - 1; i >= 1; i--) {
-    const r = rules[i]!;
-    order.push(
-      effective(
-        r.permit,
-        r.actors.length !== 0 ? r.actors : base.actors,
-        r.classes !== 0n ? r.classes : base.classes,
-        r.actions !== 0 ? r.actions : base.actions,
-        r.purposes !== 0n ? r.purposes : base.purposes,
-        r.start !== 0 ? r.start : base.start,
-        r.end !== 0 ? r.end : base.end,
-      ),
-    );
-  }
-  order.push(effective(base.permit, base.actors, base.classes, base.actions, base.purposes, base.start, base.end));
-  return order;
-}
-
-function effective(
-  permit: boolean,
-  actors: readonly string[],
-  classes: bigint,
-  actions: number,
-  purposes: bigint,
-  start: number,
-  end: number,
-): Effective {
+function compile(r: Readonly<Rule>): Compiled {
   let words: Uint32Array | null = null;
-  if (classes !== 0n) {
+  if (r.classes !== 0n) {
     words = new Uint32Array(8);
-    for (let w = 0; w < 8; w++) words[w] = Number((classes >> BigInt(32 * w)) & 0xffffffffn);
+    for (let w = 0; w < 8; w++) words[w] = Number((r.classes >> BigInt(32 * w)) & 0xffffffffn);
   }
+  const byKind = new Map<number, string[]>();
+  for (const token of r.tokens) {
+    const kind = Number.parseInt(token.slice(2, 4), 16);
+    const list = byKind.get(kind);
+    if (list) list.push(token);
+    else byKind.set(kind, [token]);
+  }
+  const classTokens = byKind.get(KIND_CLASS) ?? [];
+  byKind.delete(KIND_CLASS);
   return {
-    permit,
-    actors,
+    parent: r.parent,
+    permit: r.permit,
+    actors: r.actors,
     classes: words,
-    actions,
-    purposesLo: Number(purposes & 0xffffffffn),
-    purposesHi: Number((purposes >> 32n) & 0xffffffffn),
-    allPurposes: purposes === 0n,
-    deniesEmergency: purposes !== 0n && (purposes & ETREAT_BIT) !== 0n,
-    start,
-    end,
+    actions: r.actions,
+    purposesLo: Number(r.purposes & 0xffffffffn),
+    allPurposes: r.purposes === 0n,
+    start: r.start,
+    end: r.end,
+    dataStart: r.dataStart,
+    dataEnd: r.dataEnd,
+    classTokens,
+    kinds: [...byKind.values()],
+    needsFacts: r.tokens.length !== 0 || r.dataStart !== 0 || r.dataEnd !== 0,
   };
 }
 
-/** The ABI bounds of a Rule (uint256 / uint16 / uint64 / uint64 / uint64): what the contract could not even receive. */
+/** The ABI bounds of a Rule: what the contract could not even receive. */
 function checkRule(r: Rule): void {
   const ok =
     typeof r.permit === 'boolean' &&
+    Number.isInteger(r.parent) &&
+    r.parent >= 0 &&
+    r.parent <= 255 &&
     Array.isArray(r.actors) &&
+    Array.isArray(r.tokens) &&
     r.classes >= 0n &&
     r.classes <= UINT256 &&
     Number.isInteger(r.actions) &&
@@ -376,13 +483,10 @@ function checkRule(r: Rule): void {
     BigInt(r.actions) <= UINT16 &&
     r.purposes >= 0n &&
     r.purposes <= UINT64 &&
-    Number.isSafeInteger(r.start) &&
-    r.start >= 0 &&
-    Number.isSafeInteger(r.end) &&
-    r.end >= 0;
+    [r.start, r.end, r.dataStart, r.dataEnd].every((v) => Number.isSafeInteger(v) && v >= 0);
   if (!ok) throw new TypeError('rule out of ABI bounds');
 }
 
 function checkUint8(v: number): void {
-  if (!Number.isInteger(v) || v < 0 || v > 255) throw new TypeError('class, action and purpose are uint8');
+  if (!Number.isInteger(v) || v < 0 || v > 255) throw new TypeError('class and action are uint8');
 }

@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import type { FhirResource } from '../request.ts';
 import type { IndexStore } from '../../storage/index-store.ts';
-import { mapConsent } from './mapping.ts';
+import { mapConsent, type MappingContext } from './mapping.ts';
 import type { ConsentService } from './service.ts';
 import type { Rule } from './terms.ts';
 
@@ -72,8 +72,8 @@ export interface ReconcileDeps {
   index: IndexStore;
   /** The current FHIR Consent `id` (undefined when absent or deleted). */
   load(id: string): Promise<FhirResource | undefined>;
-  /** The keyed pseudonyms the mapping uses (write-step.ts `consentKeys`). */
-  keyOf(reference: string): string;
+  /** The mapping context of a Consent (write-step.ts `mappingContext`). */
+  context(resource: FhirResource): Promise<MappingContext>;
 }
 
 export interface ReconcileReport {
@@ -93,7 +93,19 @@ export interface ReconcileReport {
 /** One string per rule list, for comparing what the contract holds with what the store maps to. */
 function rulesKey(rules: readonly Readonly<Rule>[]): string {
   return JSON.stringify(
-    rules.map((r) => [r.permit, r.actors.map((a) => a.toLowerCase()), r.classes.toString(), r.actions, r.purposes.toString(), r.start, r.end]),
+    rules.map((r) => [
+      r.parent,
+      r.permit,
+      r.actors.map((a) => a.toLowerCase()),
+      r.classes.toString(),
+      r.actions,
+      r.purposes.toString(),
+      r.start,
+      r.end,
+      r.dataStart,
+      r.dataEnd,
+      r.tokens.map((t) => t.toLowerCase()),
+    ]),
   );
 }
 
@@ -111,7 +123,7 @@ export async function reconcileConsents(deps: ReconcileDeps): Promise<ReconcileR
     const onChain = service.state.consent(consentId);
     try {
       const resource = await deps.load(fhirId);
-      const plan = resource ? mapConsent(resource, deps.keyOf, fhirId) : ({ action: 'revoke' } as const);
+      const plan = resource ? mapConsent(resource, await deps.context(resource), fhirId) : ({ action: 'revoke' } as const);
       if (plan.action === 'put') {
         const same =
           onChain?.active && onChain.patient.toLowerCase() === plan.patient.toLowerCase() && rulesKey(onChain.rules) === rulesKey(plan.rules);

@@ -18,7 +18,8 @@ import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 import { fhirError } from '../errors.ts';
 import type { Principal } from '../auth/verify.ts';
 import { ConsentState, decide, type Decision } from './policy.ts';
-import { CONSENT_ACTIONS, PURPOSES, R4_RESOURCE_TYPES } from './terms.ts';
+import { CONSENT_ACTIONS, ETREAT, R4_RESOURCE_TYPES, purposeMask, tokenKeyer, type TokenKind } from './terms.ts';
+import { factsOf, type DataFacts } from './facts.ts';
 import type { ConsentLedger } from '../../chain/consent-ledger.ts';
 import type { KeyScopeFilter } from '../../storage/search-types.ts';
 import type { ConsentEvent } from '../../chain/consent-registry.ts';
@@ -35,6 +36,8 @@ export interface ConsentDecisionEntry {
   /** The FHIR Consent behind it, when this server knows it. */
   consent?: string;
   resourceType: string;
+  /** The custodian answered a patient's access request on the patient's behalf. */
+  onBehalfOfPatient?: boolean;
 }
 
 export interface ConsentServiceOptions {
@@ -52,8 +55,10 @@ export interface ConsentServiceOptions {
 }
 
 const ACCESS = CONSENT_ACTIONS.indexOf('access');
-const ETREAT = PURPOSES.indexOf('ETREAT');
 const CLASS_INDEX = new Map<string, number>(R4_RESOURCE_TYPES.map((type, i) => [type, i]));
+
+/** A patient key no consent is ever put for: what a patient without consents is decided as. */
+const NO_PATIENT = `0x${'ff'.repeat(32)}`;
 
 /** Prefix under which a patient's consent key is derived from its key scope (see `patientKeyOfScope`). */
 const SCOPE_PREFIX = 'key-scope:';
@@ -66,6 +71,8 @@ export class ConsentService {
   #pollMs: number;
   #now: () => number;
   #synced = -1;
+  /** The newest block a write made through Vellum was mined in: decisions wait until the cache reaches it. */
+  #required = -1;
   #lastSync = 0;
   #syncing: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -103,6 +110,14 @@ export class ConsentService {
   /** Keyed pseudonym of a FHIR reference (`Practitioner/1`, `Consent/c`): 0x + 64 hex digits. */
   keyOf(reference: string): string {
     return '0x' + createHmac('sha256', this.#key).update(reference, 'utf8').digest('hex');
+  }
+
+  /** Keyed token of a data condition or fact (terms.ts `tokenKeyer`). */
+  readonly tokenOf: (kind: TokenKind, value: string) => string = tokenKeyer((reference) => this.keyOf(reference));
+
+  /** The facts of a resource version, as the consents' data conditions read them (facts.ts). */
+  factsOf(resource: Record<string, unknown>, lastUpdated: number): DataFacts {
+    return factsOf(resource, lastUpdated, this.tokenOf);
   }
 
   /**
@@ -179,6 +194,22 @@ export class ConsentService {
     if (this.#timer) clearTimeout(this.#timer);
   }
 
+  /**
+   * Resolves once the cache reflects every event up to `block` — the block a consent write made
+   * through Vellum was mined in — so the very next request is decided with it. A poll already in
+   * flight does not count: it may have read the chain's head before that block. Until then every
+   * consent-gated request waits for it (`ensureFresh`), so a failure here cannot let a revoked
+   * consent permit. Raises what `sync` raises.
+   */
+  async syncTo(block: number): Promise<void> {
+    if (block > this.#required) this.#required = block;
+    for (let fresh = 0; this.#synced < block; fresh++) {
+      // A poll that began before the write may end below `block`; the one after it reads a later head.
+      if (fresh > 3) throw new Error(`the chain reports a head below block ${block}`);
+      await this.sync();
+    }
+  }
+
   /** Apply every event up to the chain's head (one sync at a time; callers share it). */
   sync(): Promise<void> {
     if (!this.#syncing) {
@@ -227,6 +258,9 @@ export class ConsentService {
       case 'ActorApprovalRevoked':
         this.state.revokeApproval(event.actor);
         break;
+      case 'ConsentModelSet':
+        this.state.setModel(event.model, true);
+        break;
       default:
         return;
     }
@@ -237,9 +271,10 @@ export class ConsentService {
 
   /** Resolves when decisions may be made; 503 `VLM_CONSENT_UNAVAILABLE` when the chain cannot be asked. */
   async ensureFresh(): Promise<void> {
-    if (this.#synced >= 0 && this.#now() - this.#lastSync <= this.#freshnessMs) return;
+    if (this.#synced >= 0 && this.#synced >= this.#required && this.#now() - this.#lastSync <= this.#freshnessMs) return;
     try {
-      await this.sync();
+      if (this.#synced < this.#required) await this.syncTo(this.#required);
+      else await this.sync();
     } catch {
       throw fhirError(503, 'transient', 'VLM_CONSENT_UNAVAILABLE', 'Consent cannot be checked: the consent registry does not answer');
     }
@@ -255,10 +290,11 @@ export class ConsentService {
 export class ConsentGate {
   #service: ConsentService;
   #actors: string[];
-  #purpose: number;
+  #purposes: number;
   #time: number;
   #log: ConsentDecisionEntry[];
   #seen = new Map<string, Decision>();
+  #logged = new Set<string>();
   #emergency = new Set<string>();
   #links = new Map<string, KeyScopeFilter | undefined>();
   /** Some record was released under break-glass (the response is labelled). */
@@ -267,39 +303,45 @@ export class ConsentGate {
   constructor(service: ConsentService, actors: string[], principal: Principal, log: ConsentDecisionEntry[]) {
     this.#service = service;
     this.#actors = actors;
-    const purpose = PURPOSES.indexOf(principal.purposeOfUse as (typeof PURPOSES)[number]);
-    this.#purpose = purpose < 0 ? 255 : purpose;
+    // A token may name several purposes of use (space-separated); a rule's purposes match any.
+    this.#purposes = purposeMask(String(principal.purposeOfUse ?? '').split(' '));
     this.#time = Math.floor(Date.now() / 1000);
     this.#log = log;
   }
 
   /**
    * The decision for a record of `type` in the compartment whose key scope is `keyScope`, for
-   * consent `action` (default `access`). Each distinct (patient, type, action) is decided once per
-   * request and logged once.
+   * consent `action` (default `access`). When the patient's consents have data conditions that
+   * apply, the record's facts decide (`facts`, from the loaded resource); without them the answer
+   * is `undetermined`, which never lets a record through. Decisions that need no facts are made
+   * once per (patient, type, action); each distinct decision is logged once.
    */
-  decide(type: string, keyScope: string, action: number = ACCESS): Decision {
+  decide(type: string, keyScope: string, action: number = ACCESS, facts?: () => DataFacts): Decision {
     const memo = `${keyScope}|${type}|${action}`;
     const known = this.#seen.get(memo);
     if (known) return known;
     const patient = this.#service.patientKeyOfScope(keyScope);
     const resourceClass = CLASS_INDEX.get(type) ?? 255;
-    const decision = decide(this.#service.state, {
-      patient,
-      actors: this.#actors,
-      resourceClass,
-      action,
-      purpose: this.#purpose,
-      time: this.#time,
-    });
-    this.#seen.set(memo, decision);
-    const fhirId = decision.consentId ? this.#service.fhirIds.get(decision.consentId) : undefined;
-    this.#log.push({
-      decision: decision.decision,
-      resourceType: type,
-      ...(decision.consentId ? { consentId: decision.consentId } : {}),
-      ...(fhirId ? { consent: `Consent/${fhirId}` } : {}),
-    });
+    const request = { patient, actors: this.#actors, resourceClass, action, purposes: this.#purposes, time: this.#time };
+    let decision = decide(this.#service.state, request);
+    if (decision.decision === 'undetermined') {
+      if (facts === undefined) return decision;
+      const f = facts();
+      decision = decide(this.#service.state, { ...request, facts: f.tokens, dataTime: f.dataTime });
+    } else {
+      this.#seen.set(memo, decision);
+    }
+    const logKey = `${memo}|${decision.decision}|${decision.consentId ?? ''}`;
+    if (!this.#logged.has(logKey)) {
+      this.#logged.add(logKey);
+      const fhirId = decision.consentId ? this.#service.fhirIds.get(decision.consentId) : undefined;
+      this.#log.push({
+        decision: decision.decision,
+        resourceType: type,
+        ...(decision.consentId ? { consentId: decision.consentId } : {}),
+        ...(fhirId ? { consent: `Consent/${fhirId}` } : {}),
+      });
+    }
     if (decision.decision === 'break-glass') {
       this.breakGlass = true;
       if (!this.#emergency.has(patient)) {
@@ -313,9 +355,15 @@ export class ConsentGate {
     return decision;
   }
 
-  allowed(type: string, keyScope: string, action?: number): boolean {
-    const d = this.decide(type, keyScope, action).decision;
-    return d === 'permit' || d === 'break-glass';
+  /** Whether the record may be seen (`decide` is permit, break-glass or implied). */
+  allowed(type: string, keyScope: string, action?: number, facts?: () => DataFacts): boolean {
+    const d = this.decide(type, keyScope, action, facts).decision;
+    return d === 'permit' || d === 'break-glass' || d === 'implied';
+  }
+
+  /** Whether deciding a record of `type` of this compartment needs the record's facts. */
+  needsFacts(type: string, keyScope: string, action: number = ACCESS): boolean {
+    return this.decide(type, keyScope, action).decision === 'undetermined';
   }
 
   /**
@@ -336,12 +384,17 @@ export class ConsentGate {
     if (this.#links.has(type)) return this.#links.get(type);
     const service = this.#service;
     const resourceClass = CLASS_INDEX.get(type) ?? 255;
-    const emergency =
-      this.#purpose === ETREAT &&
-      this.#actors.some((actor) => {
-        const approval = service.state.approvalOf(actor);
-        return approval.approved && approval.emergency;
-      });
+    // What a patient without consents gets: break-glass, or treatment implied by an opt-out model,
+    // opens every compartment but those whose consents withhold; otherwise only permits open one.
+    const open = decide(service.state, {
+      patient: NO_PATIENT,
+      actors: this.#actors,
+      resourceClass,
+      action: ACCESS,
+      purposes: this.#purposes,
+      time: this.#time,
+    }).decision;
+    const opened = open === 'break-glass' || open === 'implied';
     const scopes: string[] = [];
     let result: KeyScopeFilter | undefined;
     let complete = true;
@@ -351,20 +404,24 @@ export class ConsentGate {
         actors: this.#actors,
         resourceClass,
         action: ACCESS,
-        purpose: this.#purpose,
+        purposes: this.#purposes,
         time: this.#time,
       }).decision;
-      const permitted = d === 'permit' || d === 'break-glass';
-      if (permitted === emergency) continue; // break-glass lists the denying patients, otherwise the permitting ones
+      // Undetermined (data conditions): not every record of the patient may be seen — left out,
+      // or, when compartments are open, counted among those that withhold.
+      const permitted = d === 'permit' || d === 'break-glass' || d === 'implied';
+      if (permitted === opened) continue; // open: list the withholding patients; otherwise the permitting ones
       const scope = service.scopeOfPatient(patient);
       if (scope !== undefined) scopes.push(scope);
-      else if (emergency) complete = false;
+      else if (opened) complete = false;
     }
-    if (!emergency) result = { only: [SHARED_SCOPE, ...scopes] };
+    if (!opened) result = { only: [SHARED_SCOPE, ...scopes] };
     else if (complete) {
       result = { except: scopes };
-      this.breakGlass = true;
-      this.#log.push({ decision: 'break-glass', resourceType: type });
+      if (open === 'break-glass') {
+        this.breakGlass = true;
+        this.#log.push({ decision: 'break-glass', resourceType: type });
+      }
     }
     this.#links.set(type, result);
     return result;

@@ -9,9 +9,10 @@
 import { createHmac, createSecretKey } from 'node:crypto';
 import { KEY_PURPOSE, deriveKey } from '../../storage/keys.ts';
 import { R4_RESOURCE_TYPES as SERVER_RESOURCE_TYPES } from '../validation/resource-types.ts';
-import type { Rule } from '../../chain/consent-registry.ts';
+import { TOKEN_KIND, type ConsentModel, type Rule, type TokenKind } from '../../chain/consent-registry.ts';
 
-export type { Rule };
+export { TOKEN_KIND };
+export type { ConsentModel, Rule, TokenKind };
 
 /**
  * The 146 resource types of FHIR R4 (4.0.1), sorted by code unit, so `classBit(type)` is the index
@@ -35,16 +36,21 @@ export const RESOURCE_TYPES_SYSTEM = 'http://hl7.org/fhir/resource-types';
 export const CONSENT_ACTION_SYSTEM = 'http://terminology.hl7.org/CodeSystem/consentaction';
 export const PURPOSE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
 
+/** Index of TREAT in `PURPOSES`: treatment, which an opt-out model implies. */
+export const TREAT = 0;
 /** Index of ETREAT in `PURPOSES`: the purpose that can break the glass. */
 export const ETREAT = 1;
+/** Index of HRESCH in `PURPOSES`: research, the only purpose a `research` Consent governs. */
+export const HRESCH = 3;
 
 /** Limits the contract enforces (docs/consent.md §A consent). */
-export const MAX_EXCEPTIONS = 8;
+export const MAX_RULES = 32;
 export const MAX_RULE_ACTORS = 8;
+export const MAX_RULE_TOKENS = 32;
 export const MAX_ACTIVE_CONSENTS = 64;
 export const MAX_REQUEST_ACTORS = 4;
 
-/** What the contract stores for one consent: `rules[0]` is the base, `rules[1..]` its exceptions. */
+/** What the contract stores for one consent: `rules[0]` is the root, the others nested in it. */
 export interface ConsentTerms {
   consentId: string;
   patient: string;
@@ -122,4 +128,27 @@ export function consentKeyer(masterKey: Uint8Array): (reference: string) => stri
     if (typeof reference !== 'string' || reference.length === 0) throw new TypeError('empty reference');
     return `0x${createHmac('sha256', key).update(reference, 'utf8').digest('hex')}`;
   };
+}
+
+/**
+ * The token keyer: a data condition or fact as a 32-byte token whose first byte is its kind
+ * (`TOKEN_KIND`) and whose other 31 are the first 31 bytes of the consent keyer's HMAC of
+ * `kind:value` — `code:http://loinc.org|8867-4`, `label:http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY`,
+ * `custodian:Organization/f001`, `data:dependents|ServiceRequest/lab1`, … (docs/consent.md §Keys).
+ */
+export function tokenKeyer(keyOf: (reference: string) => string): (kind: TokenKind, value: string) => string {
+  return (kind, value) => {
+    const digest = keyOf(`${kind}:${value}`);
+    return `0x0${TOKEN_KIND[kind]}${digest.slice(4)}`;
+  };
+}
+
+/** The bit mask of PurposeOfUse codes (unknown codes are left out; see `purposeMask`'s callers). */
+export function purposeMask(codes: Iterable<string>): number {
+  let mask = 0;
+  for (const code of codes) {
+    const i = PURPOSE_INDEX.get(code);
+    if (i !== undefined) mask |= 1 << i;
+  }
+  return mask;
 }

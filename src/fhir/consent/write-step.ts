@@ -8,7 +8,8 @@
  *   revoked) by `abort`.
  * - A deletion, or a status that is not in force (inactive, rejected, entered-in-error, draft,
  *   proposed), revokes the consent on chain when it is in force there.
- * - The consent cache is synced before the response, so the next request is decided with it.
+ * - The consent cache is synced to the write's block before the response, so the next request is
+ *   decided with it, whatever polls are in flight (`ConsentService.syncTo`).
  * - Versions written back from the chain (a patient's signed change, `reflect`) skip the step.
  * - Each write's Consent ids are noted in the intent journal before the contract is touched, so a
  *   process that dies between the transaction and the FHIR commit is put right at the next start
@@ -18,7 +19,9 @@ import { fhirError, FhirError } from '../errors.ts';
 import type { FhirResource } from '../request.ts';
 import type { WriteContext, WriteStep, Writer } from '../writer.ts';
 import type { ConsentService } from './service.ts';
-import { mapConsent } from './mapping.ts';
+import { mapConsent, relatedDataReferences, type ConsentMapping, type MappingContext } from './mapping.ts';
+import { consentGated } from '../access.ts';
+import type { Principal } from '../auth/verify.ts';
 import type { Rule } from './terms.ts';
 import type { IndexStore } from '../../storage/index-store.ts';
 import type { ConsentIntentJournal } from './reconcile.ts';
@@ -29,6 +32,31 @@ export interface ConsentWriteDeps {
   journal?: ConsentIntentJournal;
   /** Key scope of `Patient/{id}` (keys.ts keyScoper). */
   patientScope(reference: string): string;
+  /** The operator's policy URI → base effect table (VELLUM_CONSENT_POLICIES). */
+  policies?: Readonly<Record<string, 'permit' | 'deny'>>;
+  /** Seconds an access request stays open (VELLUM_CONSENT_REQUEST_TTL). */
+  requestTtlSeconds?: number;
+  /** The references held by the current versions of `references` (for `related` data). */
+  relatedOf?(references: readonly string[]): Promise<Map<string, string[]>>;
+  /** A version of a Consent, as stored (the one a write replaces). */
+  previous?(id: string, versionId: number): Promise<{ resource: FhirResource; lastUpdated: number } | undefined>;
+  /** The consent keys of a principal's identities (server.ts `actorsOf`). */
+  actorsOf?(principal: Principal): Promise<string[]>;
+}
+
+/** The mapping context of a Consent write (mapping.ts), with the `related` data it names read from the store. */
+export async function mappingContext(
+  service: ConsentService,
+  deps: Pick<ConsentWriteDeps, 'patientScope' | 'policies' | 'relatedOf'>,
+  resource?: unknown,
+): Promise<MappingContext> {
+  const refs = resource ? relatedDataReferences(resource) : [];
+  return {
+    keyOf: consentKeys(service, deps.patientScope),
+    tokenOf: service.tokenOf,
+    ...(deps.policies ? { policies: deps.policies } : {}),
+    ...(refs.length && deps.relatedOf ? { related: await deps.relatedOf(refs) } : {}),
+  };
 }
 
 /** Contexts of versions written back from the chain: the step leaves them alone. */
@@ -73,8 +101,14 @@ export function consentChainError(err: unknown): unknown {
   }
 }
 
-async function undoAll(undo: (() => Promise<unknown>)[]): Promise<void> {
-  for (const action of undo.reverse()) await action().catch(() => undefined);
+/** Run the undo actions, newest first; the last block one was mined in (−1: none was). */
+async function undoAll(undo: (() => Promise<unknown>)[]): Promise<number> {
+  let mined = -1;
+  for (const action of undo.reverse()) {
+    const receipt = (await action().catch(() => undefined)) as { blockNumber?: number } | undefined;
+    if (typeof receipt?.blockNumber === 'number') mined = Math.max(mined, receipt.blockNumber);
+  }
+  return mined;
 }
 
 export function consentWriteStep(deps: ConsentWriteDeps): WriteStep & { abort(context: WriteContext): Promise<void> } {
@@ -83,30 +117,55 @@ export function consentWriteStep(deps: ConsentWriteDeps): WriteStep & { abort(co
     async beforeCommit(versions, context) {
       const service = deps.consent();
       if (!service || FROM_CHAIN.has(context)) return;
-      const keyOf = consentKeys(service, deps.patientScope);
       const undo: (() => Promise<unknown>)[] = [];
-      let changed = false;
+      let mined = -1;
+      const consents = versions.filter((v) => v.write.type === 'Consent');
+      if (consents.length === 0) return;
+      // Who may write what (access requests): checked before anything reaches the chain.
+      const plans = [];
+      for (const version of consents) {
+        const id = version.write.id;
+        const plan = version.write.deleted
+          ? ({ action: 'revoke', consentId: service.keyOf(`Consent/${id}`) } as const)
+          : mapConsent(version.resource as FhirResource, await mappingContext(service, deps, version.resource), id);
+        const previous = version.write.expectedVersion > 0 ? await deps.previous?.(id, version.write.expectedVersion) : undefined;
+        await checkRequestRules(service, deps, context, plan, version.resource, previous);
+        plans.push({ id, plan, previous, status: (version.resource as FhirResource | undefined)?.['status'] });
+      }
       // Noted durably before any transaction: a crash between the contract write and the FHIR
       // commit is put right at the next start (reconcile.ts).
-      deps.journal?.note(versions.filter((v) => v.write.type === 'Consent').map((v) => v.write.id));
+      deps.journal?.note(consents.map((v) => v.write.id));
+      const note = (receipt: { blockNumber: number }) => (mined = Math.max(mined, receipt.blockNumber));
       try {
-        for (const version of versions) {
-          if (version.write.type !== 'Consent') continue;
-          const id = version.write.id;
-          const consentId = service.keyOf(`Consent/${id}`);
+        for (const { id, plan, previous, status } of plans) {
+          const consentId = plan.consentId;
           const before = service.state.consent(consentId);
-          const plan = version.write.deleted ? { action: 'revoke' as const } : mapConsent(version.resource as FhirResource, keyOf, id);
           const restore = before?.active
             ? () => service.chain.put(consentId, before.patient, before.rules)
             : () => service.chain.revoke(consentId);
-          if (plan.action === 'put') {
-            await service.chain.put(consentId, plan.patient, plan.rules as Rule[]);
+          const wasRequest = previous?.resource['status'] === 'proposed';
+          if (plan.action === 'request') {
+            // A request grants nothing: an event names who asks (pseudonymously), and a consent
+            // this id put in force before is taken out of it.
+            const requester = plan.recipients[0] ?? service.keyOf(context.principal?.fhirUser ?? `Client/${context.principal?.clientId ?? 'unknown'}`);
+            if (!wasRequest) note(await service.chain.requestAccess(consentId, plan.patient, requester));
+            if (before?.active) {
+              note(await service.chain.revoke(consentId));
+              undo.push(restore);
+            }
+          } else if (plan.action === 'put') {
+            if (wasRequest) note(await service.chain.answerRequest(consentId, plan.patient, true));
+            note(await service.chain.put(consentId, plan.patient, plan.rules as Rule[]));
             undo.push(restore);
-            changed = true;
-          } else if (before?.active) {
-            await service.chain.revoke(consentId);
-            undo.push(restore);
-            changed = true;
+          } else {
+            if (wasRequest && status === 'rejected') {
+              const patient = consentKeys(service, deps.patientScope)(String((previous!.resource['patient'] as { reference?: string } | undefined)?.reference ?? ''));
+              note(await service.chain.answerRequest(consentId, patient, false));
+            }
+            if (before?.active) {
+              note(await service.chain.revoke(consentId));
+              undo.push(restore);
+            }
           }
           service.fhirIds.set(consentId, id);
         }
@@ -114,10 +173,12 @@ export function consentWriteStep(deps: ConsentWriteDeps): WriteStep & { abort(co
         await undoAll(undo);
         throw consentChainError(err);
       }
-      if (!changed) return;
+      if (mined < 0) return;
       PENDING.set(context, undo);
-      // The next request is decided with this change (the cache may lag by one poll otherwise).
-      await service.sync().catch(() => undefined);
+      // The next request is decided with this change: the cache reaches the block it was mined in
+      // (a poll in flight may have read an older head). If the chain stops answering now, gated
+      // requests wait for that block or get 503 (`ensureFresh`), never a decision without it.
+      await service.syncTo(mined).catch(() => undefined);
     },
     async afterCommit(_written, context) {
       PENDING.delete(context);
@@ -126,10 +187,58 @@ export function consentWriteStep(deps: ConsentWriteDeps): WriteStep & { abort(co
       const undo = PENDING.get(context);
       if (!undo) return;
       PENDING.delete(context);
-      await undoAll(undo);
-      await deps.consent()?.sync().catch(() => undefined);
+      const mined = await undoAll(undo);
+      if (mined >= 0) await deps.consent()?.syncTo(mined).catch(() => undefined);
     },
   };
+}
+
+/**
+ * The rules of access requests (docs/consent.md §Access requests), checked before the chain is
+ * touched:
+ * - a consent-gated caller (practitioner, related person, device, organisation) writes only its
+ *   own requests: a `proposed` Consent naming one of its identities as a recipient, new or
+ *   replacing a request of its own still pending — never an active one (403 VLM_CONSENT_REQUEST_ONLY);
+ * - a request older than VELLUM_CONSENT_REQUEST_TTL can no longer be approved (422
+ *   VLM_CONSENT_REQUEST_EXPIRED);
+ * - an administrator approving a request acts for the patient: the AuditEvent says so.
+ */
+async function checkRequestRules(
+  service: ConsentService,
+  deps: ConsentWriteDeps,
+  context: WriteContext,
+  plan: ConsentMapping | { action: 'revoke'; consentId: string },
+  resource: FhirResource | undefined,
+  previous: { resource: FhirResource; lastUpdated: number } | undefined,
+): Promise<void> {
+  const principal = context.principal;
+  if (!principal) return;
+  const pending = previous?.resource['status'] === 'proposed';
+  if (consentGated(principal)) {
+    const own = new Set(await (deps.actorsOf?.(principal) ?? Promise.resolve([])));
+    const mine = async (r: FhirResource) => {
+      const p = mapConsent({ ...r, status: 'proposed' }, await mappingContext(service, deps), String(r['id']));
+      return p.action === 'request' && p.recipients.length > 0 && p.recipients.every((k) => own.has(k));
+    };
+    const allowed =
+      plan.action === 'request' &&
+      resource !== undefined &&
+      (await mine(resource)) &&
+      (previous === undefined || (pending && (await mine(previous.resource))));
+    if (!allowed) {
+      throw fhirError(403, 'forbidden', 'VLM_CONSENT_REQUEST_ONLY', 'A practitioner writes only its own access requests (Consent.status proposed); the patient answers them');
+    }
+    return;
+  }
+  if (pending && plan.action === 'put') {
+    const ttl = deps.requestTtlSeconds ?? 30 * 86_400;
+    if (Date.now() - previous!.lastUpdated > ttl * 1000) {
+      throw fhirError(422, 'business-rule', 'VLM_CONSENT_REQUEST_EXPIRED', 'The access request has expired; the practitioner must ask again', ['Consent.status']);
+    }
+    if (principal.admin) {
+      context.consentLog?.push({ decision: 'permit', resourceType: 'Consent', consentId: plan.consentId, onBehalfOfPatient: true });
+    }
+  }
 }
 
 /**

@@ -27,9 +27,17 @@ const CONSENT_OPERATIONS: Record<string, string[]> = {
 };
 
 /** List the consent operations in a statement built by `buildCapabilityStatement` (consent is set up after it). */
-export function addConsentOperations(statement: ReturnType<typeof buildCapabilityStatement>): void {
+export function addConsentOperations(statement: ReturnType<typeof buildCapabilityStatement>, model: 'opt-in' | 'opt-out' = 'opt-in'): void {
   for (const entry of statement.rest[0]!.resource) {
     for (const name of CONSENT_OPERATIONS[entry.type] ?? []) entry.operation.push({ name, definition: `${VELLUM_OPERATION}/${name}` });
+    if (entry.type === 'Consent') {
+      // What is enforced, in words a client can show (docs/consent.md has the decision table).
+      (entry as Record<string, unknown>)['documentation'] =
+        `Consents are enforced through the consent registry contract. Scope patient-privacy: enforced on every read path. ` +
+        `Scope research: enforced for purpose of use HRESCH. Scopes treatment and adr: validated and stored, not enforced. ` +
+        `Consent model: ${model} (${model === 'opt-out' ? 'approved actors may read for TREAT and ETREAT unless a Consent denies; every other purpose needs a permit' : 'no permitting Consent, no access'}). ` +
+        `Status proposed is an access request the patient answers (active or rejected).`;
+    }
   }
 }
 

@@ -82,7 +82,7 @@ function approval(approve: boolean) {
     const emergency = raw === true || raw === 'true';
     try {
       const mined = approve ? await service.chain.approve(service.keyOf(reference), emergency) : await service.chain.revokeApproval(service.keyOf(reference));
-      await service.sync().catch(() => undefined);
+      await service.syncTo(mined.blockNumber).catch(() => undefined);
       return {
         status: 200,
         resource: parameters({ actor: reference, approved: approve, ...(approve ? { emergency } : {}), transaction: mined.txHash, block: mined.blockNumber }),
@@ -151,10 +151,9 @@ async function ownConsent(services: FhirServices, request: FhirRequest): Promise
 async function grantTerms(services: FhirServices, request: FhirRequest): Promise<{ consentId: string; patient: string; rules: Rule[] }> {
   const resource = await ownFhirConsent(services, request);
   const service = consentOf(services);
-  const keyOf = consentKeys(service, (reference) => services.access!.patientScope(reference.slice('Patient/'.length)));
   let plan: ReturnType<typeof mapConsent>;
   try {
-    plan = mapConsent({ ...resource, status: 'active' }, keyOf, request.id!);
+    plan = mapConsent({ ...resource, status: 'active' }, await services.consent!.mappingContext(resource), request.id!);
   } catch (err) {
     throw consentChainError(err);
   }
@@ -222,7 +221,7 @@ export async function revokeSigned(services: FhirServices, request: FhirRequest)
   try {
     const mined = await service.chain.relayRevokeBySig(consentId, nonce, deadline, signature);
     // The sync applies the revocation and writes it back into the FHIR Consent.
-    await service.sync();
+    await service.syncTo(mined.blockNumber);
     return { status: 200, resource: parameters({ consent: `Consent/${request.id}`, revoked: true, transaction: mined.txHash, block: mined.blockNumber }) };
   } catch (err) {
     throw consentChainError(err);
@@ -241,7 +240,7 @@ export async function grantSigned(services: FhirServices, request: FhirRequest):
   try {
     const mined = await service.chain.relayGrantBySig(consentId, patient, rules, nonce, deadline, signature);
     // The sync applies the grant (lifting a signed revocation's lock) and writes it back into the FHIR Consent.
-    await service.sync();
+    await service.syncTo(mined.blockNumber);
     return { status: 200, resource: parameters({ consent: `Consent/${request.id}`, granted: true, transaction: mined.txHash, block: mined.blockNumber }) };
   } catch (err) {
     throw consentChainError(err);
