@@ -361,6 +361,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     services.consent = {
       service,
       mappingContext: (resource) => mappingContext(service, consentWriteDeps, resource),
+      requestTtlSeconds: config.consent.requestTtlSeconds,
       async actorsOf(principal: Principal) {
         const user = principal.fhirUser;
         if (!user) return [];

@@ -58,4 +58,6 @@ export interface ConsentServices {
   actorsOf(principal: Principal): Promise<string[]>;
   /** The mapping context of a Consent (policies, related data), as the write step maps it. */
   mappingContext(resource: FhirResource): Promise<MappingContext>;
+  /** Seconds an access request (a proposed Consent) stays open (VELLUM_CONSENT_REQUEST_TTL). */
+  requestTtlSeconds: number;
 }

@@ -237,7 +237,14 @@ export async function grantSigned(services: FhirServices, request: FhirRequest):
   const service = consentOf(services);
   const { signature, nonce, deadline } = signedParameters(request);
   const { consentId, patient, rules } = await grantTerms(services, request);
+  // A signed grant of a pending access request answers it: not once the request has expired.
+  const current = await requireCurrent(services, 'Consent', request.id!);
+  const pending = (await services.loadResource(current, request.signal))?.status === 'proposed';
+  if (pending && Date.now() - current.lastUpdated > services.consent!.requestTtlSeconds * 1000) {
+    throw fhirError(422, 'business-rule', 'VLM_CONSENT_REQUEST_EXPIRED', 'The access request has expired; the practitioner must ask again', ['Consent.status']);
+  }
   try {
+    if (pending) await service.chain.answerRequest(consentId, patient, true);
     const mined = await service.chain.relayGrantBySig(consentId, patient, rules, nonce, deadline, signature);
     // The sync applies the grant (lifting a signed revocation's lock) and writes it back into the FHIR Consent.
     await service.syncTo(mined.blockNumber);
