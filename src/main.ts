@@ -18,7 +18,12 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const vellum = await createVellum(config);
+  // Some settings can only be checked against what the deployment holds (the consent model on chain).
+  const vellum = await createVellum(config).catch((err: unknown) => {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`vellum: configuration error: ${err.message}\n`);
+    process.exit(2);
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
