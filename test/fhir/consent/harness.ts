@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import type { Test } from 'tap';
 import { startTestServer, type TestServer } from '../../helpers/server.ts';
 import { authorizeThroughPages, backendForm, clientAssertion, harnessOf, registerBackendClient, type Harness } from '../auth/harness.ts';
+import type { Rule } from '../../../src/fhir/consent/terms.ts';
 
 export const CONSENT_BASE = 'http://vellum.test/fhir';
 
@@ -75,6 +76,28 @@ export function consent(id: string, patient: string, provision: Record<string, u
     category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
     patient: { reference: `Patient/${patient}` },
     provision,
+  };
+}
+
+/**
+ * A full registry Rule with no condition (every field open), overridden by `fields`; `effect`
+ * sets `permit` (default permit). For fake chains whose `consentOf` returns rules.
+ */
+export function openProvision(fields: Partial<Rule> & { effect?: 'permit' | 'deny' } = {}): Rule {
+  const { effect, ...rest } = fields;
+  return {
+    parent: 0,
+    permit: effect === undefined ? true : effect === 'permit',
+    actors: [],
+    classes: 0n,
+    actions: 0,
+    purposes: 0n,
+    start: 0,
+    end: 0,
+    dataStart: 0,
+    dataEnd: 0,
+    tokens: [],
+    ...rest,
   };
 }
 

@@ -11,6 +11,7 @@ import type { ConsentEvent } from '../../../src/chain/consent-registry.ts';
 
 const bit = (type: string) => 1n << BigInt(R4_RESOURCE_TYPES.indexOf(type as (typeof R4_RESOURCE_TYPES)[number]));
 const rule = (permit: boolean, fields: Partial<Omit<Rule, 'permit'>> = {}): Rule => ({
+  parent: 0,
   permit,
   actors: [],
   classes: 0n,
@@ -18,6 +19,9 @@ const rule = (permit: boolean, fields: Partial<Omit<Rule, 'permit'>> = {}): Rule
   purposes: 0n,
   start: 0,
   end: 0,
+  dataStart: 0,
+  dataEnd: 0,
+  tokens: [],
   ...fields,
 });
 
@@ -40,6 +44,9 @@ function setup() {
     put(id: string, patient: string, rules: Rule[]) {
       consents.set(id, { patient, rules });
       events.push({ type: 'ConsentPut', id, patient, bySignature: false, ...at() });
+    },
+    model(model: 'opt-in' | 'opt-out') {
+      events.push({ type: 'ConsentModelSet', model, forced: false, ...at() });
     },
     gate(actor: string, purpose = 'TREAT') {
       return service.gate([actor], { purposeOfUse: purpose } as unknown as Principal, []);
@@ -93,6 +100,45 @@ t.test('linkScopes under break-glass: every patient but those denying emergencie
   f.put('0x14', f.service.keyOf('whatever'), [rule(false, { purposes: 1n << BigInt(PURPOSES.indexOf('ETREAT')) })]);
   await f.service.sync();
   t.equal(f.gate(er, 'ETREAT').linkScopes('Observation'), undefined, 'unknown denying patient: refused');
+});
+
+t.test('linkScopes: a patient whose decision needs each record’s facts is not opened wholesale', async (t) => {
+  const f = setup();
+  const dr = f.service.keyOf('Practitioner/dr');
+  f.approve(dr);
+  const [plain, labelled, nested] = ['scope-plain', 'scope-labelled', 'scope-nested'].map((s) => f.service.patientKeyOfScope(s, true));
+  const psy = f.service.tokenOf('label', 'http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY');
+  f.put('0x21', plain!, [rule(true, { actors: [dr] })]);
+  // A permit of labelled data only: whether a record may be seen depends on its labels.
+  f.put('0x22', labelled!, [rule(true, { actors: [dr], tokens: [psy] })]);
+  // A permit with a nested deny of labelled data, three deep.
+  f.put('0x23', nested!, [rule(true, { actors: [dr] }), rule(true, { parent: 0, classes: bit('Observation') }), rule(false, { parent: 1, tokens: [psy] })]);
+  await f.service.sync();
+  t.same(f.gate(dr).linkScopes('Observation'), { only: ['shared', 'scope-plain'] }, 'undetermined patients are left out (stricter)');
+  t.same(f.gate(dr).linkScopes('Condition'), { only: ['shared', 'scope-plain', 'scope-nested'] }, 'the nested deny does not reach Conditions');
+});
+
+t.test('linkScopes in an opt-out jurisdiction: treatment opens every compartment but those withholding', async (t) => {
+  const f = setup();
+  const dr = f.service.keyOf('Practitioner/dr');
+  f.approve(dr);
+  f.model('opt-out');
+  const [open, closed, other] = ['scope-open', 'scope-closed', 'scope-other'].map((s) => f.service.patientKeyOfScope(s, true));
+  f.put('0x31', closed!, [rule(false, { actors: [dr], classes: bit('Observation') })]);
+  f.put('0x32', other!, [rule(false, { purposes: 1n << BigInt(PURPOSES.indexOf('HPAYMT')) })]);
+  f.put('0x33', open!, [rule(true, { actors: [dr], purposes: 1n << BigInt(PURPOSES.indexOf('HRESCH')) })]);
+  await f.service.sync();
+  t.equal(f.service.state.model, 'opt-out');
+  const log: Parameters<ConsentService['gate']>[2] = [];
+  const gate = f.service.gate([dr], { purposeOfUse: 'TREAT' } as unknown as Principal, log);
+  t.same(gate.linkScopes('Observation'), { except: ['scope-closed'] }, 'implied for TREAT, except the patient who denies');
+  t.notOk(gate.breakGlass, 'implied consent is not break-glass');
+  t.same(log, [], 'nothing logged for the filter itself');
+  t.same(f.gate(dr).linkScopes('Condition'), { except: [] });
+  t.same(f.gate(dr, 'HPAYMT').linkScopes('Observation'), { only: ['shared'] }, 'payment still needs a permit');
+  t.same(f.gate(dr, 'HRESCH').linkScopes('Observation'), { only: ['shared', 'scope-open'] }, 'research: only the permitting patient');
+  t.same(f.gate(dr, 'TREAT HPAYMT').linkScopes('Condition'), { only: ['shared'] }, 'a purpose beyond treatment is not implied');
+  t.same(f.gate(f.service.keyOf('Practitioner/unknown')).linkScopes('Observation'), { only: ['shared'] }, 'an actor not approved: nothing implied');
 });
 
 t.test('loadScopesOnce: one load shared by concurrent callers, retried after a failure', async (t) => {

