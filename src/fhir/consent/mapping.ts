@@ -144,9 +144,9 @@ export function mapConsent(resource: unknown, context: MappingContext, id?: stri
   }
 
   const root = resource['provision'];
-  // A Consent of a scope Vellum does not enforce is stored as written, checked only for its shape.
-  if (scope === 'stored') return { action: 'none', consentId };
-  const base = baseEffect(resource, context);
+  // A Consent of a scope Vellum does not enforce (treatment, adr) is validated as any other (with
+  // a permit base where it states none) and stored as written: nothing is put in force.
+  const base = scope === 'stored' ? { effect: baseEffect(resource, context).effect ?? ('permit' as const) } : baseEffect(resource, context);
   const rules: Rule[] = [];
   const recipients = new Set<string>();
   const walk = (value: unknown, path: string, parent: number, inherited: boolean | undefined) => {
@@ -186,6 +186,7 @@ export function mapConsent(resource: unknown, context: MappingContext, id?: stri
     if (rules.length >= MAX_RULES) throw businessRule('VLM_CONSENT_TOO_MANY_PROVISIONS', `at most ${MAX_RULES} provisions in all`, 'Consent.provision');
     rules.push({ ...emptyRule(true, 0), purposes: 1n << BigInt(ETREAT) });
   }
+  if (scope === 'stored') return { action: 'none', consentId };
   const patient = context.keyOf(patientRef);
   if (status === 'proposed') return { action: 'request', consentId, patient, patientRef, rules, recipients: [...recipients] };
   return { action: 'put', consentId, patient, patientRef, rules };
@@ -231,6 +232,7 @@ function baseEffect(resource: Json, context: MappingContext): { effect: 'permit'
     const codings = isObject(rule) ? arrayOf(rule['coding']) : [];
     for (const c of codings) {
       if (!isObject(c) || c['system'] !== ACT_CODE_SYSTEM || typeof c['code'] !== 'string') continue;
+      // GRANTORCHOICE (known, no base): the grantor decides — the root must state its type.
       if (Object.hasOwn(BASE_POLICIES, c['code'])) return { effect: BASE_POLICIES[c['code']] };
     }
   }
