@@ -1,8 +1,9 @@
 /**
  * src/chain/consent-ledger.ts through the embedded ledger: the consent registry is deployed on
  * first start (and on the first start of a data dir that predates it), writes go through
- * Vellum's sender and are answered by the contract, events come back in chain order, reverts
- * become VLM_CONSENT_* codes, a patient-signed revocation sent straight to the chain by another
+ * Vellum's sender and are answered by the contract (`decide` of a request with a purposes mask,
+ * data time and facts; the consent model; access requests), events come back in chain order,
+ * reverts become VLM_CONSENT_* codes, a patient-signed revocation sent straight to the chain by another
  * account locks the consent, and everything survives a restart (same address, same state,
  * events replayable from block 0). The RPC ledger (against `hardhat node` in its own process)
  * deploys one or finds it by address, and exposes the same client.
@@ -12,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { Transaction, Wallet } from 'ethers';
-import { encodeRevokeBySig, type Rule } from '../../src/chain/consent-registry.ts';
+import { encodeRevokeBySig, type DecideRequest, type Rule } from '../../src/chain/consent-registry.ts';
 import { ANCHORER_LABEL, derivePrivateKey, openEmbeddedLedger, type EmbeddedLedger } from '../../src/chain/embedded-chain.ts';
 import { toHex } from '../../src/chain/merkle.ts';
 import { encodeAnchor } from '../../src/chain/registry.ts';
@@ -31,14 +32,51 @@ const logLines = (dataDir: string): { hash: string; block: number; timestamp: nu
 
 const key = (n: number): string => `0x${n.toString(16).padStart(64, '0')}`;
 const bit = (i: number): bigint => 1n << BigInt(i);
-const rule = (over: Partial<Rule> = {}): Rule => ({ permit: true, actors: [], classes: 0n, actions: 0, purposes: 0n, start: 0, end: 0, ...over });
+const rule = (over: Partial<Rule> = {}): Rule => ({
+  parent: 0,
+  permit: true,
+  actors: [],
+  classes: 0n,
+  actions: 0,
+  purposes: 0n,
+  start: 0,
+  end: 0,
+  dataStart: 0,
+  dataEnd: 0,
+  tokens: [],
+  ...over,
+});
 const now = (): number => Math.floor(Date.now() / 1000);
+/** A data token of `kind` (its first byte). */
+const token = (kind: number, n: number): string => `0x${kind.toString(16).padStart(2, '0')}${n.toString(16).padStart(62, '0')}`;
+/** A `decide` request for purpose `purpose` (an index) or the mask `purposes`. */
+const req = (
+  patient: string,
+  actors: string[],
+  resourceClass: number,
+  action: number,
+  purposes: number | bigint,
+  time: number,
+  extras: { dataTime?: number; facts?: string[] } = {},
+): DecideRequest => ({
+  patient,
+  actors,
+  resourceClass,
+  action,
+  purposes: typeof purposes === 'number' ? bit(purposes) : purposes,
+  time,
+  dataTime: extras.dataTime ?? 0,
+  facts: extras.facts ?? [],
+});
 
 const OBS = 5;
 const PAT = 7;
 const ACCESS = 0;
 const TREAT = 0;
 const ETREAT = 1;
+const HPAYMT = 2;
+const CODE = 4;
+const LABEL = 5;
 const [A, B, E, U] = [key(0xa1), key(0xb1), key(0xe1), key(0xf1)];
 const [P, P2] = [key(0x1001), key(0x1002)];
 const [C1, C2, C3] = [key(0xc1), key(0xc2), key(0xc3)];
@@ -67,22 +105,30 @@ t.test('approve, put, decide, revoke — and the events, in order', async (t) =>
   receipts.push(await c.approve(E, true));
   t.same(await c.approvalOf(A), { approved: true, emergency: false });
   t.same(await c.approvalOf(E), { approved: true, emergency: true });
-  const rules = [rule({ actors: [A], classes: bit(OBS) | bit(PAT) }), rule({ permit: false, classes: bit(PAT), start: 1_000, end: 2 ** 40 })];
+  const rules = [
+    rule({ actors: [A], classes: bit(OBS) | bit(PAT) }),
+    rule({ parent: 0, permit: false, classes: bit(PAT), start: 1_000, end: 2 ** 40 }),
+    rule({ parent: 1, permit: true, dataStart: 100, tokens: [token(CODE, 1), token(CODE, 2), token(LABEL, 3)] }),
+  ];
   receipts.push(await c.put(C1, P, rules));
   t.same(await c.consentOf(C1), { id: C1, patient: P, status: 'active', lockedByPatient: false, rules }, 'consentOf gives back what was put');
   t.same(await c.consentsOf(P), [C1]);
-  t.same(await c.decide(P, [A], OBS, ACCESS, TREAT, now()), { decision: 'Permit', consentId: C1 });
-  t.same(await c.decide(P, [A], PAT, ACCESS, TREAT, now()), { decision: 'Deny', consentId: C1 });
-  t.same(await c.decide(P, [A], PAT, ACCESS, TREAT, 999), { decision: 'Permit', consentId: C1 }, 'before the exception’s period');
-  t.same(await c.decide(P, [E], PAT, ACCESS, ETREAT, now()), { decision: 'BreakGlass', consentId: undefined });
-  t.same(await c.decide(P, [U], OBS, ACCESS, TREAT, now()), { decision: 'ActorNotApproved', consentId: undefined });
-  t.equal(await c.isPermitted(P, [A], OBS, ACCESS, TREAT, now()), true);
-  t.equal(await c.isPermitted(P, [A], PAT, ACCESS, TREAT, now()), false);
+  t.same(await c.decide(req(P, [A], OBS, ACCESS, TREAT, now())), { decision: 'Permit', consentId: C1 });
+  t.same(await c.decide(req(P, [A], PAT, ACCESS, TREAT, now())), { decision: 'Deny', consentId: C1 });
+  t.same(await c.decide(req(P, [A], PAT, ACCESS, TREAT, 999)), { decision: 'Permit', consentId: C1 }, 'before the exception’s period');
+  t.same(await c.decide(req(P, [A], PAT, ACCESS, TREAT, now(), { dataTime: 100, facts: [token(LABEL, 3), token(CODE, 2)] })), { decision: 'Permit', consentId: C1 }, 'the nested permit, by the data’s facts and time');
+  t.same(await c.decide(req(P, [A], PAT, ACCESS, TREAT, now(), { dataTime: 99, facts: [token(LABEL, 3), token(CODE, 2)] })), { decision: 'Deny', consentId: C1 }, 'recorded before its data period');
+  t.same(await c.decide(req(P, [A], PAT, ACCESS, TREAT, now(), { dataTime: 100, facts: [token(CODE, 2)] })), { decision: 'Deny', consentId: C1 }, 'without the label');
+  t.same(await c.decide(req(P, [E], PAT, ACCESS, ETREAT, now())), { decision: 'BreakGlass', consentId: undefined });
+  t.same(await c.decide(req(P, [E], PAT, ACCESS, bit(TREAT) | bit(ETREAT), now())), { decision: 'BreakGlass', consentId: undefined }, 'ETREAT among several purposes');
+  t.same(await c.decide(req(P, [U], OBS, ACCESS, TREAT, now())), { decision: 'ActorNotApproved', consentId: undefined });
+  t.equal(await c.isPermitted(req(P, [A], OBS, ACCESS, TREAT, now())), true);
+  t.equal(await c.isPermitted(req(P, [A], PAT, ACCESS, TREAT, now())), false);
   const putBlock = receipts[2]!.blockNumber;
-  t.same(await c.decide(P, [A], OBS, ACCESS, TREAT, now(), { blockTag: putBlock - 1 }), { decision: 'NoConsent', consentId: undefined }, 'as of the block before the put');
+  t.same(await c.decide(req(P, [A], OBS, ACCESS, TREAT, now()), { blockTag: putBlock - 1 }), { decision: 'NoConsent', consentId: undefined }, 'as of the block before the put');
 
   receipts.push(await c.revoke(C1));
-  t.same(await c.decide(P, [A], OBS, ACCESS, TREAT, now()), { decision: 'NoConsent', consentId: undefined }, 'revoked');
+  t.same(await c.decide(req(P, [A], OBS, ACCESS, TREAT, now())), { decision: 'NoConsent', consentId: undefined }, 'revoked');
   t.equal((await c.consentOf(C1))!.status, 'revoked');
   receipts.push(await c.registerWallet(P, patientWallet.address));
   t.equal(await c.walletOf(P), patientWallet.address);
@@ -114,11 +160,14 @@ t.test('approve, put, decide, revoke — and the events, in order', async (t) =>
 
 t.test('reverts become VLM_CONSENT_* codes', async (t) => {
   const c = ledger.consents;
-  await rejectsCode(t, c.put(C2, P, [rule({ actors: [U] })]), 'VLM_CONSENT_ACTOR_NOT_APPROVED', 'invalid');
   await rejectsCode(t, c.revoke(key(0xdead)), 'VLM_CONSENT_UNKNOWN', 'invalid');
   await rejectsCode(t, c.put(C1, P2, [rule()]), 'VLM_CONSENT_PATIENT_MISMATCH', 'invalid');
-  await rejectsCode(t, c.put(C2, P, Array.from({ length: 10 }, () => rule())), 'VLM_CONSENT_LIMIT', 'invalid');
-  await rejectsCode(t, c.decide(P, [A, B, E, U, key(9)], OBS, ACCESS, TREAT, now()), 'VLM_CONSENT_LIMIT', 'invalid');
+  await rejectsCode(t, c.put(C2, P, Array.from({ length: 33 }, () => rule())), 'VLM_CONSENT_LIMIT', 'invalid');
+  await rejectsCode(t, c.put(C2, P, [rule({ tokens: Array.from({ length: 33 }, (_, i) => token(CODE, i + 1)) })]), 'VLM_CONSENT_LIMIT', 'invalid');
+  await rejectsCode(t, c.put(C2, P, [rule(), rule({ parent: 1 })]), 'VLM_CONSENT_BAD_RULE', 'invalid');
+  await rejectsCode(t, c.put(C2, P, [rule({ tokens: [token(7, 1)] })]), 'VLM_CONSENT_BAD_RULE', 'invalid');
+  await rejectsCode(t, c.put(C2, P, [rule({ tokens: [token(0, 1)] })]), 'VLM_CONSENT_BAD_RULE', 'invalid');
+  await rejectsCode(t, c.decide(req(P, [A, B, E, U, key(9)], OBS, ACCESS, TREAT, now())), 'VLM_CONSENT_LIMIT', 'invalid');
   await rejectsCode(t, c.put('0x1234', P, [rule()]), 'VLM_CONSENT_BAD_KEY', 'invalid');
   await rejectsCode(t, c.put(C2, P, []), 'VLM_CONSENT_BAD_RULE', 'invalid');
   await rejectsCode(t, c.put(C2, P, [rule({ actions: 70_000 })]), 'VLM_CONSENT_BAD_RULE', 'invalid');
@@ -135,10 +184,73 @@ t.test('reverts become VLM_CONSENT_* codes', async (t) => {
   t.equal(await c.nonces(P), 0n, 'nothing was used up');
 });
 
+t.test('unapproved actors, the consent model and access requests', async (t) => {
+  const c = ledger.consents;
+  const from = (await c.head()) + 1;
+  const [P3, C4, C5] = [key(0x1003), key(0xc4), key(0xc5)];
+
+  // A permit may name an actor not approved yet: the put succeeds, decide does not permit it.
+  await c.put(C4, P3, [rule({ actors: [U] })]);
+  t.same(await c.decide(req(P3, [U], OBS, ACCESS, TREAT, now())), { decision: 'ActorNotApproved', consentId: undefined }, 'named, not approved');
+  await c.approve(U, false);
+  t.same(await c.decide(req(P3, [U], OBS, ACCESS, TREAT, now())), { decision: 'Permit', consentId: C4 }, 'approved later: permitted');
+  await c.revokeApproval(U);
+
+  // The model: opt-in until set; a change needs force.
+  t.same(await c.model(), { model: 'opt-in', set: false }, 'unset');
+  const P4 = key(0x1004);
+  t.same(await c.decide(req(P4, [A], OBS, ACCESS, TREAT, now())), { decision: 'NoConsent', consentId: undefined });
+  const setAt = (await c.setModel('opt-out', false)).blockNumber;
+  t.same(await c.model(), { model: 'opt-out', set: true });
+  t.same(await c.model({ blockTag: setAt - 1 }), { model: 'opt-in', set: false }, 'as of the block before');
+  t.same(await c.decide(req(P4, [A], OBS, ACCESS, bit(TREAT) | bit(ETREAT), now())), { decision: 'Implied', consentId: undefined }, 'opt-out implies treatment');
+  t.same(await c.decide(req(P4, [A], OBS, ACCESS, bit(TREAT) | bit(HPAYMT), now())), { decision: 'NoConsent', consentId: undefined }, 'and nothing else');
+  t.same(await c.decide(req(P4, [U], OBS, ACCESS, TREAT, now())), { decision: 'ActorNotApproved', consentId: undefined }, 'for approved actors only');
+  t.equal(await c.isPermitted(req(P4, [A], OBS, ACCESS, TREAT, now())), true, 'isPermitted: Implied');
+  await c.setModel('opt-out', false);
+  t.pass('the same model again is fine');
+  await rejectsCode(t, c.setModel('opt-in', false), 'VLM_CONSENT_MODEL_CHANGE', 'invalid');
+  await rejectsCode(t, c.setModel('none' as never, true), 'VLM_CONSENT_BAD_RULE', 'invalid');
+  await c.setModel('opt-in', true);
+  t.same(await c.model(), { model: 'opt-in', set: true }, 'forced back');
+  t.same(await c.decide(req(P4, [A], OBS, ACCESS, TREAT, now())), { decision: 'NoConsent', consentId: undefined });
+
+  // Access requests are events; the answer too; nothing is in force until put.
+  await c.requestAccess(C5, P3, A);
+  t.equal(await c.consentOf(C5), undefined, 'a request writes no consent');
+  await c.answerRequest(C5, P3, true);
+  await c.put(C5, P3, [rule({ actors: [A], classes: bit(OBS) })]);
+  t.same(await c.decide(req(P3, [A], OBS, ACCESS, TREAT, now())), { decision: 'Permit', consentId: C5 });
+  await c.answerRequest(key(0xc6), P3, false);
+  await rejectsCode(t, c.requestAccess(C5, P3, `0x${'0'.repeat(64)}`), 'VLM_CONSENT_BAD_KEY', 'invalid');
+
+  const events = await c.events(from);
+  t.same(
+    events.map((e) => e.type),
+    [
+      'ConsentPut',
+      'ActorApproved',
+      'ActorApprovalRevoked',
+      'ConsentModelSet',
+      'ConsentModelSet',
+      'AccessRequested',
+      'AccessRequestAnswered',
+      'ConsentPut',
+      'AccessRequestAnswered',
+    ],
+    'an unchanged model emits nothing',
+  );
+  t.match(events[3], { type: 'ConsentModelSet', model: 'opt-out', forced: false });
+  t.match(events[4], { type: 'ConsentModelSet', model: 'opt-in', forced: true });
+  t.match(events[5], { type: 'AccessRequested', id: C5, patient: P3, requester: A });
+  t.match(events[6], { type: 'AccessRequestAnswered', id: C5, patient: P3, approved: true });
+  t.match(events[8], { type: 'AccessRequestAnswered', id: key(0xc6), patient: P3, approved: false });
+});
+
 t.test("a patient's revokeBySig sent straight to the chain by another account", async (t) => {
   const c = ledger.consents;
   await c.put(C2, P, [rule({ actors: [A] })]);
-  t.same(await c.decide(P, [A], OBS, ACCESS, TREAT, now()), { decision: 'Permit', consentId: C1 });
+  t.same(await c.decide(req(P, [A], OBS, ACCESS, TREAT, now())), { decision: 'Permit', consentId: C1 });
   const deadline = now() + 3600;
   const td = c.typedData('Revoke', { consentId: C2, nonce: 0, deadline });
   const signature = await patientWallet.signTypedData(td.domain, td.types, td.message);
@@ -177,8 +289,9 @@ t.test('restart: same address, same state, events replayable from block 0', asyn
     c1: await c.consentOf(C1),
     c2: await c.consentOf(C2),
     nonce: await c.nonces(P),
-    decide: await c.decide(P, [A], PAT, ACCESS, TREAT, now()),
+    decide: await c.decide(req(P, [A], PAT, ACCESS, TREAT, now())),
     approval: await c.approvalOf(E),
+    model: await c.model(),
     batches: await ledger.batches(),
   };
   t.ok(before.events.length >= 12, 'a history to replay');
@@ -196,17 +309,18 @@ t.test('restart: same address, same state, events replayable from block 0', asyn
       c1: await d.consentOf(C1),
       c2: await d.consentOf(C2),
       nonce: await d.nonces(P),
-      decide: await d.decide(P, [A], PAT, ACCESS, TREAT, now()),
+      decide: await d.decide(req(P, [A], PAT, ACCESS, TREAT, now())),
       approval: await d.approvalOf(E),
+      model: await d.model(),
       batches: await ledger.batches(),
     },
     before,
-    'same addresses, events (hashes and blocks included), consents, nonces, decisions and anchors',
+    'same addresses, events (hashes and blocks included), consents, nonces, decisions, model and anchors',
   );
   const lines = logLines(dataDir).length;
   await d.put(C3, P2, [rule({ actors: [A], classes: bit(OBS) })]);
   t.equal(logLines(dataDir).length, lines + 1, 'writes continue, logged');
-  t.same(await d.decide(P2, [A], OBS, ACCESS, TREAT, now()), { decision: 'Permit', consentId: C3 });
+  t.same(await d.decide(req(P2, [A], OBS, ACCESS, TREAT, now())), { decision: 'Permit', consentId: C3 });
 });
 
 t.test('a data dir from before the consent registry gets one on its next start', async (t) => {
@@ -250,7 +364,7 @@ t.test('a data dir from before the consent registry gets one on its next start',
   t.teardown(() => l.close());
   t.equal(l.consents.contract, address, 'found again at the same address on the next start');
   t.equal(logLines(dir).length, 7, 'and not deployed twice');
-  t.same(await l.consents.decide(P, [A], OBS, ACCESS, TREAT, now()), { decision: 'Permit', consentId: C1 });
+  t.same(await l.consents.decide(req(P, [A], OBS, ACCESS, TREAT, now())), { decision: 'Permit', consentId: C1 });
   t.equal((await l.anchor(randomRoot(), 1, manifestCid('after'))).batchId, 4, 'anchoring continues');
 });
 
@@ -264,7 +378,7 @@ t.test('the RPC ledger: deployed with the anchor registry, or found by address',
   const consents = first.consents!;
   await consents.approve(A, false);
   await consents.put(C1, P, [rule({ actors: [A] })]);
-  t.same(await consents.decide(P, [A], OBS, ACCESS, TREAT, now()), { decision: 'Permit', consentId: C1 });
+  t.same(await consents.decide(req(P, [A], OBS, ACCESS, TREAT, now())), { decision: 'Permit', consentId: C1 });
 
   const again = await openRpcLedger({ ...base, contract: first.contract, consentContract: consents.contract });
   t.teardown(() => again.close());

@@ -43,7 +43,7 @@ export async function deployRegistry(chain: TestChain) {
 }
 
 /** The revert data an ethers error carries, wherever the provider put it. */
-function revertData(err: unknown): string | undefined {
+export function revertData(err: unknown): string | undefined {
   const e = err as { data?: unknown; info?: { error?: { data?: unknown } }; error?: { data?: unknown } };
   for (const candidate of [e?.data, e?.info?.error?.data, e?.error?.data]) {
     if (typeof candidate === 'string' && candidate.startsWith('0x')) return candidate;
