@@ -2,7 +2,7 @@
  * Group envelopes (src/storage/envelope-group.ts): groupable versions of one key scope share one
  * envelope and block; each member opens as its own bytes, and nothing else opens from the group.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { decodeGroup, encodeGroup, groupBinding, memberKey } from '../../src/storage/envelope-group.ts';
 import { isStorageError } from '../../src/storage/errors.ts';
 import { JweCipher } from '../../src/storage/jwe-cipher.ts';
@@ -32,7 +32,7 @@ function auditEvent(id: string, keyScope: string, group = true): PreparedVersion
   };
 }
 
-function open(t: Parameters<Parameters<typeof t.test>[1]>[0]) {
+function open(t: Test) {
   const index = SqliteIndexStore.open(':memory:');
   const blobs = new MemoryBlobStore();
   const cipher = new JweCipher(new Uint8Array(32).fill(9), index.dataKeys);

@@ -44,14 +44,14 @@ t.test('consent writes interrupted between the contract and the FHIR commit are 
   // 1. A create whose FHIR commit never happened: noted, then put on chain — p-ghost's permit.
   const journal = new ConsentIntentJournal(journalPath);
   journal.note(['c-ghost']);
-  const ghost = mapConsent(consent('c-ghost', 'p-ghost', permit), keyOf, 'c-ghost');
+  const ghost = mapConsent(consent('c-ghost', 'p-ghost', permit), { keyOf, tokenOf: service.tokenOf }, 'c-ghost');
   if (ghost.action !== 'put') throw new Error('c-ghost maps to a put');
   await service.chain.put(ghost.consentId, ghost.patient, ghost.rules as Rule[]);
   // 2. A revocation of c-kept whose FHIR commit never happened: noted, then revoked on chain.
   journal.note(['c-kept']);
   await service.chain.revoke(service.keyOf('Consent/c-kept'));
   // 3. Not noted: a consent of p-other put on chain by someone else sharing the contract.
-  const other = mapConsent(consent('c-other', 'p-other', permit), keyOf, 'c-other');
+  const other = mapConsent(consent('c-other', 'p-other', permit), { keyOf, tokenOf: service.tokenOf }, 'c-other');
   if (other.action !== 'put') throw new Error('c-other maps to a put');
   await service.chain.put(other.consentId, other.patient, other.rules as Rule[]);
   await service.sync();
