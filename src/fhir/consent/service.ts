@@ -112,8 +112,24 @@ export class ConsentService {
     return '0x' + createHmac('sha256', this.#key).update(reference, 'utf8').digest('hex');
   }
 
-  /** Keyed token of a data condition or fact (terms.ts `tokenKeyer`). */
-  readonly tokenOf: (kind: TokenKind, value: string) => string = tokenKeyer((reference) => this.keyOf(reference));
+  readonly #tokens = new Map<string, string>();
+  readonly #tokenKeyer = tokenKeyer((reference) => this.keyOf(reference));
+
+  /**
+   * Keyed token of a data condition or fact (terms.ts `tokenKeyer`). Facts repeat across records
+   * (codes, labels, custodians, the same records read again), so tokens are remembered (bounded):
+   * an HMAC costs microseconds, a lookup a fraction of one.
+   */
+  readonly tokenOf = (kind: TokenKind, value: string): string => {
+    const memo = `${kind}:${value}`;
+    let token = this.#tokens.get(memo);
+    if (token === undefined) {
+      token = this.#tokenKeyer(kind, value);
+      if (this.#tokens.size >= 200_000) this.#tokens.clear();
+      this.#tokens.set(memo, token);
+    }
+    return token;
+  };
 
   /** The facts of a resource version, as the consents' data conditions read them (facts.ts). */
   factsOf(resource: Record<string, unknown>, lastUpdated: number): DataFacts {
