@@ -15,7 +15,11 @@
  *   patient's. Resources of types outside the compartment (Organization, Practitioner,
  *   Medication…) are governed by scopes only.
  * - AuditEvents: clients never update or delete them (405); only administrators and patients (for
- *   their own) read and search them.
+ *   their own) read and search them. `guard` refuses their type to anyone else (403
+ *   `VLM_AUDIT_FORBIDDEN`); on every other path that can return one (system and type history,
+ *   system search, `_include`/`_revinclude`, `$everything`, bundle entries, conditional matching,
+ *   chains and `_has` through them) `visible`/`assertVisible`, `restrictionClause`, `linkScopes`
+ *   and `auditHidden` make them as if absent.
  *
  * Routes called inside a batch or transaction go through the same guard, with the principal of the
  * bundle's request.
@@ -86,6 +90,11 @@ function scopeInteraction(route: Route, request: FhirRequest): Interaction | und
   }
 }
 
+/** The audit trail's type: administrators see it all, patient-confined requests their own, nobody else any. */
+export const AUDIT_TYPE = 'AuditEvent';
+
+const auditForbidden = () => fhirError(403, 'forbidden', 'VLM_AUDIT_FORBIDDEN', 'Only administrators, and patients for their own, read AuditEvents');
+
 const AUDIT_WRITES = new Set(['update', 'conditional-update', 'patch', 'conditional-patch', 'delete', 'conditional-delete']);
 
 /** Wrap a route's handler with the scope check and the compartment restriction. */
@@ -106,9 +115,7 @@ export function guard(route: Route): Route {
         if (interaction !== undefined) {
           const decision = decideFor(principal, interaction, type);
           if (!decision.allowed) throw insufficientScope(interaction, type ?? '*');
-          if (type === 'AuditEvent' && !principal.admin && decision.patient === undefined && interaction !== 'create') {
-            throw fhirError(403, 'forbidden', 'VLM_AUDIT_FORBIDDEN', 'Only administrators, and patients for their own, read AuditEvents');
-          }
+          if (type === AUDIT_TYPE && !principal.admin && decision.patient === undefined && interaction !== 'create') throw auditForbidden();
           const confinedTo = decision.patient ?? boundPatient(principal);
           if (confinedTo !== undefined) {
             request = { ...request, restriction: { patient: confinedTo, keyScope: services.access.patientScope(confinedTo) } };
@@ -174,8 +181,29 @@ function consented(services: FhirServices, gate: ConsentGate | undefined, record
   return gate.allowed(record.type, record.keyScope, action);
 }
 
-/** Whether a restricted or consent-gated request may see `record`. */
+/**
+ * Whether AuditEvents are withheld from the request: an authenticated caller that is neither the
+ * administrator (`principal.admin`) nor confined to a patient's compartment (whose own AuditEvents
+ * the restriction lets through) — consent-gated practitioners and non-admin system clients alike.
+ * For them AuditEvents are as if absent wherever records leave (a direct access is 403).
+ */
+export function auditHidden(request: FhirRequest): boolean {
+  const principal = request.principal;
+  return principal !== undefined && !principal.admin && request.restriction === undefined;
+}
+
+/**
+ * Whether the records an index query finds for the request must each pass `visible` (consent
+ * decides them one by one, or AuditEvents are withheld); a patient confinement alone is a clause
+ * of the query itself (`restrictionClause`).
+ */
+export function screened(request: FhirRequest): boolean {
+  return request.consent !== undefined || auditHidden(request);
+}
+
+/** Whether the request may see `record`: the patient confinement, the audit trail's rule and consent. */
 export function visible(services: FhirServices, request: FhirRequest, record: VersionRecord): boolean {
+  if (record.type === AUDIT_TYPE && auditHidden(request)) return false;
   const restriction = request.restriction;
   if (restriction && inCompartmentType(services, record.type) && record.keyScope !== restriction.keyScope) return false;
   return consented(services, request.consent, record);
@@ -205,8 +233,9 @@ const REFUSAL: Record<string, string> = {
   'actor-not-approved': 'VLM_CONSENT_ACTOR_NOT_APPROVED',
 };
 
-/** 403 `VLM_AUTH_COMPARTMENT` or `VLM_CONSENT_*` unless the request may see `record`. */
+/** 403 `VLM_AUDIT_FORBIDDEN`, `VLM_AUTH_COMPARTMENT` or `VLM_CONSENT_*` unless the request may see `record`. */
 export function assertVisible(services: FhirServices, request: FhirRequest, record: VersionRecord): void {
+  if (record.type === AUDIT_TYPE && auditHidden(request)) throw auditForbidden();
   const restriction = request.restriction;
   if (restriction && inCompartmentType(services, record.type) && record.keyScope !== restriction.keyScope) {
     throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "The resource is outside the patient's compartment this token is confined to");
@@ -269,6 +298,8 @@ const CONSENT_SCAN_PAGE = 1_000;
  * except those that deny, a denying patient whose key scope is still unknown cannot be excluded:
  * the search is refused (403 `VLM_CONSENT_CHAIN_REFUSED`) rather than run unfiltered.
  *
+ * A request AuditEvents are withheld from (`auditHidden`) traverses none: `{ only: [] }`.
+ *
  * Undefined when nothing needs filtering (not gated, no chain or `_has` into a compartment type).
  */
 export async function linkScopes(
@@ -278,9 +309,16 @@ export async function linkScopes(
 ): Promise<Record<string, KeyScopeFilter> | undefined> {
   const restriction = request.restriction;
   const gate = request.consent;
-  if (!restriction && !gate) return undefined;
-  const types = [...linkedTypes(where)].filter((type) => inCompartmentType(services, type));
-  if (types.length === 0) return undefined;
+  const hideAudit = auditHidden(request);
+  if (!restriction && !gate && !hideAudit) return undefined;
+  let types = [...linkedTypes(where)].filter((type) => inCompartmentType(services, type));
+  const filters: Record<string, KeyScopeFilter> = {};
+  if (hideAudit && types.includes(AUDIT_TYPE)) {
+    // Withheld AuditEvents are traversed by no chain or `_has` (`Patient?_has:AuditEvent:patient:…`).
+    filters[AUDIT_TYPE] = { only: [] };
+    types = types.filter((type) => type !== AUDIT_TYPE);
+  }
+  if (types.length === 0 || (!restriction && !gate)) return Object.keys(filters).length ? filters : undefined;
   const service = services.consent?.service;
   if (gate && !restriction && service?.scopesIncomplete) {
     const index = services.repository.index;
@@ -294,7 +332,6 @@ export async function linkScopes(
       return scopes;
     });
   }
-  const filters: Record<string, KeyScopeFilter> = {};
   for (const type of types) {
     if (restriction) {
       filters[type] = { only: !gate || gate.allowed(type, restriction.keyScope) ? [restriction.keyScope] : [] };
@@ -327,10 +364,16 @@ export function compartmentClause(services: FhirServices, type: string, patient:
   return { negate: false, anyOf: params.map((param) => ({ kind: 'reference' as const, param, id: patient, types: ['Patient'] })) };
 }
 
-/** The search clause a restricted request adds to a search of `type` (the system level is refused). */
+/**
+ * The search clause a restricted request adds to a search of `type` (the system level is refused),
+ * and the one that leaves AuditEvents out of a system-level search when they are withheld from
+ * the request (`auditHidden`: then totals and pages never count them either).
+ */
 export function restrictionClause(services: FhirServices, request: FhirRequest, type: string | null): IndexClause | undefined {
   const restriction = request.restriction;
-  if (!restriction) return undefined;
+  if (!restriction) {
+    return type === null && auditHidden(request) ? { negate: true, anyOf: [{ kind: 'type', type: AUDIT_TYPE }] } : undefined;
+  }
   if (type === null) {
     throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', 'A patient-confined token searches one type at a time (or uses Patient/$everything)');
   }

@@ -118,6 +118,8 @@ export interface HistoryQuery {
   keyScope?: string;
   /** …and, with `keyScope`, deletion versions too (they carry no data and no scope). */
   withDeletions?: boolean;
+  /** No versions of these types (AuditEvents withheld from the caller: src/fhir/access.ts `auditHidden`). */
+  excludeTypes?: readonly string[];
   count: number;
   offset: number;
 }

@@ -232,7 +232,7 @@ class BundleRun {
   }
 
   /** The request an entry stands for, as the single interaction would see it. */
-  #entryRequest(entry: BundleEntry, params: { type?: string; id?: string; vid?: string }): FhirRequest {
+  #entryRequest(entry: BundleEntry, params: { type?: string; id?: string; vid?: string; ctype?: string }): FhirRequest {
     const headers: Record<string, string | undefined> = { ...entry.headers };
     const prefer = this.#request.headers['prefer'];
     if (prefer !== undefined) headers['prefer'] = prefer;
@@ -241,6 +241,8 @@ class BundleRun {
       ...(params.type !== undefined ? { resourceType: params.type } : {}),
       ...(params.id !== undefined ? { id: params.id } : {}),
       ...(params.vid !== undefined ? { versionId: params.vid } : {}),
+      // A compartment search (`Patient/{id}/{type}`): the type searched, which the guard decides on.
+      ...(params.ctype !== undefined ? { compartmentType: params.ctype } : {}),
       query: entry.query,
       headers,
       baseUrl: this.#request.baseUrl,
@@ -358,6 +360,7 @@ class BundleRun {
     if (!match) throw fhirError(404, 'not-found', 'VLM_FHIR_NO_ROUTE', 'No FHIR interaction at this request.url');
     const { route, params } = match;
     if (params.type !== undefined) this.#requireType(params.type);
+    if (params.ctype !== undefined) this.#requireType(params.ctype);
     const request = this.#entryRequest(entry, params);
     summaryMode(request);
     elementsList(request);

@@ -13,7 +13,7 @@ import { dateRange } from '../dates.ts';
 import { fhirError } from '../errors.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
-import { assertVisible, inCompartmentType, visible } from '../access.ts';
+import { assertVisible, AUDIT_TYPE, auditHidden, inCompartmentType, visible } from '../access.ts';
 import { checkId } from './common.ts';
 import { openCursor, pageCount, pageLinks, type CursorBinding } from './paging.ts';
 
@@ -56,6 +56,9 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
     if (!type) throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', 'A patient-confined token reads history one type at a time');
     if (inCompartmentType(services, type)) keyScope = request.restriction.keyScope;
   }
+  // AuditEvents withheld from the caller (access.ts `auditHidden`) are left out of system history
+  // by the index, so pages and `total` never count them (their type's own history is refused).
+  const hideAudit = type === undefined && auditHidden(request);
   let since: number | undefined;
   const sinceRaw = queryValue(request, '_since');
   if (sinceRaw !== undefined) {
@@ -95,6 +98,7 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
     offset,
     ...(seq !== undefined ? (backwards ? { newerThan: position!.inclusive ? seq - 1 : seq } : { olderThan: position!.inclusive ? seq + 1 : seq }) : {}),
     ...(keyScope !== undefined ? { keyScope, withDeletions: id !== undefined } : {}),
+    ...(hideAudit ? { excludeTypes: [AUDIT_TYPE] } : {}),
   });
   const extra = page.records.length > count;
   if (extra) page.records = backwards ? page.records.slice(1) : page.records.slice(0, count);
@@ -112,6 +116,9 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
     } else {
       records = records.filter((record) => !record.deleted && visible(services, request, record));
     }
+  } else if (auditHidden(request)) {
+    // Not gated, but AuditEvents are withheld: whatever the index let through still passes the guard.
+    records = records.filter((record) => visible(services, request, record));
   }
   const entry = [];
   for (const record of records) {

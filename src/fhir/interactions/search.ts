@@ -10,7 +10,7 @@
  * (VLM_FHIR_BAD_SEARCH_PARAMETER; the parser's own code is in the diagnostics).
  */
 import type { IndexClause, IndexCondition, IndexQuery } from '../../storage/search-types.ts';
-import { compartmentClause, linkScopes, restrictionClause, totalDisclosed, visible } from '../access.ts';
+import { compartmentClause, linkScopes, restrictionClause, screened, totalDisclosed, visible } from '../access.ts';
 import { FhirError, fhirError, VELLUM_ERROR_SYSTEM } from '../errors.ts';
 import { elementsList, subset, summaryMode } from '../format.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
@@ -172,8 +172,8 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
     page.keys = backwards ? page.keys.slice(1) : page.keys.slice(0, count);
   }
   const entry: Record<string, unknown>[] = [];
-  // What this caller may see (patient consent); the page's keys still advance over every match.
-  const matches = request.consent ? page.records.filter((record) => visible(services, request, record)) : page.records;
+  // What this caller may see (patient consent, the audit trail's rule); the page's keys still advance over every match.
+  const matches = screened(request) ? page.records.filter((record) => visible(services, request, record)) : page.records;
   for (const record of matches) {
     const resource = await services.loadResource(record, request.signal);
     if (!resource) continue;

@@ -7,7 +7,7 @@
  * page as `search.mode = include`. `_since` keeps resources changed since an instant; `_type`
  * keeps the listed types (referenced ones included). AuditEvents (in the compartment by R4's
  * definition, but the server's record of accesses, not the patient's record) come only when
- * `_type` names them.
+ * `_type` names them, and only to those who may read them (access.ts `auditHidden`).
  *
  * Paging is keyset paging over (type, id), the matches' order (interactions/paging.ts): a page
  * link's sealed cursor holds the type and id of the page's last (`next`) or first (`previous`)
@@ -16,7 +16,7 @@
  */
 import type { VersionRecord } from '../../storage/index-store.ts';
 import type { IndexClause } from '../../storage/search-types.ts';
-import { assertVisible, compartmentClause, inCompartmentType, visible } from '../access.ts';
+import { assertVisible, AUDIT_TYPE, auditHidden, compartmentClause, inCompartmentType, screened, visible } from '../access.ts';
 import { dateRange } from '../dates.ts';
 import { fhirError } from '../errors.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
@@ -56,6 +56,8 @@ export async function everything(services: FhirServices, request: FhirRequest): 
   // counted either, so `total` reveals nothing withheld).
   const gate = request.consent;
   if (gate) types = types.filter((type) => gate.allowed(type, patient.keyScope));
+  // AuditEvents withheld from the caller (access.ts `auditHidden`) are not counted or returned even when `_type` names them.
+  if (auditHidden(request)) types = types.filter((type) => type !== AUDIT_TYPE);
   const where = (type: string): IndexClause[] => {
     const clauses: IndexClause[] = [
       type === 'Patient' ? { negate: false, anyOf: [{ kind: 'id', id }] } : compartmentClause(services, type, id)!,
@@ -138,7 +140,7 @@ export async function everything(services: FhirServices, request: FhirRequest): 
 
   const entry: Record<string, unknown>[] = [];
   // A record of the compartment whose key scope is another patient's is decided for that patient.
-  const shown = gate ? records.filter((record) => visible(services, request, record)) : records;
+  const shown = screened(request) ? records.filter((record) => visible(services, request, record)) : records;
   for (const record of shown) {
     const resource = await services.loadResource(record, request.signal);
     if (resource) entry.push({ fullUrl: `${request.baseUrl}/${record.type}/${record.id}`, resource, search: { mode: 'match' } });

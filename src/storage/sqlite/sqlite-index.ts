@@ -232,6 +232,10 @@ export class SqliteIndexStore implements IndexStore {
       where.push('v.id = ?');
       params.push(query.id);
     }
+    for (const excluded of query.excludeTypes ?? []) {
+      where.push('v.type <> ?');
+      params.push(excluded);
+    }
     if (query.since !== undefined) {
       where.push('v.last_updated >= ?');
       params.push(query.since);

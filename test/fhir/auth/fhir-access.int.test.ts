@@ -222,4 +222,100 @@ t.test('SMART on the FHIR API, with the audit trail', async (t: Test) => {
     }
     t.ok(verified, 'an AuditEvent is anchored and verifies like any version');
   });
+
+  t.test('a non-admin system client gets no AuditEvent by any path (issue 12)', async (t) => {
+    // system/*.cruds, no FHIR identity, consent off: scopes allow everything, but it is not the administrator.
+    const client = await registerBackendClient(h, { scope: 'system/*.cruds' });
+    const res = await h.token(backendForm(await clientAssertion(h, client), { scope: 'system/*.cruds' }));
+    t.equal(res.status, 200, res.text);
+    const sys = (res.json as any).access_token as string;
+    /** Every AuditEvent a response carries, at any depth (entries, batch entries' bundles, fullUrls). */
+    const auditEventsIn = (body: unknown): string[] => {
+      const found: string[] = [];
+      const walk = (v: any): void => {
+        if (Array.isArray(v)) v.forEach(walk);
+        else if (v && typeof v === 'object') {
+          if (v.resourceType === 'AuditEvent') found.push(`AuditEvent/${v.id}`);
+          if (typeof v.fullUrl === 'string' && v.fullUrl.includes('/AuditEvent/')) found.push(v.fullUrl);
+          Object.values(v).forEach(walk);
+        }
+      };
+      walk(body);
+      return found;
+    };
+    const none = async (url: string) => {
+      const r = await as(s, sys, 'GET', url);
+      t.equal(r.status, 200, `${url}: ${r.status} ${JSON.stringify(r.json).slice(0, 300)}`);
+      t.same(auditEventsIn(r.json), [], `${url}: no AuditEvent`);
+      return r.json;
+    };
+    const forbidden = async (url: string) => {
+      const r = await as(s, sys, 'GET', url);
+      t.equal(r.status, 403, url);
+      t.same(vellumCodes(r.json), ['VLM_AUDIT_FORBIDDEN'], `${url}: code`);
+    };
+    const [ae] = ids((await as(s, admin, 'GET', 'AuditEvent?patient=Patient/p1&_count=1')).json);
+    t.ok(ae, 'an AuditEvent of p1 (control)');
+    const aeId = ae!.split('/')[1]!;
+    // Controls: the administrator gets them through the same paths.
+    const adminHistory = (await as(s, admin, 'GET', '_history?_count=1000')).json;
+    t.ok(auditEventsIn(adminHistory).length > 0, 'the administrator: system history');
+    t.ok(adminHistory.total <= 1000, 'one page holds the whole history (for the total below)');
+    // Only reads (and AuditEvents) happen from here to the client's history: the other versions stay the same.
+    const others = adminHistory.entry.filter((e: any) => !e.fullUrl.includes('/AuditEvent/')).length;
+    t.ok(auditEventsIn((await as(s, admin, 'GET', 'Patient?_id=p1&_revinclude=AuditEvent:patient')).json).length > 0, 'the administrator: _revinclude');
+
+    const history = await none('_history?_count=1000');
+    t.ok((history.entry ?? []).length > 0, 'system history shows the rest (control)');
+    t.equal(history.total, others, 'its total counts no AuditEvent');
+    t.equal(history.entry.length, others, 'nor does its page');
+    await forbidden('AuditEvent/_history');
+    await forbidden(`AuditEvent/${aeId}/_history`);
+    await forbidden(`AuditEvent/${aeId}`);
+    await forbidden('Patient/p1/AuditEvent');
+    const typed = await none('?_type=AuditEvent&_total=accurate');
+    t.equal(typed.total, 0, 'system search: total 0');
+    t.same(ids(await none(`?_type=AuditEvent,Patient&_id=p1,${aeId}`)), ['Patient/p1'], 'system search of two types: the Patient only');
+    t.equal((await none('?_type=AuditEvent&_summary=count')).total, 0, '_summary=count');
+    await none('?_count=1000');
+    t.same(ids(await none('Patient?_id=p1&_revinclude=AuditEvent:patient')), ['Patient/p1'], '_revinclude: the match only');
+    await none(`Observation?_id=o1&_revinclude=AuditEvent:entity`);
+    t.same(ids(await none('Patient?_has:AuditEvent:patient:action=R')), [], '_has through AuditEvents finds nothing');
+    t.equal((await none('Patient/p1/$everything?_type=AuditEvent')).total, 0, '$everything?_type=AuditEvent: total 0');
+    await none('Patient/p1/$everything');
+    const batch = await as(s, sys, 'POST', '', {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: ['_history', '?_type=AuditEvent', `AuditEvent/${aeId}`, 'Patient/p1/AuditEvent', 'Patient?_id=p1&_revinclude=AuditEvent:patient'].map((url) => ({
+        request: { method: 'GET', url },
+      })),
+    });
+    t.equal(batch.status, 200);
+    t.same(auditEventsIn(batch.json), [], 'batch: no AuditEvent');
+    t.same(batch.json.entry.map((e: any) => e.response.status.split(' ')[0]), ['200', '200', '403', '403', '200'], 'batch entry statuses');
+    t.same(vellumCodes(batch.json.entry[2].response.outcome), ['VLM_AUDIT_FORBIDDEN']);
+    // Conditional matching: a withheld AuditEvent is no match.
+    const ref = await as(s, sys, 'POST', '', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          request: { method: 'POST', url: 'Provenance' },
+          resource: { resourceType: 'Provenance', target: [{ reference: `AuditEvent?_id=${aeId}` }], recorded: new Date().toISOString(), agent: [{ who: { reference: 'Organization/org1' } }] },
+        },
+      ],
+    });
+    t.equal(ref.status, 404, 'a conditional reference to an AuditEvent resolves to nothing');
+    t.same(vellumCodes(ref.json), ['VLM_BUNDLE_REFERENCE_NOT_FOUND']);
+    const probe = {
+      resourceType: 'AuditEvent',
+      type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' },
+      recorded: new Date().toISOString(),
+      agent: [{ requestor: true, who: { display: 'probe' } }],
+      source: { observer: { display: 'probe' } },
+    };
+    const created = await s.fhir('POST', 'AuditEvent', probe, { authorization: `Bearer ${sys}`, 'if-none-exist': `_id=${aeId}` });
+    t.equal(created.status, 201, 'If-None-Exist naming a withheld AuditEvent: as if absent');
+    t.not(created.json?.id, aeId);
+  });
 });

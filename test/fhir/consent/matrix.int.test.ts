@@ -643,6 +643,184 @@ t.test('consent matrix', async (t) => {
     t.notOk(JSON.stringify(own.body).includes(`secret-${B}`));
   });
 
+  // ============================================================ the audit trail (issue 12)
+  // AuditEvents are for the administrator and for patients (their own). dr-x, consented for every
+  // class of xa, gets none of xa's AuditEvents (e.g. the administrator's write of Consent c-xa) by
+  // any path: as if absent from bundles, 403 VLM_AUDIT_FORBIDDEN when asked for directly.
+
+  /** Every AuditEvent a response carries, at any depth (entries, batch entries' bundles, fullUrls). */
+  const auditEventsIn = (body: any): string[] => {
+    const found: string[] = [];
+    const walk = (v: any): void => {
+      if (Array.isArray(v)) v.forEach(walk);
+      else if (v && typeof v === 'object') {
+        if (v.resourceType === 'AuditEvent') found.push(`AuditEvent/${v.id}`);
+        if (typeof v.fullUrl === 'string' && v.fullUrl.includes('/AuditEvent/')) found.push(v.fullUrl);
+        Object.values(v).forEach(walk);
+      }
+    };
+    walk(body);
+    return found;
+  };
+  const noAudit = (t: Test, res: Res, what: string) => {
+    t.equal(res.status, 200, `${what}: ${show(res)}`);
+    t.same(auditEventsIn(res.body), [], `${what}: no AuditEvent`);
+  };
+  const auditForbidden = (t: Test, res: Res, what: string) => denied(t, res, 'VLM_AUDIT_FORBIDDEN', what);
+
+  // The administrator's write of Consent c-xa left an AuditEvent in xa's compartment.
+  const consentAudit = await c.as(c.admin, 'GET', '/AuditEvent?entity=Consent/c-xa');
+  const xaAudit: string | undefined = entries(consentAudit.body).map((e: any) => e.resource?.id)[0];
+  if (!xaAudit) throw new Error(`no AuditEvent of the Consent c-xa write: ${show(consentAudit)}`);
+
+  await t.test('audit trail: controls — the administrator sees AuditEvents through these paths', async (t) => {
+    const history = await c.as(c.admin, 'GET', '/_history?_count=1000');
+    t.equal(history.status, 200, show(history));
+    t.ok(auditEventsIn(history.body).length > 0, 'system history carries AuditEvents for the administrator');
+    const rev = await c.as(c.admin, 'GET', `/Patient?_id=${A}&_revinclude=AuditEvent:patient&_count=1000`);
+    t.ok(auditEventsIn(rev.body).includes(`AuditEvent/${xaAudit}`), `_revinclude=AuditEvent:patient brings ${xaAudit}`);
+    const has = await c.as(c.admin, 'GET', '/Patient?_has:AuditEvent:patient:entity=Consent/c-xa');
+    t.same(ids(has.body), [`Patient/${A}`], '_has through AuditEvent');
+    const sys = await c.as(c.admin, 'GET', `/?_type=AuditEvent&_id=${xaAudit}`);
+    t.same(ids(sys.body), [`AuditEvent/${xaAudit}`], 'system search');
+    const everything = await c.as(c.admin, 'GET', `/Patient/${A}/$everything?_type=AuditEvent&_count=1000`);
+    t.ok(auditEventsIn(everything.body).length > 0, '$everything?_type=AuditEvent');
+  });
+
+  await t.test('audit trail: history (system, type, instance) gives a consent-gated practitioner none', async (t) => {
+    const system = await c.as(tokX, 'GET', '/_history?_count=1000');
+    noAudit(t, system, 'system history');
+    t.ok(entries(system.body).length > 0, 'system history still shows what is permitted (control)');
+    noAudit(t, await c.as(tokX, 'GET', '/_history'), 'system history, default page');
+    auditForbidden(t, await c.as(tokX, 'GET', '/AuditEvent/_history'), 'type history');
+    auditForbidden(t, await c.as(tokX, 'GET', `/AuditEvent/${xaAudit}/_history`), 'instance history');
+    auditForbidden(t, await c.as(tokX, 'GET', `/AuditEvent/${xaAudit}`), 'read');
+    auditForbidden(t, await c.as(tokX, 'GET', `/AuditEvent/${xaAudit}/_history/1`), 'vread');
+    auditForbidden(t, await c.as(tokX, 'GET', `/AuditEvent/${xaAudit}/$verify`), '$verify');
+  });
+
+  await t.test('audit trail: _include/_revinclude, chains and _has give a consent-gated practitioner none', async (t) => {
+    const rev = await c.as(tokX, 'GET', `/Patient?_id=${A}&_revinclude=AuditEvent:patient`);
+    noAudit(t, rev, 'Patient?_revinclude=AuditEvent:patient');
+    t.same(ids(rev.body), [`Patient/${A}`], 'the match itself (control)');
+    noAudit(t, await c.as(tokX, 'GET', '/Consent?_id=c-xa&_revinclude=AuditEvent:entity'), 'Consent?_revinclude=AuditEvent:entity');
+    noAudit(t, await c.as(tokX, 'GET', `/Patient?_id=${A}&_revinclude=*`), 'Patient?_revinclude=*');
+    noAudit(t, await c.as(tokX, 'GET', `/Observation?_id=${A}-obs&_revinclude=AuditEvent:entity&_revinclude:iterate=AuditEvent:patient`), '_revinclude:iterate');
+    const has = await c.as(tokX, 'GET', '/Patient?_has:AuditEvent:patient:entity=Consent/c-xa');
+    noAudit(t, has, 'Patient?_has:AuditEvent');
+    t.same(entries(has.body), [], '_has finds nothing through AuditEvents');
+  });
+
+  await t.test('audit trail: system search gives a consent-gated practitioner none', async (t) => {
+    const typed = await c.as(tokX, 'GET', '/?_type=AuditEvent&_count=1000');
+    noAudit(t, typed, '?_type=AuditEvent');
+    t.same(entries(typed.body).filter((e: any) => e.search?.mode === 'match'), [], 'no matches');
+    t.ok(typed.body?.total === undefined || typed.body.total === 0, `no total counting them (${typed.body?.total})`);
+    const mixed = await c.as(tokX, 'GET', `/?_type=AuditEvent,Patient&_id=${A},${xaAudit}`);
+    noAudit(t, mixed, '?_type=AuditEvent,Patient');
+    t.same(ids(mixed.body), [`Patient/${A}`], 'the Patient only');
+    noAudit(t, await c.as(tokX, 'GET', '/?_count=1000'), 'system search of every type');
+    noAudit(t, await c.as(tokX, 'GET', `/?_type=Patient&_id=${A}&_revinclude=AuditEvent:patient`), 'system search with _revinclude');
+    const count = await c.as(tokX, 'GET', '/?_type=AuditEvent&_summary=count');
+    t.equal(count.status, 200, show(count));
+    t.ok(count.body?.total === undefined || count.body.total === 0, `_summary=count counts none (${count.body?.total})`);
+  });
+
+  await t.test('audit trail: compartment search and $everything give a consent-gated practitioner none', async (t) => {
+    auditForbidden(t, await c.as(tokX, 'GET', `/Patient/${A}/AuditEvent`), 'Patient/{id}/AuditEvent');
+    const star = await c.as(tokX, 'GET', `/Patient/${A}/*`);
+    t.not(star.status, 200, `Patient/{id}/* is not served: ${show(star)}`);
+    t.same(auditEventsIn(star.body), [], 'Patient/{id}/*: no AuditEvent');
+    const typed = await c.as(tokX, 'GET', `/Patient/${A}/$everything?_type=AuditEvent`);
+    noAudit(t, typed, '$everything?_type=AuditEvent');
+    t.equal(typed.body?.total, 0, 'total 0');
+    const mixed = await c.as(tokX, 'GET', `/Patient/${A}/$everything?_type=AuditEvent,Observation`);
+    noAudit(t, mixed, '$everything?_type=AuditEvent,Observation');
+    t.ok(ids(mixed.body).includes(`Observation/${A}-obs`), 'the Observations (control)');
+    noAudit(t, await c.as(tokX, 'GET', `/Patient/${A}/$everything`), '$everything');
+  });
+
+  await t.test('audit trail: batch and transaction entries give a consent-gated practitioner none', async (t) => {
+    // [url, expected status, expected code of a refusal]
+    const cases: [string, string, string?][] = [
+      ['_history?_count=1000', '200'],
+      [`AuditEvent?patient=Patient/${A}`, '403', 'VLM_AUDIT_FORBIDDEN'],
+      [`AuditEvent/${xaAudit}`, '403', 'VLM_AUDIT_FORBIDDEN'],
+      ['AuditEvent/_history', '403', 'VLM_AUDIT_FORBIDDEN'],
+      [`AuditEvent/${xaAudit}/_history`, '403', 'VLM_AUDIT_FORBIDDEN'],
+      [`Patient/${A}/AuditEvent`, '403', 'VLM_AUDIT_FORBIDDEN'],
+      [`Patient/${A}/*`, '404', 'VLM_FHIR_UNKNOWN_TYPE'],
+      [`Patient?_id=${A}&_revinclude=AuditEvent:patient`, '200'],
+      [`Patient/${A}/$everything?_type=AuditEvent`, '200'],
+      [`Patient?_has:AuditEvent:patient:entity=Consent/c-xa`, '200'],
+      [`Patient/${A}/Observation?_id=${A}-obs`, '200'],
+    ];
+    const batch = await c.as(tokX, 'POST', '/', { resourceType: 'Bundle', type: 'batch', entry: cases.map(([url]) => ({ request: { method: 'GET', url } })) });
+    noAudit(t, batch, 'batch');
+    const e = entries(batch.body);
+    t.equal(e.length, cases.length, 'one entry per request');
+    for (const [i, [url, status, code]] of cases.entries()) {
+      t.equal(String(e[i]?.response?.status ?? '').slice(0, 3), status, `${url}: ${status}`);
+      if (code) t.same(codes(e[i]?.response?.outcome), [code], `${url}: code`);
+    }
+    t.same(ids(e[cases.length - 1]?.resource), [`Observation/${A}-obs`], 'a compartment search entry searches the compartment (control)');
+    const systemSearch = await c.as(tokX, 'POST', '/', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: '?_type=AuditEvent' } }] });
+    t.equal(systemSearch.status, 200, show(systemSearch));
+    t.same(auditEventsIn(systemSearch.body), [], 'batch ?_type=AuditEvent: no AuditEvent');
+    const tx = await c.as(tokX, 'POST', '/', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { request: { method: 'GET', url: '_history?_count=1000' } },
+        { request: { method: 'GET', url: `Patient?_id=${A}&_revinclude=AuditEvent:patient` } },
+      ],
+    });
+    t.same(auditEventsIn(tx.body), [], `transaction: no AuditEvent: ${show(tx)}`);
+  });
+
+  await t.test('audit trail: conditional matching does not find AuditEvents for a consent-gated practitioner', async (t) => {
+    const auditEvent = {
+      resourceType: 'AuditEvent',
+      type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' },
+      recorded: new Date().toISOString(),
+      agent: [{ requestor: true, who: { display: 'probe' } }],
+      source: { observer: { display: 'probe' } },
+    };
+    const created = await c.as(tokX, 'POST', '/AuditEvent', auditEvent, { 'if-none-exist': `_id=${xaAudit}` });
+    t.equal(created.status, 201, `If-None-Exist naming a withheld AuditEvent: as if absent: ${show(created)}`);
+    t.not(created.body?.id, xaAudit, 'not the existing AuditEvent');
+    const ref = await c.as(tokX, 'POST', '/', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          request: { method: 'POST', url: 'Provenance' },
+          resource: {
+            resourceType: 'Provenance',
+            target: [{ reference: `AuditEvent?_id=${xaAudit}` }],
+            recorded: new Date().toISOString(),
+            agent: [{ who: { reference: drX } }],
+          },
+        },
+      ],
+    });
+    t.equal(ref.status, 404, `a conditional reference to the AuditEvent resolves to nothing: ${show(ref)}`);
+    t.same(codes(ref.body), ['VLM_BUNDLE_REFERENCE_NOT_FOUND']);
+    t.same(auditEventsIn(ref.body), []);
+  });
+
+  await t.test('audit trail: a patient-confined token still sees its own through its compartment', async (t) => {
+    const tokA = await patientToken(c, A);
+    const own = await c.as(tokA, 'GET', `/Patient/${A}/AuditEvent?_count=1000`);
+    t.equal(own.status, 200, show(own));
+    t.ok(ids(own.body).includes(`AuditEvent/${xaAudit}`), `its compartment search finds ${xaAudit}`);
+    const rev = await c.as(tokA, 'GET', `/Patient?_id=${A}&_revinclude=AuditEvent:patient&_count=1000`);
+    t.ok(auditEventsIn(rev.body).includes(`AuditEvent/${xaAudit}`), '_revinclude=AuditEvent:patient brings its own');
+    t.equal((await c.as(tokA, 'GET', `/AuditEvent/${xaAudit}`)).status, 200, 'a direct read of its own');
+    const everything = await c.as(tokA, 'GET', `/Patient/${A}/$everything?_type=AuditEvent&_count=1000`);
+    t.ok(auditEventsIn(everything.body).includes(`AuditEvent/${xaAudit}`), '$everything?_type=AuditEvent');
+  });
+
   // ============================================================ break-glass
 
   await t.test('break-glass: an emergency practitioner with ETREAT reads without consent', async (t) => {
