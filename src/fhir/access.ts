@@ -28,13 +28,13 @@ import type { Principal } from './auth/verify.ts';
 import { decide, insufficientScope } from './auth/verify.ts';
 import type { Interaction } from './auth/scopes.ts';
 import { fhirError } from './errors.ts';
-import type { FhirRequest } from './request.ts';
+import type { FhirRequest, FhirResource } from './request.ts';
 import type { Route } from './routes.ts';
 import type { FhirServices } from './services.ts';
 import type { IndexClause, KeyScopeFilter } from '../storage/search-types.ts';
 import type { VersionRecord } from '../storage/index-store.ts';
 import type { WriteStep } from './writer.ts';
-import type { ConsentGate } from './consent/service.ts';
+import { CONSENT_ACCESS, type ConsentGate } from './consent/service.ts';
 import { CONSENT_ACTIONS } from './consent/terms.ts';
 import { SHARED_SCOPE } from '../storage/keys.ts';
 
@@ -175,10 +175,63 @@ export async function consentGate(
   return consent.service.gate(actors, principal, log);
 }
 
-/** Whether the consent of `record`'s patient lets the request see it (true when not gated). */
-function consented(services: FhirServices, gate: ConsentGate | undefined, record: VersionRecord, action?: number): boolean {
+/**
+ * Whether the consent of `record`'s patient lets the request see it (true when not gated). With
+ * the loaded `resource`, data conditions are decided on its facts (consent/facts.ts), and a
+ * Consent that names the caller among its actors is visible to it (a practitioner sees its own
+ * requests and their answers); without it, a decision that needs them is a refusal.
+ */
+function consented(services: FhirServices, gate: ConsentGate | undefined, record: VersionRecord, action?: number, resource?: FhirResource): boolean {
   if (!gate || record.keyScope === SHARED_SCOPE || !inCompartmentType(services, record.type)) return true;
-  return gate.allowed(record.type, record.keyScope, action);
+  const facts = resource ? () => gate.factsOf(resource, record.lastUpdated) : undefined;
+  if (gate.allowed(record.type, record.keyScope, action, facts)) return true;
+  return record.type === 'Consent' && resource !== undefined && (action === undefined || action === CONSENT_ACCESS) && gate.namesCaller(resource);
+}
+
+/**
+ * Whether deciding `record` for the request needs the resource itself: the patient's consents
+ * have data conditions that apply (code, label, custodian, data…), or it is a Consent the caller
+ * may be named in. Callers that can load it (`screenRecords`, `assertVisibleLoaded`) do.
+ */
+function needsResource(services: FhirServices, request: FhirRequest, record: VersionRecord): boolean {
+  const gate = request.consent;
+  if (!gate || record.deleted || record.keyScope === SHARED_SCOPE || !inCompartmentType(services, record.type)) return false;
+  if (record.type === AUDIT_TYPE && auditHidden(request)) return false;
+  const restriction = request.restriction;
+  if (restriction && record.keyScope !== restriction.keyScope) return false;
+  if (gate.needsFacts(record.type, record.keyScope)) return true;
+  return record.type === 'Consent' && !gate.allowed(record.type, record.keyScope);
+}
+
+/**
+ * The records of `records` the request may see, each with its resource when deciding it needed
+ * the resource (so the caller need not load it again): the one filter every bundle's records pass.
+ */
+export async function screenRecords(
+  services: FhirServices,
+  request: FhirRequest,
+  records: readonly VersionRecord[],
+): Promise<{ record: VersionRecord; resource?: FhirResource }[]> {
+  const out: { record: VersionRecord; resource?: FhirResource }[] = [];
+  for (const record of records) {
+    if (!needsResource(services, request, record)) {
+      if (visible(services, request, record)) out.push({ record });
+      continue;
+    }
+    const resource = await services.loadResource(record, request.signal);
+    if (resource && visible(services, request, record, resource)) out.push({ record, resource });
+  }
+  return out;
+}
+
+/**
+ * `assertVisible` for a single record, loading the resource when the decision needs it; resolves
+ * to the resource when it was loaded (undefined otherwise: the caller loads it if it needs it).
+ */
+export async function assertVisibleLoaded(services: FhirServices, request: FhirRequest, record: VersionRecord): Promise<FhirResource | undefined> {
+  const resource = needsResource(services, request, record) ? await services.loadResource(record, request.signal) : undefined;
+  assertVisible(services, request, record, resource);
+  return resource;
 }
 
 /**
@@ -202,11 +255,11 @@ export function screened(request: FhirRequest): boolean {
 }
 
 /** Whether the request may see `record`: the patient confinement, the audit trail's rule and consent. */
-export function visible(services: FhirServices, request: FhirRequest, record: VersionRecord): boolean {
+export function visible(services: FhirServices, request: FhirRequest, record: VersionRecord, resource?: FhirResource): boolean {
   if (record.type === AUDIT_TYPE && auditHidden(request)) return false;
   const restriction = request.restriction;
   if (restriction && inCompartmentType(services, record.type) && record.keyScope !== restriction.keyScope) return false;
-  return consented(services, request.consent, record);
+  return consented(services, request.consent, record, undefined, resource);
 }
 
 /**
@@ -234,18 +287,19 @@ const REFUSAL: Record<string, string> = {
 };
 
 /** 403 `VLM_AUDIT_FORBIDDEN`, `VLM_AUTH_COMPARTMENT` or `VLM_CONSENT_*` unless the request may see `record`. */
-export function assertVisible(services: FhirServices, request: FhirRequest, record: VersionRecord): void {
+export function assertVisible(services: FhirServices, request: FhirRequest, record: VersionRecord, resource?: FhirResource): void {
   if (record.type === AUDIT_TYPE && auditHidden(request)) throw auditForbidden();
   const restriction = request.restriction;
   if (restriction && inCompartmentType(services, record.type) && record.keyScope !== restriction.keyScope) {
     throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "The resource is outside the patient's compartment this token is confined to");
   }
-  assertConsented(services, request.consent, record);
+  assertConsented(services, request.consent, record, undefined, resource);
 }
 
-function assertConsented(services: FhirServices, gate: ConsentGate | undefined, record: VersionRecord, action?: number): void {
-  if (consented(services, gate, record, action)) return;
-  const decision = gate!.decide(record.type, record.keyScope, action).decision;
+function assertConsented(services: FhirServices, gate: ConsentGate | undefined, record: VersionRecord, action?: number, resource?: FhirResource): void {
+  if (consented(services, gate, record, action, resource)) return;
+  const facts = resource ? () => gate!.factsOf(resource, record.lastUpdated) : undefined;
+  const decision = gate!.decide(record.type, record.keyScope, action, facts).decision;
   throw fhirError(403, 'forbidden', REFUSAL[decision] ?? 'VLM_CONSENT_DENIED', "The patient's consent does not permit this access");
 }
 
@@ -404,15 +458,24 @@ export function accessWriteStep(services: () => FhirServices): WriteStep {
         const interaction = WRITE_INTERACTION[method]!;
         const decision = decide(principal, interaction, type);
         if (!decision.allowed) throw insufficientScope(interaction, type);
-        if (svc.consent && consentGated(principal)) {
+        // A practitioner's Consent writes are access requests, governed by the consent write step
+        // (consent/write-step.ts `checkRequestRules`): it asks for what it has not been granted.
+        if (svc.consent && consentGated(principal) && type !== 'Consent') {
           // A practitioner writes patient data only as the patient's consent allows: create is
-          // `collect`, the rest `correct` — for the version written and the one it replaces.
+          // `collect`, the rest `correct` — for the version written and the one it replaces, each
+          // decided on its own facts where the patient's consents have data conditions.
           gate ??= await consentGate(svc, principal, context.consentLog ?? []);
           const action = CONSENT_ACTIONS.indexOf(method === 'create' ? 'collect' : 'correct');
-          if (method !== 'delete') assertConsented(svc, gate, { type, keyScope: version.write.keyScope } as VersionRecord, action);
+          if (method !== 'delete') {
+            const written = { type, id: version.write.id, keyScope: version.write.keyScope, lastUpdated: version.write.lastUpdated } as VersionRecord;
+            assertConsented(svc, gate, written, action, version.resource);
+          }
           if (version.write.expectedVersion > 0) {
             const previous = await svc.repository.index.version(type, version.write.id, version.write.expectedVersion);
-            if (previous && !previous.deleted) assertConsented(svc, gate, previous, action);
+            if (previous && !previous.deleted) {
+              const resource = gate?.needsFacts(type, previous.keyScope, action) ? await svc.loadResource(previous) : undefined;
+              assertConsented(svc, gate, previous, action, resource);
+            }
           }
         }
         const confinedTo = decision.patient ?? boundPatient(principal);

@@ -377,6 +377,26 @@ export class ConsentGate {
     return d === 'permit' || d === 'break-glass' || d === 'implied';
   }
 
+  /** The facts of a resource version (facts.ts), for `decide`. */
+  factsOf(resource: Record<string, unknown>, lastUpdated: number): DataFacts {
+    return this.#service.factsOf(resource, lastUpdated);
+  }
+
+  /** Whether a Consent names one of the caller's identities among its actors (at any depth). */
+  namesCaller(consent: Record<string, unknown>): boolean {
+    const mine = new Set(this.#actors);
+    const walk = (provision: unknown): boolean => {
+      if (typeof provision !== 'object' || provision === null) return false;
+      const p = provision as { actor?: unknown; provision?: unknown };
+      for (const a of Array.isArray(p.actor) ? p.actor : []) {
+        const ref = (a as { reference?: { reference?: unknown } })?.reference?.reference;
+        if (typeof ref === 'string' && mine.has(this.#service.keyOf(ref))) return true;
+      }
+      return (Array.isArray(p.provision) ? p.provision : []).some(walk);
+    };
+    return walk(consent['provision']);
+  }
+
   /** Whether deciding a record of `type` of this compartment needs the record's facts. */
   needsFacts(type: string, keyScope: string, action: number = ACCESS): boolean {
     return this.decide(type, keyScope, action).decision === 'undetermined';

@@ -4,7 +4,7 @@
  * error here (ignoring them would widen the match), and several matches are 412.
  */
 import type { VersionRecord } from '../../storage/index-store.ts';
-import { linkScopes, matchingRequest, restrictionClause, screened, visible } from '../access.ts';
+import { linkScopes, matchingRequest, restrictionClause, screened, screenRecords } from '../access.ts';
 import type { Interaction } from '../auth/scopes.ts';
 import { fhirError } from '../errors.ts';
 import type { FhirRequest } from '../request.ts';
@@ -71,7 +71,7 @@ export async function findMatches(
       throw fhirError(412, 'multiple-matches', 'VLM_FHIR_CRITERIA_TOO_BROAD', `${label} matches too many resources to decide which may be seen`);
     }
     const page = await services.repository.index.search({ ...seen, count: GATED_PAGE, offset, wantTotal: false });
-    for (const record of page.records) if (visible(services, request, record)) found.push(record);
+    for (const { record } of await screenRecords(services, request, page.records)) found.push(record);
     if (found.length > 1) throw several();
     if (page.records.length < GATED_PAGE) return found;
   }

@@ -13,7 +13,8 @@ import { dateRange } from '../dates.ts';
 import { fhirError } from '../errors.ts';
 import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
-import { assertVisible, AUDIT_TYPE, auditHidden, inCompartmentType, visible } from '../access.ts';
+import { assertVisibleLoaded, AUDIT_TYPE, auditHidden, inCompartmentType, screenRecords, visible } from '../access.ts';
+import type { FhirResource } from '../request.ts';
 import { checkId } from './common.ts';
 import { openCursor, pageCount, pageLinks, type CursorBinding } from './paging.ts';
 
@@ -110,11 +111,18 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
   // is all or nothing (403 when a version with data is withheld); in type and system history,
   // withheld versions and deletions (which carry no compartment) are left out, and so is `total`.
   let records = page.records;
+  const loaded = new Map<VersionRecord, FhirResource>();
   if (request.consent) {
     if (id !== undefined) {
-      for (const record of records) if (!record.deleted) assertVisible(services, request, record);
+      for (const record of records) {
+        if (record.deleted) continue;
+        const resource = await assertVisibleLoaded(services, request, record);
+        if (resource) loaded.set(record, resource);
+      }
     } else {
-      records = records.filter((record) => !record.deleted && visible(services, request, record));
+      const shown = await screenRecords(services, request, records.filter((record) => !record.deleted));
+      for (const s of shown) if (s.resource) loaded.set(s.record, s.resource);
+      records = shown.map((s) => s.record);
     }
   } else if (auditHidden(request)) {
     // Not gated, but AuditEvents are withheld: whatever the index let through still passes the guard.
@@ -122,7 +130,7 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
   }
   const entry = [];
   for (const record of records) {
-    const resource = record.deleted ? undefined : await services.loadResource(record, request.signal);
+    const resource = record.deleted ? undefined : (loaded.get(record) ?? (await services.loadResource(record, request.signal)));
     entry.push({
       fullUrl: `${request.baseUrl}/${record.type}/${record.id}`,
       ...(resource ? { resource } : {}),

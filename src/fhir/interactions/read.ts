@@ -6,7 +6,7 @@
 import type { FhirRequest, FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import type { VersionRecord } from '../../storage/index-store.ts';
-import { assertVisible } from '../access.ts';
+import { assertVisibleLoaded } from '../access.ts';
 import { requireCurrent, versionHeaders } from './common.ts';
 
 /** 304 when the client's copy (If-None-Match / If-Modified-Since) is still current. */
@@ -27,9 +27,9 @@ export function notModified(request: FhirRequest, record: VersionRecord): boolea
 
 export async function read(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
   const record = await requireCurrent(services, request.resourceType!, request.id!);
-  assertVisible(services, request, record);
+  const loaded = await assertVisibleLoaded(services, request, record);
   const headers = versionHeaders(record);
   if (notModified(request, record)) return { status: 304, headers };
-  const resource = await services.loadResource(record, request.signal);
+  const resource = loaded ?? (await services.loadResource(record, request.signal));
   return { status: 200, headers, resource };
 }

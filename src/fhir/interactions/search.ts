@@ -10,10 +10,11 @@
  * (VLM_FHIR_BAD_SEARCH_PARAMETER; the parser's own code is in the diagnostics).
  */
 import type { IndexClause, IndexCondition, IndexQuery } from '../../storage/search-types.ts';
-import { compartmentClause, linkScopes, restrictionClause, screened, totalDisclosed, visible } from '../access.ts';
+import { compartmentClause, linkScopes, restrictionClause, screened, screenRecords, totalDisclosed } from '../access.ts';
 import { FhirError, fhirError, VELLUM_ERROR_SYSTEM } from '../errors.ts';
 import { elementsList, subset, summaryMode } from '../format.ts';
-import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
+import { queryValue, type FhirRequest, type FhirResource, type FhirResponse } from '../request.ts';
+import type { VersionRecord } from '../../storage/index-store.ts';
 import { gatherIncludes, MAX_INCLUDES, parseIncludes, type IncludeDirective } from '../search/include.ts';
 import { parseSearchRequest } from '../search/parse.ts';
 import type { FhirServices } from '../services.ts';
@@ -173,9 +174,10 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
   }
   const entry: Record<string, unknown>[] = [];
   // What this caller may see (patient consent, the audit trail's rule); the page's keys still advance over every match.
-  const matches = screened(request) ? page.records.filter((record) => visible(services, request, record)) : page.records;
-  for (const record of matches) {
-    const resource = await services.loadResource(record, request.signal);
+  const screenedMatches = screened(request) ? await screenRecords(services, request, page.records) : page.records.map((record): { record: VersionRecord; resource?: FhirResource } => ({ record }));
+  const matches = screenedMatches.map((s) => s.record);
+  for (const { record, resource: loaded } of screenedMatches) {
+    const resource = loaded ?? (await services.loadResource(record, request.signal));
     if (!resource) continue;
     entry.push({
       fullUrl: `${request.baseUrl}/${record.type}/${record.id}`,
@@ -196,10 +198,9 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
       includes,
       matches,
     );
-    for (const record of included.records) {
+    for (const { record, resource: loaded } of await screenRecords(services, request, included.records)) {
       // A patient-confined token sees included resources of its own compartment (and those outside any).
-      if (!visible(services, request, record)) continue;
-      const resource = await services.loadResource(record, request.signal);
+      const resource = loaded ?? (await services.loadResource(record, request.signal));
       if (!resource) continue;
       // `_elements` names elements of the searched type: included resources are only summarised.
       entry.push({
@@ -254,7 +255,7 @@ const GATED_COUNT_LIMIT = 10_000;
 async function gatedCount(services: FhirServices, request: FhirRequest, query: IndexQuery): Promise<FhirResponse> {
   const page = await services.repository.index.search({ ...query, count: GATED_COUNT_LIMIT + 1, offset: 0, wantTotal: false });
   const within = page.records.length <= GATED_COUNT_LIMIT;
-  const total = within ? page.records.filter((record) => visible(services, request, record)).length : undefined;
+  const total = within ? (await screenRecords(services, request, page.records)).length : undefined;
   return {
     status: 200,
     resource: {

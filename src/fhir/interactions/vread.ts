@@ -5,7 +5,7 @@
 import { fhirError } from '../errors.ts';
 import type { FhirRequest, FhirResponse } from '../request.ts';
 import type { FhirServices } from '../services.ts';
-import { assertVisible } from '../access.ts';
+import { assertVisibleLoaded } from '../access.ts';
 import { checkId, versionHeaders } from './common.ts';
 import { notModified } from './read.ts';
 
@@ -22,7 +22,7 @@ export async function vread(services: FhirServices, request: FhirRequest): Promi
     Object.assign(error.headers, headers);
     throw error;
   }
-  assertVisible(services, request, record);
+  const loaded = await assertVisibleLoaded(services, request, record);
   if (notModified(request, record)) return { status: 304, headers };
-  return { status: 200, headers, resource: await services.loadResource(record, request.signal) };
+  return { status: 200, headers, resource: loaded ?? (await services.loadResource(record, request.signal)) };
 }

@@ -16,10 +16,10 @@
  */
 import type { VersionRecord } from '../../storage/index-store.ts';
 import type { IndexClause } from '../../storage/search-types.ts';
-import { assertVisible, AUDIT_TYPE, auditHidden, compartmentClause, inCompartmentType, screened, visible } from '../access.ts';
+import { assertVisibleLoaded, AUDIT_TYPE, auditHidden, compartmentClause, inCompartmentType, screened, screenRecords } from '../access.ts';
 import { dateRange } from '../dates.ts';
 import { fhirError } from '../errors.ts';
-import { queryValue, type FhirRequest, type FhirResponse } from '../request.ts';
+import { queryValue, type FhirRequest, type FhirResource, type FhirResponse } from '../request.ts';
 import { gatherIncludes } from '../search/include.ts';
 import type { FhirServices } from '../services.ts';
 import { requireCurrent } from '../interactions/common.ts';
@@ -38,7 +38,7 @@ export async function everything(services: FhirServices, request: FhirRequest): 
     throw fhirError(404, 'not-supported', 'VLM_FHIR_NO_ROUTE', '$everything is defined on Patient');
   }
   const patient = await requireCurrent(services, 'Patient', request.id!);
-  assertVisible(services, request, patient);
+  await assertVisibleLoaded(services, request, patient);
   const id = patient.id;
 
   // The audit trail is in the compartment too, but it is not the patient's record: only on request (_type).
@@ -55,7 +55,8 @@ export async function everything(services: FhirServices, request: FhirRequest): 
   // A consent-gated caller gets the classes the patient's consents permit it (the rest are not
   // counted either, so `total` reveals nothing withheld).
   const gate = request.consent;
-  if (gate) types = types.filter((type) => gate.allowed(type, patient.keyScope));
+  // Classes whose decision needs each record's facts (data conditions) are searched and decided record by record.
+  if (gate) types = types.filter((type) => gate.allowed(type, patient.keyScope) || gate.needsFacts(type, patient.keyScope));
   // AuditEvents withheld from the caller (access.ts `auditHidden`) are not counted or returned even when `_type` names them.
   if (auditHidden(request)) types = types.filter((type) => type !== AUDIT_TYPE);
   const where = (type: string): IndexClause[] => {
@@ -140,9 +141,10 @@ export async function everything(services: FhirServices, request: FhirRequest): 
 
   const entry: Record<string, unknown>[] = [];
   // A record of the compartment whose key scope is another patient's is decided for that patient.
-  const shown = screened(request) ? records.filter((record) => visible(services, request, record)) : records;
-  for (const record of shown) {
-    const resource = await services.loadResource(record, request.signal);
+  const screenedRecords = screened(request) ? await screenRecords(services, request, records) : records.map((record): { record: VersionRecord; resource?: FhirResource } => ({ record }));
+  const shown = screenedRecords.map((s) => s.record);
+  for (const { record, resource: loaded } of screenedRecords) {
+    const resource = loaded ?? (await services.loadResource(record, request.signal));
     if (resource) entry.push({ fullUrl: `${request.baseUrl}/${record.type}/${record.id}`, resource, search: { mode: 'match' } });
   }
   if (shown.length) {

@@ -69,7 +69,7 @@
  *
  * The document carries the resource in clear: it is as sensitive as the resource.
  */
-import { assertVisible } from '../access.ts';
+import { assertVisibleLoaded } from '../access.ts';
 import { randomUUID } from 'node:crypto';
 import { canonicalJson, cidDigest, contentDigest, leafFromParts, pseudonym } from '../../chain/leaf.ts';
 import { buildTree, toHex, verifyProof, type MerkleTree } from '../../chain/merkle.ts';
@@ -102,7 +102,7 @@ function saltOf(bundle: FhirResource): Uint8Array | undefined {
 
 async function versionRecord(services: FhirServices, request: FhirRequest): Promise<VersionRecord> {
   const record = await findVersionRecord(services, request);
-  if (!record.deleted) assertVisible(services, request, record);
+  if (!record.deleted) await assertVisibleLoaded(services, request, record);
   return record;
 }
 

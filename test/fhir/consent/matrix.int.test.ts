@@ -965,13 +965,15 @@ t.test('consent matrix', async (t) => {
     t.equal((await c.as(tok, 'GET', `/Observation/${p}-obs`)).status, 200, 'once approved (control)');
   });
 
-  await t.test('a Consent permitting an unapproved actor is refused (422) and not stored', async (t) => {
+  await t.test('a Consent permitting an unapproved actor is stored, and permits only once the actor is approved', async (t) => {
     const p = await patient('unapprc');
     const dr = await practitioner('dr-unapprc', { approve: false });
+    const tok = await c.tokenFor(dr);
     const res = await c.as(c.admin, 'PUT', '/Consent/c-unapprc', consent('c-unapprc', p, permitFor(dr)));
-    t.equal(res.status, 422, show(res));
-    t.same(codes(res.body), ['VLM_CONSENT_ACTOR_NOT_APPROVED']);
-    t.equal((await c.as(c.admin, 'GET', '/Consent/c-unapprc')).status, 404, 'not stored');
+    t.equal(res.status, 201, show(res));
+    denied(t, await c.as(tok, 'GET', `/Observation/${p}-obs`), 'VLM_CONSENT_ACTOR_NOT_APPROVED', 'not approved yet');
+    t.equal((await c.as(c.admin, 'POST', `/${dr}/$approve`, { resourceType: 'Parameters', parameter: [] })).status, 200);
+    t.equal((await c.as(tok, 'GET', `/Observation/${p}-obs`)).status, 200, 'the very next read after the approval');
   });
 
   await t.test('$revoke-approval cuts access', async (t) => {
@@ -1035,10 +1037,12 @@ t.test('consent matrix', async (t) => {
     const dr = await practitioner('dr-unrep');
     const headBefore = await consentSvc.chain.head();
     const cases: [string, Record<string, unknown>, string][] = [
-      ['c-unrep-label', consent('c-unrep-label', p, permitFor(dr, { securityLabel: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }] })), 'VLM_CONSENT_ELEMENT'],
-      ['c-unrep-scope', { ...consent('c-unrep-scope', p, permitFor(dr)), scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'research' }] } }, 'VLM_CONSENT_SCOPE'],
-      ['c-unrep-deep', consent('c-unrep-deep', p, permitFor(dr, { provision: [{ type: 'deny', provision: [{ type: 'permit' }] }] })), 'VLM_CONSENT_NESTING'],
+      ['c-unrep-label', consent('c-unrep-label', p, permitFor(dr, { securityLabel: [{ code: 'R' }] })), 'VLM_CONSENT_LABEL'],
+      ['c-unrep-scope', { ...consent('c-unrep-scope', p, permitFor(dr)), scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'other' }] } }, 'VLM_CONSENT_SCOPE'],
+      ['c-unrep-modifier', consent('c-unrep-modifier', p, permitFor(dr, { provision: [{ type: 'deny', modifierExtension: [{ url: 'urn:x', valueBoolean: true }] }] })), 'VLM_CONSENT_MODIFIER'],
       ['c-unrep-purpose', consent('c-unrep-purpose', p, permitFor(dr, { purpose: [{ system: 'http://example.org/purpose', code: 'X' }] })), 'VLM_CONSENT_PURPOSE'],
+      ['c-unrep-base', consent('c-unrep-base', p, { actor: [actor(dr)] }), 'VLM_CONSENT_BASE_POLICY'],
+      ['c-unrep-data', consent('c-unrep-data', p, permitFor(dr, { data: [{ meaning: 'instance', reference: { reference: 'http://elsewhere.example/fhir/Observation/1' } }] })), 'VLM_CONSENT_DATA'],
     ];
     for (const [id, body, code] of cases) {
       const res = await c.as(c.admin, 'PUT', `/Consent/${id}`, body);
@@ -1050,6 +1054,47 @@ t.test('consent matrix', async (t) => {
     const put = (await consentSvc.chain.events(headBefore + 1)).filter((e) => e.type === 'ConsentPut' && e.patient === patientKey(p));
     t.same(put, [], 'no ConsentPut for the patient');
     denied(t, await c.as(await c.tokenFor(dr), 'GET', `/Observation/${p}-obs`), 'VLM_CONSENT_NONE', 'still no access');
+  });
+
+  // ============================================================ data-level provisions
+
+  await t.test('data-level provisions (label, code, custodian, dependents) are decided on each record on every read path', async (t) => {
+    const p = await patient('datal');
+    const dr = await practitioner('dr-datal');
+    const tok = await c.tokenFor(dr);
+    const obs = (id: string, more: Record<string, unknown>) =>
+      c.put({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: `Patient/${p}` }, ...more });
+    await c.put({ resourceType: 'ServiceRequest', id: 'datal-lab', status: 'active', intent: 'order', code: { text: 'panel' }, subject: { reference: `Patient/${p}` } });
+    await obs('datal-psy', { meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] } });
+    await obs('datal-hiv', { code: { coding: [{ system: 'http://loinc.org', code: '75622-1' }] } });
+    await obs('datal-other-org', { meta: { source: 'http://other.example/fhir#Organization/org-other' } });
+    await obs('datal-result', { basedOn: [{ reference: 'ServiceRequest/datal-lab' }] });
+    const cst = { role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'CST' }] }, reference: { reference: 'Organization/org-other' } };
+    await grant(t, 'c-datal', p, {
+      type: 'permit',
+      actor: [actor(dr)],
+      provision: [
+        { type: 'deny', securityLabel: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' }] },
+        { type: 'deny', code: [{ coding: [{ system: 'http://loinc.org', code: '75622-1' }] }] },
+        { type: 'deny', actor: [cst] },
+        { type: 'deny', data: [{ meaning: 'dependents', reference: { reference: 'ServiceRequest/datal-lab' } }] },
+      ],
+    });
+    const withheld = ['datal-psy', 'datal-hiv', 'datal-other-org', 'datal-result'];
+    t.equal((await c.as(tok, 'GET', `/Observation/${p}-obs`)).status, 200, 'an ordinary record');
+    for (const id of withheld) denied(t, await c.as(tok, 'GET', `/Observation/${id}`), 'VLM_CONSENT_DENIED', `read ${id}`);
+    denied(t, await c.as(tok, 'GET', '/ServiceRequest/datal-lab'), 'VLM_CONSENT_DENIED', 'the order itself (dependents covers it)');
+    const ids = (res: Res) => entries(res.body).map((e: any) => e.resource?.id).filter(Boolean).sort();
+    t.same(ids(await c.as(tok, 'GET', `/Observation?subject=Patient/${p}`)), [`${p}-obs`], 'search');
+    t.same(ids(await c.as(tok, 'GET', `/Patient/${p}/Observation`)), [`${p}-obs`], 'compartment search');
+    const everything = ids(await c.as(tok, 'GET', `/Patient/${p}/$everything`));
+    for (const id of withheld) t.notOk(everything.includes(id), `$everything leaves out ${id}`);
+    t.ok(everything.includes(`${p}-obs`), '$everything has the ordinary record');
+    t.same(ids(await c.as(tok, 'GET', `/Observation/_history?_count=100`)).filter((id: string) => withheld.includes(id)), [], 'type history');
+    const vread = await c.as(tok, 'GET', '/Observation/datal-psy/_history/1');
+    denied(t, vread, 'VLM_CONSENT_DENIED', 'vread');
+    const revinc = ids(await c.as(tok, 'GET', `/Patient?_id=${p}&_revinclude=Observation:subject`));
+    for (const id of withheld) t.notOk(revinc.includes(id), `_revinclude leaves out ${id}`);
   });
 
   // ============================================================ audit

@@ -35,7 +35,7 @@ t.test('request → the patient approves → read → revoke', async (t) => {
   const self = await c.as(dr, 'PUT', '/Consent/req1', { ...ask, status: 'active' });
   t.equal(self.status, 403);
   t.same(codes(self.body), ['VLM_CONSENT_REQUEST_ONLY']);
-  const forOther = await c.as(other, 'PUT', '/Consent/req2', consent('req2', 'p1', { actor: [actor('Practitioner/dr1')] }, 'proposed'));
+  const forOther = await c.as(other, 'PUT', '/Consent/req2', consent('req2', 'p1', { type: 'permit', actor: [actor('Practitioner/dr1')] }, 'proposed'));
   t.equal(forOther.status, 403);
   t.same(codes(forOther.body), ['VLM_CONSENT_REQUEST_ONLY']);
 
