@@ -335,17 +335,17 @@ export class ConsentGate {
   decide(type: string, keyScope: string, action: number = ACCESS, facts?: () => DataFacts): Decision {
     const memo = `${keyScope}|${type}|${action}`;
     const known = this.#seen.get(memo);
-    if (known) return known;
+    if (known && known.decision !== 'undetermined') return known;
     const patient = this.#service.patientKeyOfScope(keyScope);
     const resourceClass = CLASS_INDEX.get(type) ?? 255;
     const request = { patient, actors: this.#actors, resourceClass, action, purposes: this.#purposes, time: this.#time };
-    let decision = decide(this.#service.state, request);
+    // Undetermined is remembered too: the records of such a class go straight to their facts.
+    let decision = known ?? decide(this.#service.state, request);
+    if (!known) this.#seen.set(memo, decision);
     if (decision.decision === 'undetermined') {
       if (facts === undefined) return decision;
       const f = facts();
       decision = decide(this.#service.state, { ...request, facts: f.tokens, dataTime: f.dataTime });
-    } else {
-      this.#seen.set(memo, decision);
     }
     const logKey = `${memo}|${decision.decision}|${decision.consentId ?? ''}`;
     if (!this.#logged.has(logKey)) {
