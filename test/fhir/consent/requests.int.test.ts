@@ -116,3 +116,21 @@ t.test('the model is recorded on chain: a change needs force', async (t) => {
   const model = await c.s.services.consent!.service.chain.model();
   t.same(model, { model: 'opt-out', set: true });
 });
+
+t.test('the custodian approving a request acts for the patient: the AuditEvent says so', async (t) => {
+  const c = await startConsentServer(t);
+  await seed(c);
+  await c.approve('Practitioner/dr1');
+  const dr = await c.tokenFor('Practitioner/dr1');
+  const ask = consent('req5', 'p1', { type: 'permit', actor: [actor('Practitioner/dr1')] }, 'proposed');
+  t.equal((await c.as(dr, 'PUT', '/Consent/req5', ask)).status, 201);
+  t.equal((await c.as(c.admin, 'PUT', '/Consent/req5', { ...ask, status: 'active' })).status, 200);
+  t.equal((await c.as(dr, 'GET', '/Observation/o1')).status, 200);
+  const audit = await c.as(c.admin, 'GET', '/AuditEvent?entity=Consent/req5&_count=50');
+  t.equal(audit.status, 200);
+  const onBehalf = (audit.body.entry ?? []).filter((e: any) =>
+    (e.resource.entity ?? []).some((en: any) => (en.detail ?? []).some((d: any) => d.type === 'on-behalf-of' && d.valueString === 'patient')),
+  );
+  t.equal(onBehalf.length, 1, 'one AuditEvent: the approval, on the patient’s behalf');
+  t.equal(onBehalf[0]?.resource.action, 'U');
+});
