@@ -327,6 +327,8 @@ export interface IndexQuery {
   readonly count: number;
   readonly offset: number;
   readonly wantTotal: boolean;
+  /** With `wantTotal`: count at most this many matches; beyond, the total is left undefined. */
+  readonly totalLimit?: number;
   /** Keyset paging: where the page starts (applied before `offset`). */
   readonly keyset?: IndexKeyset;
   /**

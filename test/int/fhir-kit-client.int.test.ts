@@ -227,7 +227,7 @@ t.test('search with paging (nextPage / prevPage), POST _search', async (t) => {
     ids.push(obs.id as string);
   }
 
-  const searchParams = { subject: `Patient/${patient.id}`, code: 'http://loinc.org|8867-4', _count: 3 };
+  const searchParams = { subject: `Patient/${patient.id}`, code: 'http://loinc.org|8867-4', _count: 3, _total: 'accurate' };
   let page = (await client.search({ resourceType: 'Observation', searchParams })) as Resource | undefined;
   t.equal(page!.type, 'searchset');
   t.equal(page!.total, 8);

@@ -7,6 +7,7 @@
 import type { FhirRequest, FhirResponse } from '../request.ts';
 import { supportedIncludes } from '../search/include.ts';
 import type { FhirServices } from '../services.ts';
+import { TOTAL_POLICY } from './search.ts';
 
 export const SOFTWARE_VERSION = '0.1.0';
 
@@ -80,6 +81,14 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
         resource,
         // POST [base] with a batch or transaction Bundle (interactions/bundle.ts); GET [base]?_type=….
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'search-system' }, { code: 'history-system' }],
+        documentation: TOTAL_POLICY,
+        searchParam: [
+          {
+            name: '_total',
+            type: 'token',
+            documentation: 'accurate: count every match at each page request; estimate: the count when at most 10,000 match; none. Absent: total only when the whole result fits on the first page.',
+          },
+        ],
         operation: [...operations],
       },
     ],

@@ -20,6 +20,20 @@ import { parseSearchRequest } from '../search/parse.ts';
 import type { FhirServices } from '../services.ts';
 import { bindingParams, DEFAULT_COUNT, MAX_COUNT, openCursor, pageLinks, type CursorBinding } from './paging.ts';
 
+/**
+ * When a searchset carries `total` (also in the CapabilityStatement's documentation): counting
+ * costs every match, so a page is not made to pay for it unless the client asks.
+ */
+export const TOTAL_POLICY =
+  'Searchset Bundles carry total when _total=accurate is asked for (counted at each page request), ' +
+  'with _total=estimate when at most 10,000 resources match, with _summary=count, and whenever the whole result fits on the first page; ' +
+  'otherwise total is absent and the next links page through the matches. Pages are read from an index in the search order ' +
+  '(default: creation order; _sort on _id, _lastUpdated and string, token, date, number, quantity and uri parameters), ' +
+  'so a page costs the same however many resources match.';
+
+/** Most matches `_total=estimate` counts; beyond it the total is left out. */
+export const ESTIMATE_LIMIT = 10_000;
+
 /** Parameters that shape the result rather than select resources (handled here, not by the parser). */
 const RESULT_PARAMS = new Set(['_count', '_offset', '_cursor', '_summary', '_elements', '_format', '_pretty', '_total', '_snapshot']);
 
@@ -132,8 +146,8 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
   const elements = elementsList(request);
   const count = Math.min(whole(request, '_count', DEFAULT_COUNT), MAX_COUNT);
   const offset = whole(request, '_offset', 0);
-  const totalMode = queryValue(request, '_total') ?? 'accurate';
-  if (!['none', 'estimate', 'accurate'].includes(totalMode)) {
+  const totalMode = queryValue(request, '_total');
+  if (totalMode !== undefined && !['none', 'estimate', 'accurate'].includes(totalMode)) {
     throw fhirError(400, 'invalid', 'VLM_FHIR_BAD_PARAMETER', '_total must be none, estimate or accurate', ['_total']);
   }
   const planned = planQuery(services, type, request.query, request.baseUrl);
@@ -163,11 +177,17 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
     where: [...query.where, ...confine],
     count: fetch,
     offset,
-    wantTotal: disclosed && (countOnly || totalMode !== 'none'),
+    // `total` costs the matches, so it is counted only when asked for (TOTAL_POLICY).
+    wantTotal: disclosed && (countOnly || totalMode === 'accurate' || totalMode === 'estimate'),
+    ...(totalMode === 'estimate' && !countOnly ? { totalLimit: ESTIMATE_LIMIT } : {}),
     ...(position ? { keyset: { direction: position.direction, key: position.key, inclusive: position.inclusive === true } } : {}),
   });
   const backwards = position?.direction === 'before';
   const extra = page.records.length > count;
+  // The whole result on the first page: its size is the total, exact and free.
+  if (page.total === undefined && disclosed && totalMode !== 'none' && !position && offset === 0 && count > 0 && !extra) {
+    page.total = page.records.length;
+  }
   if (extra) {
     page.records = backwards ? page.records.slice(1) : page.records.slice(0, count);
     page.keys = backwards ? page.keys.slice(1) : page.keys.slice(0, count);

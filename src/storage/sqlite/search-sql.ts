@@ -151,6 +151,8 @@ CREATE INDEX IF NOT EXISTS search_composite_code ON search_composite(param, code
 CREATE INDEX IF NOT EXISTS search_composite_value ON search_composite(param, value, rid, grp);
 
 CREATE INDEX IF NOT EXISTS search_resources_updated ON resources(type, last_updated);
+-- A type's live resources in rid (creation) order: the default-order walk (see planWalk).
+CREATE INDEX IF NOT EXISTS search_resources_live ON resources(type, deleted);
 `;
 
 const TABLES: readonly string[] = [...KINDS, 'composite'];
@@ -179,6 +181,19 @@ export interface SearchHit {
   /** The hit's sort key: its sort values, then type and id (an `IndexKeyset.key`). */
   readonly key: SortValue[];
 }
+
+/**
+ * Which plan serves a page: `auto` chooses (`SearchSql.search`); `filter` and `walk` force one
+ * (tests compare them: both must give the same order).
+ */
+export type SearchPlan = 'auto' | 'filter' | 'walk';
+
+/**
+ * Most driver candidates the filter plan reads and sorts for one page; from this many on, an
+ * ordered walk serves it. A filter-plan page then costs at most this many rows, and a walk's page
+ * at least this many candidates to draw from.
+ */
+export const PAGE_PLAN_LIMIT = 2000;
 
 /** A planned statement: SQL text plus its bound values, in order. */
 export interface PlannedSql {
@@ -230,22 +245,58 @@ export class SearchSql {
    * Run a search: one page of hits in the planned order. A search beyond SQLite's limits on one
    * statement raises VLM_INDEX_QUERY_TOO_COMPLEX ('invalid'); other errors propagate unchanged.
    */
-  search(q: IndexQuery): SearchHit[] {
+  search(q: IndexQuery, plan: SearchPlan = 'auto'): SearchHit[] {
     try {
-      const { sql, params } = planSearch(q);
-      const hits = this.#statement(sql).all(...params).map((row) => toHit(row, q.sort.length));
+      if (q.count <= 0) return [];
+      const walk = plan === 'filter' ? undefined : planWalk(q);
+      const hits = walk !== undefined && (plan === 'walk' || this.#prefersWalk(q)) ? this.#walk(q, walk) : this.#rows(planSearch(q), q);
       return q.keyset?.direction === 'before' ? hits.reverse() : hits;
     } catch (err) {
       throw queryLimitError(err) ?? err;
     }
   }
 
-  /** Count all matches of a search, ignoring sort and paging (errors as `search`). */
-  count(q: IndexQuery): number {
+  /**
+   * Whether an ordered walk (`planWalk`) beats the filter plan. The default order from an equality
+   * driver's index never costs more than filtering and sorting the same candidates; otherwise the
+   * driver's candidates are counted up to PAGE_PLAN_LIMIT: fewer, and the filter plan sorts them
+   * (bounded work, and no walk over a sparse order); as many, and the walk's page is cheaper.
+   */
+  #prefersWalk(q: IndexQuery): boolean {
+    if (q.sort.length === 0 && q.resourceType !== null && planWalkDriven(q)) return true;
+    const probe = planDriverCount(q, PAGE_PLAN_LIMIT);
+    if (probe === undefined) return true;
+    return Number(this.#statement(probe.sql).get(...probe.params)?.['n'] ?? 0) >= PAGE_PLAN_LIMIT;
+  }
+
+  /** Read a walk's segments in turn (reversed for `before`) until the page is full. */
+  #walk(q: IndexQuery, segments: PlannedSql[]): SearchHit[] {
+    const hits: SearchHit[] = [];
+    for (const segment of q.keyset?.direction === 'before' ? [...segments].reverse() : segments) {
+      const wanted = q.count - hits.length;
+      if (wanted <= 0) break;
+      // The LIMIT is the segment's last bound value.
+      const params = [...segment.params.slice(0, -1), wanted];
+      hits.push(...this.#rows({ sql: segment.sql, params }, q));
+    }
+    return hits;
+  }
+
+  #rows(planned: PlannedSql, q: IndexQuery): SearchHit[] {
+    return this.#statement(planned.sql).all(...planned.params).map((row) => toHit(row, q.sort.length));
+  }
+
+  /**
+   * Count all matches of a search, ignoring sort and paging (errors as `search`); with `limit`,
+   * at most that many are read and more than `limit` matches give undefined.
+   */
+  count(q: IndexQuery): number;
+  count(q: IndexQuery, limit: number | undefined): number | undefined;
+  count(q: IndexQuery, limit?: number): number | undefined {
     try {
-      const { sql, params } = planCount(q);
-      const row = this.#statement(sql).get(...params);
-      return Number(row?.['n'] ?? 0);
+      const { sql, params } = planCount(q, limit === undefined ? undefined : limit + 1);
+      const n = Number(this.#statement(sql).get(...params)?.['n'] ?? 0);
+      return limit !== undefined && n > limit ? undefined : n;
     } catch (err) {
       throw queryLimitError(err) ?? err;
     }
@@ -382,17 +433,21 @@ function toHit(row: Record<string, unknown>, sortKeys: number): SearchHit {
 }
 
 /**
- * Plan one page of a search:
+ * Plan one page of a search from its filter ("filter plan"):
  *   SELECT rid, type, id, version, cid, last_updated, k0, k1, … FROM (
  *     SELECT r.…, <sort key 0> AS k0, … FROM resources r WHERE <filter>)
- *   WHERE <keyset position> ORDER BY k0, k1, …, type, id LIMIT ? OFFSET ?
+ *   WHERE <keyset position> ORDER BY k0, k1, …, rid LIMIT ? OFFSET ?
+ * Every match is read and ordered before the page is cut, so this plan costs the matches: the
+ * planner uses it when they are few (`SearchSql.search`, PAGE_PLAN_LIMIT) and the ordered walks of
+ * `planWalk` otherwise.
  * The sort keys are columns so that each hit carries its key (`SearchHit.key`, the cursor of
- * keyset paging) and the keyset predicate compares plain values. SQLite flattens the subquery, so
- * without sort keys the plan is the one of the flat query (the `(type, id)` index walk, which the
- * position `(type, id) > (?, ?)` turns into a range seek instead of an OFFSET walk).
+ * keyset paging) and the keyset predicate compares plain values.
+ *
+ * Order: the sort keys, then `rid` — the resource's row, assigned at creation and kept by its
+ * updates, so the default order is creation order, deterministic and unaffected by updates.
  *
  * Keyset (`q.keyset`): `after` keeps the rows strictly after the key in the order — for each key
- * `gt(k0) OR (k0 = c0 AND (gt(k1) OR (k1 = c1 AND … (type, id) > (?, ?))))`, where `gt` respects
+ * `gt(k0) OR (k0 = c0 AND (gt(k1) OR (k1 = c1 AND … rid > rid(type, id))))`, where `gt` respects
  * the key's direction and NULLS LAST; `before` keeps the rows strictly before it and reads them in
  * the reversed order (so LIMIT takes the nearest ones), reversed back to the query's order by
  * `SearchSql.search`.
@@ -404,17 +459,222 @@ export function planSearch(q: IndexQuery): PlannedSql {
   const columns = keys.map((k, i) => `${k.expr} AS k${i}`);
   const inner = `SELECT r.rid, r.type, r.id, r.version, r.cid, r.last_updated${columns.map((c) => `, ${c}`).join('')} FROM resources r WHERE ${where}`;
   const reverse = q.keyset?.direction === 'before';
-  const position = q.keyset?.key ? keysetSql(keys, q.resourceType, q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b) : undefined;
-  const order = [
-    ...keys.map((k, i) => `k${i} ${(k.descending !== reverse) ? 'DESC' : 'ASC'} NULLS ${reverse ? 'FIRST' : 'LAST'}`),
-    `type ${reverse ? 'DESC' : 'ASC'}`,
-    `id ${reverse ? 'DESC' : 'ASC'}`,
-  ].join(', ');
-  const outerColumns = ['rid', 'type', 'id', 'version', 'cid', 'last_updated', ...keys.map((_, i) => `k${i}`)].join(', ');
+  const names = keys.map((_, i) => `k${i}`);
+  const position = q.keyset?.key ? keysetSql(keys, names, 'rid', q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b) : undefined;
+  const order = orderSql(keys, names, 'rid', reverse);
+  const outerColumns = ['rid', 'type', 'id', 'version', 'cid', 'last_updated', ...names].join(', ');
   const sql =
     `SELECT ${outerColumns} FROM (${inner})${position ? ` WHERE ${position}` : ''} ` +
     `ORDER BY ${order} LIMIT ${b.bind(q.count)} OFFSET ${b.bind(q.offset)}`;
   return { sql, params: b.params };
+}
+
+/** `ORDER BY` terms: each key in its direction with NULLS LAST, then the rid tiebreak (all reversed for `before`). */
+function orderSql(keys: readonly SortKey[], names: readonly string[], rid: string, reverse: boolean): string {
+  return [
+    ...keys.map((k, i) => `${names[i]} ${(k.descending !== reverse) ? 'DESC' : 'ASC'} NULLS ${reverse ? 'FIRST' : 'LAST'}`),
+    `${rid} ${reverse ? 'DESC' : 'ASC'}`,
+  ].join(', ');
+}
+
+/**
+ * Ordered walks: plans whose cost is the page, not the matches. Each reads an index already in
+ * the search's order and probes every clause per candidate, so LIMIT stops the walk after the
+ * page (and the rows it skips). Undefined when the order cannot be read from an index (a sort on
+ * a reference, or `_offset`): the filter plan then serves.
+ *
+ * - Default order, one equality driver (`code=system|code`, `subject=Patient/1`, `url=…`): the
+ *   driver's `(param, value…, rid)` index is already in rid order — walked, the resources looked
+ *   up by rid, the other clauses probed.
+ * - Default order otherwise: the type's live resources in rid order (`search_resources_live`).
+ * - First sort key on an indexed value (string, token, date, number, quantity, uri): that
+ *   parameter's value index walked in the key's direction, one row per resource (its lowest value
+ *   ascending, highest descending, as the filter plan sorts), then — NULLS LAST — the resources
+ *   without a value in rid order: two segments, read in turn (`SearchSql.search`).
+ * - `_id` and `_lastUpdated` first: the `(type, id)` and `(type, last_updated)` indexes.
+ * Further sort keys order the ties of the first (SQLite sorts each run of equal first keys).
+ */
+export function planWalk(q: IndexQuery): PlannedSql[] | undefined {
+  if (q.offset > 0) return undefined;
+  const first = q.sort[0];
+  if (first === undefined) return [q.resourceType !== null && orderedDriver(q) !== undefined ? walkDriver(q) : walkType(q)];
+  if (first.of === 'reference') return undefined;
+  if (first.of === 'id' || first.of === 'lastUpdated') {
+    if (q.resourceType === null) return undefined;
+    return [walkResources(q, first.of === 'id' ? 'r.id' : 'r.last_updated')];
+  }
+  return walkValues(q, first.of, first.param);
+}
+
+/** Whether the default-order walk of `q` reads an equality driver's index (`walkDriver`). */
+function planWalkDriven(q: IndexQuery): boolean {
+  return orderedDriver(q) !== undefined;
+}
+
+/** The clause a default-order walk can drive from in rid order: one equality on a whole index prefix. */
+function orderedDriver(q: IndexQuery): { index: number; table: SearchKind; param: string; match: (b: Binder) => string } | undefined {
+  const index = chooseDriver(q.where);
+  if (index < 0) return undefined;
+  const clause = q.where[index]!;
+  if (clause.negate || clause.anyOf.length !== 1) return undefined;
+  const c = clause.anyOf[0]!;
+  switch (c.kind) {
+    case 'token':
+      if (c.text !== undefined || c.code === undefined || c.system === undefined) return undefined;
+      return {
+        index,
+        table: 'token',
+        param: c.param,
+        match: (b) => `s.code = ${b.bind(c.code!)} AND ${c.system === null ? 's.system IS NULL' : `s.system = ${b.bind(c.system!)}`}`,
+      };
+    case 'reference':
+      if ('url' in c) return { index, table: 'reference', param: c.param, match: (b) => `s.url = ${b.bind(c.url)}` };
+      if (c.types.length !== 1) return undefined;
+      return { index, table: 'reference', param: c.param, match: (b) => `s.target_id = ${b.bind(c.id)} AND s.target_type = ${b.bind(c.types[0]!)}` };
+    case 'uri':
+      return c.op === 'eq' ? { index, table: 'uri', param: c.param, match: (b) => `s.value = ${b.bind(c.value)}` } : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** Value index each kind's equality driver reads (its rows for one value are in rid order). */
+const VALUE_INDEX: Record<'token' | 'reference' | 'uri', string> = {
+  token: 'search_token_value',
+  reference: 'search_reference_target',
+  uri: 'search_uri_value',
+};
+
+const HIT_COLUMNS = 'r.rid, r.type, r.id, r.version, r.cid, r.last_updated';
+
+/** Default order from an equality driver's index; a resource with the value twice is read once (its first row). */
+function walkDriver(q: IndexQuery): PlannedSql {
+  const b = new Binder(q.linkScopes);
+  const driver = orderedDriver(q)!;
+  const table = driver.table as 'token' | 'reference' | 'uri';
+  const index = 'url' in (q.where[driver.index]!.anyOf[0] as object) ? 'search_reference_url' : VALUE_INDEX[table];
+  const reverse = q.keyset?.direction === 'before';
+  const parts = [`s.param = ${b.bind(driver.param)}`, driver.match(b)];
+  parts.push(`NOT EXISTS (SELECT 1 FROM search_${table} x INDEXED BY search_${table}_rid WHERE x.rid = s.rid AND x.param = s.param AND ${sameRow(table)} AND x.rowid < s.rowid)`);
+  parts.push('r.deleted = 0', `r.type = ${b.bind(q.resourceType!)}`);
+  q.where.forEach((clause, i) => {
+    if (i !== driver.index) parts.push(clauseSql(clause, false, b));
+  });
+  if (q.keyset?.key) parts.push(keysetSql([], [], 's.rid', q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b));
+  const sql =
+    `SELECT ${HIT_COLUMNS} FROM search_${table} s INDEXED BY ${index} CROSS JOIN resources r ON r.rid = s.rid ` +
+    `WHERE ${nest(parts, 'AND')} ORDER BY s.rid ${reverse ? 'DESC' : 'ASC'} LIMIT ${b.bind(q.count)}`;
+  return { sql, params: b.params };
+}
+
+/** Two rows of one resource carrying the same value of the driving parameter. */
+function sameRow(table: 'token' | 'reference' | 'uri'): string {
+  switch (table) {
+    case 'token':
+      return 'x.code IS s.code AND x.system IS s.system';
+    case 'reference':
+      return 'x.target_id IS s.target_id AND x.target_type IS s.target_type AND x.url IS s.url';
+    case 'uri':
+      return 'x.value IS s.value';
+  }
+}
+
+/** Default order over the type's live resources (or every resource at system level), in rid order. */
+function walkType(q: IndexQuery): PlannedSql {
+  const b = new Binder(q.linkScopes);
+  const reverse = q.keyset?.direction === 'before';
+  const parts = ['r.deleted = 0'];
+  if (q.resourceType !== null) parts.push(`r.type = ${b.bind(q.resourceType)}`);
+  q.where.forEach((clause) => parts.push(clauseSql(clause, false, b)));
+  if (q.keyset?.key) parts.push(keysetSql([], [], 'r.rid', q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b));
+  const from = q.resourceType !== null ? 'resources r INDEXED BY search_resources_live' : 'resources r';
+  const sql = `SELECT ${HIT_COLUMNS} FROM ${from} WHERE ${nest(parts, 'AND')} ORDER BY r.rid ${reverse ? 'DESC' : 'ASC'} LIMIT ${b.bind(q.count)}`;
+  return { sql, params: b.params };
+}
+
+/** First sort key `_id` or `_lastUpdated`: the `(type, id)` or `(type, last_updated)` index, in order. */
+function walkResources(q: IndexQuery, column: 'r.id' | 'r.last_updated'): PlannedSql {
+  const b = new Binder(q.linkScopes);
+  const keys = q.sort.map((s, i) => (i === 0 ? { expr: column, descending: s.descending, nullable: false } : sortKey(s, b)));
+  return walkSegment(q, keys, 'resources r', ['r.deleted = 0', `r.type = ${b.bind(q.resourceType!)}`], b);
+}
+
+/**
+ * One segment of an ordered walk: `SELECT … FROM <from> WHERE <parts> AND <every clause> AND
+ * <position> ORDER BY k0, …, rid LIMIT ?`, the keys as columns of the walk itself (so the first
+ * key's index supplies the order) — written with their expressions where SQL needs them.
+ */
+function walkSegment(q: IndexQuery, keys: readonly SortKey[], from: string, parts: string[], b: Binder): PlannedSql {
+  const reverse = q.keyset?.direction === 'before';
+  // The first key is a plain column (its index gives the order); later ones are subqueries, named by alias.
+  const names = keys.map((k, i) => (i === 0 ? k.expr : `k${i}`));
+  q.where.forEach((clause) => parts.push(clauseSql(clause, false, b)));
+  if (q.keyset?.key) parts.push(keysetSql(keys, names, 'r.rid', q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b));
+  const columns = keys.map((k, i) => `, ${k.expr} AS k${i}`).join('');
+  const sql =
+    `SELECT ${HIT_COLUMNS}${columns} FROM ${from} WHERE ${nest(parts, 'AND')} ` +
+    `ORDER BY ${orderSql(keys, keys.map((_, i) => `k${i}`), 'r.rid', reverse)} LIMIT ${b.bind(q.count)}`;
+  return { sql, params: b.params };
+}
+
+/** Value index walked for a first sort key, and the value column of its direction. */
+const SORT_INDEX: Record<Exclude<SearchKind, 'reference'>, (descending: boolean) => { index: string; column: string }> = {
+  string: () => ({ index: 'search_string_value', column: 's.norm' }),
+  token: () => ({ index: 'search_token_value', column: 's.code' }),
+  date: (descending) => (descending ? { index: 'search_date_high', column: 's.high' } : { index: 'search_date_low', column: 's.low' }),
+  number: () => ({ index: 'search_number_value', column: 's.value' }),
+  quantity: () => ({ index: 'search_quantity_value', column: 's.value' }),
+  uri: () => ({ index: 'search_uri_value', column: 's.value' }),
+};
+
+/**
+ * First sort key on an indexed value: (1) resources with a value, one row each — the row holding
+ * their lowest value ascending, highest descending (ties between equal rows by rowid) — in the
+ * value index's order; (2) resources without one (NULLS LAST), in rid order.
+ */
+function walkValues(q: IndexQuery, kind: Exclude<SearchKind, 'reference'>, param: string): PlannedSql[] {
+  const first = q.sort[0]!;
+  const { index, column } = SORT_INDEX[kind](first.descending);
+  const x = column.replace('s.', 'x.');
+  const better = first.descending ? '>' : '<';
+  const withValue = (() => {
+    const b = new Binder(q.linkScopes);
+    const keys = q.sort.map((s, i) => (i === 0 ? { expr: column, descending: s.descending, nullable: false } : sortKey(s, b)));
+    const parts = [
+      `s.param = ${b.bind(param)}`,
+      `NOT EXISTS (SELECT 1 FROM search_${kind} x INDEXED BY search_${kind}_rid WHERE x.rid = s.rid AND x.param = s.param ` +
+        `AND (${x} ${better} ${column} OR (${x} = ${column} AND x.rowid < s.rowid)))`,
+      'r.deleted = 0',
+    ];
+    if (q.resourceType !== null) parts.push(`r.type = ${b.bind(q.resourceType)}`);
+    return walkSegment(q, keys, `search_${kind} s INDEXED BY ${index} CROSS JOIN resources r ON r.rid = s.rid`, parts, b);
+  })();
+  const withoutValue = (() => {
+    const b = new Binder(q.linkScopes);
+    const keys = q.sort.map((s, i) => (i === 0 ? { expr: 'NULL', descending: s.descending, nullable: true } : sortKey(s, b)));
+    const parts = ['r.deleted = 0'];
+    if (q.resourceType !== null) parts.push(`r.type = ${b.bind(q.resourceType)}`);
+    parts.push(`NOT EXISTS (SELECT 1 FROM ${perResource(kind)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)})`);
+    return walkSegment(q, keys, q.resourceType !== null ? 'resources r INDEXED BY search_resources_live' : 'resources r', parts, b);
+  })();
+  return [withValue, withoutValue];
+}
+
+/**
+ * The driving clause's candidates, counted up to `limit` (`SELECT COUNT(*) FROM (<driver> LIMIT ?)`):
+ * how the planner tells few matches (filter plan) from many (ordered walk) without statistics.
+ * Undefined when the search has no driving clause.
+ */
+export function planDriverCount(q: IndexQuery, limit: number): PlannedSql | undefined {
+  const b = new Binder(q.linkScopes);
+  const driver = driverSql(q, b);
+  if (driver === undefined) return undefined;
+  // Only the type's live resources count (a parameter such as `code` spans several types).
+  const type = q.resourceType !== null ? ` AND r.type = ${b.bind(q.resourceType)}` : '';
+  return {
+    sql: `SELECT COUNT(*) AS n FROM (SELECT 1 FROM (${driver}) d CROSS JOIN resources r ON r.rid = d.rid WHERE r.deleted = 0${type} LIMIT ${b.bind(limit)})`,
+    params: b.params,
+  };
 }
 
 /** A sort key of the page query: its SQL value, its direction, and whether it can be NULL. */
@@ -425,13 +685,16 @@ interface SortKey {
 }
 
 /**
- * The rows strictly after (or before) `key` in the order of `keys` then `type, id`; `inclusive`
- * admits the row at `key` too. `key` holds one value per sort key, then type and id. A key of the
- * wrong shape is refused (the cursor layer checks it first; this guards the SQL).
+ * The rows strictly after (or before) `key` in the order of `keys` then the rid tiebreak;
+ * `inclusive` admits the row at `key` too. `key` holds one value per sort key, then type and id
+ * (the rid tiebreak is read from them: resources rows are never removed). `columns` name each
+ * key's value and `rid` the row's rid in the SQL the predicate joins. A key of the wrong shape is
+ * refused (the cursor layer checks it first; this guards the SQL).
  */
 function keysetSql(
   keys: readonly SortKey[],
-  resourceType: string | null,
+  columns: readonly string[],
+  rid: string,
   key: readonly unknown[],
   direction: 'after' | 'before',
   inclusive: boolean,
@@ -443,21 +706,14 @@ function keysetSql(
   const after = direction === 'after';
   // Values are bound in text order: each level's comparisons, then the levels inside it.
   const op = `${after ? '>' : '<'}${inclusive ? '=' : ''}`;
-  const keyType = key[keys.length] as string;
-  const keyId = key[keys.length + 1] as string;
-  // One type: every row has it, so the tiebreak is on id alone (a seek of `(type = ?, id > ?)` on
-  // the unique index; SQLite does not split the row value `(type, id) > (?, ?)` under `type = ?`).
-  const tail = () => {
-    if (resourceType === null) return `(type, id) ${op} (${b.bind(keyType)}, ${b.bind(keyId)})`;
-    if (resourceType === keyType) return `id ${op} ${b.bind(keyId)}`;
-    return (resourceType > keyType) === after ? '1' : '0';
-  };
+  const tail = () =>
+    `${rid} ${op} (SELECT kr.rid FROM resources kr WHERE kr.type = ${b.bind(key[keys.length] as string)} AND kr.id = ${b.bind(key[keys.length + 1] as string)})`;
   const parts = keys.map((k, i) => {
     const value = key[i];
     if (value !== null && typeof value !== 'string' && typeof value !== 'number') {
       throw storageError('VLM_INDEX_BAD_KEYSET', 'invalid', 'The page position does not fit the search order');
     }
-    return { column: `k${i}`, k, value };
+    return { column: columns[i]!, k, value };
   });
   const render = (i: number): string => {
     if (i === parts.length) return tail();
@@ -477,9 +733,12 @@ function keysetSql(
 }
 
 /** Plan the total of a search: `SELECT COUNT(*) AS n …` over the same filter (ignores sort and paging). */
-export function planCount(q: IndexQuery): PlannedSql {
+export function planCount(q: IndexQuery, limit?: number): PlannedSql {
   const b = new Binder(q.linkScopes);
-  const sql = `SELECT COUNT(*) AS n FROM resources r WHERE ${whereSql(q, b)}`;
+  const sql =
+    limit === undefined
+      ? `SELECT COUNT(*) AS n FROM resources r WHERE ${whereSql(q, b)}`
+      : `SELECT COUNT(*) AS n FROM (SELECT 1 FROM resources r WHERE ${whereSql(q, b)} LIMIT ${b.bind(limit)})`;
   return { sql, params: b.params };
 }
 
@@ -528,6 +787,19 @@ function whereSql(q: SubQuery | IndexQuery, b: Binder): string {
   if (byRange) parts.push(`r.rid IN (${dateRangeDriver(range, b)})`);
   q.where.forEach((clause, i) => parts.push(clauseSql(clause, i === driver, b)));
   return nest(parts, 'AND');
+}
+
+/** The driving clause's SELECT of candidate rids (as `whereSql` chooses it), or undefined without one. */
+function driverSql(q: SubQuery | IndexQuery, b: Binder): string | undefined {
+  const driver = chooseDriver(q.where);
+  const range = dateRangeGroup(q.where);
+  if (range !== undefined && (driver < 0 || selectivity(q.where[driver]!) < RANGE_RANK)) return dateRangeDriver(range, b);
+  if (driver < 0) return undefined;
+  const { anyOf } = q.where[driver]!;
+  return unionAll([
+    ...rowGroups(anyOf.filter(isRowCondition)).map((g) => g.drive(b)),
+    ...anyOf.filter(isLinkedCondition).map((c) => linkedSql(c, b).drive()),
+  ]);
 }
 
 /** Rank of a bounded date range: above a string prefix or an open date range, below token, uri and reference lookups. */

@@ -360,7 +360,7 @@ export class SqliteIndexStore implements IndexStore {
     // limits on one statement; any other error (busy, corrupt, schema) propagates as it was.
     // Page and total are read in one synchronous step, so no commit lands between them.
     const hits = this.#search.search(query);
-    const total = query.wantTotal ? this.#search.count(query) : undefined;
+    const total = query.wantTotal ? this.#search.count(query, query.totalLimit) : undefined;
     const records: VersionRecord[] = [];
     const keys: SearchPage['keys'] = [];
     for (const hit of hits) {

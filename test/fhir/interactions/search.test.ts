@@ -54,9 +54,15 @@ t.test('_count and next links', async (t) => {
   const s = await startTestServer(t);
   const ids = [];
   for (let i = 0; i < 7; i++) ids.push((await s.fhir('POST', 'Practitioner', TYPE_CASES[5]!.revise(TYPE_CASES[5]!.example(), i))).json.id);
+  // `total` costs every match: given when asked for, or when the first page holds the whole result.
+  const accurate = await s.fhir('GET', 'Practitioner?_count=3&_total=accurate');
+  t.equal(accurate.json.total, 7, '_total=accurate counts');
+  t.equal((await s.fhir('GET', 'Practitioner?_count=3&_total=estimate')).json.total, 7, '_total=estimate counts (few matches)');
+  t.equal((await s.fhir('GET', 'Practitioner?_count=7')).json.total, 7, 'the whole result on the first page: total given');
+  t.equal((await s.fhir('GET', 'Practitioner')).json.total, 7, 'default page size');
   let page = await s.fhir('GET', 'Practitioner?_count=3');
   t.equal(matches(page.json).length, 3);
-  t.equal(page.json.total, 7);
+  t.notOk('total' in page.json, 'more matches than the page and no _total: no total');
   const seen: string[] = [];
   let pages = 0;
   for (;;) {
@@ -67,6 +73,7 @@ t.test('_count and next links', async (t) => {
     t.equal(new URL(next.url).searchParams.get('_count'), '3');
     page = await s.fhir('GET', relative(s.config.baseUrl, next.url));
     t.equal(page.status, 200);
+    t.notOk('total' in page.json, 'a later page is not counted either');
   }
   t.equal(pages, 3);
   t.same([...seen].sort(), [...ids].sort(), 'every match exactly once');

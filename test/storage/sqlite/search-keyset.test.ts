@@ -7,7 +7,7 @@
 import { DatabaseSync } from 'node:sqlite';
 import t from 'tap';
 import type { IndexQuery, IndexSort, SortValue } from '../../../src/storage/search-types.ts';
-import { SEARCH_DDL, SearchSql, planSearch } from '../../../src/storage/sqlite/search-sql.ts';
+import { SEARCH_DDL, SearchSql, planSearch, planWalk } from '../../../src/storage/sqlite/search-sql.ts';
 
 const RESOURCES_DDL = `
 CREATE TABLE resources (
@@ -22,10 +22,14 @@ function openDb(): DatabaseSync {
   const res = db.prepare('INSERT INTO resources (type, id, version, last_updated, deleted, cid) VALUES (?, ?, 1, ?, ?, ?)');
   const date = db.prepare("INSERT INTO search_date (rid, param, low, high) VALUES (?, 'birthdate', ?, ?)");
   const name = db.prepare("INSERT INTO search_string (rid, param, norm, exact) VALUES (?, 'family', ?, ?)");
+  const tag = db.prepare("INSERT INTO search_token (rid, param, system, code) VALUES (?, '_tag', 's', ?)");
   for (let i = 0; i < 40; i++) {
     const id = `p${String((i * 17) % 40).padStart(2, '0')}`;
     const rid = Number(res.run('Patient', id, 1_000 + (i % 7), i === 13 ? 1 : 0, `c${i}`).lastInsertRowid);
     if (i % 5 !== 0) date.run(rid, (i % 4) * 86_400_000, (i % 4) * 86_400_000 + 86_399_999);
+    // Most carry tag `s|t` (some twice: an equality-driven walk reads each resource once).
+    if (i % 8 !== 3) tag.run(rid, 't');
+    if (i % 9 === 2) tag.run(rid, 't');
     if (i % 6 !== 0) {
       name.run(rid, ['ann', 'bo', 'cy'][i % 3]!, 'x');
       if (i % 4 === 1) name.run(rid, 'zed', 'x'); // a second value: MIN ascending, MAX descending
@@ -38,7 +42,7 @@ function openDb(): DatabaseSync {
 }
 
 const SORTS: Record<string, IndexSort[]> = {
-  'default (type, id)': [],
+  'default (creation order)': [],
   birthdate: [{ of: 'date', param: 'birthdate', descending: false }],
   '-birthdate': [{ of: 'date', param: 'birthdate', descending: true }],
   'family,-birthdate': [
@@ -56,38 +60,50 @@ t.test('paging forwards and backwards by keyset gives the one-shot order', async
   const db = openDb();
   t.teardown(() => db.close());
   const index = new SearchSql(db);
+  const tagged: IndexQuery['where'] = [{ negate: false, anyOf: [{ kind: 'token', param: '_tag', system: 's', code: 't' }] }];
+  const variants = [
+    { where: [], matches: { Patient: 39, system: 40 } },
+    { where: tagged, matches: { Patient: 35, system: 35 } },
+  ];
   for (const [label, sort] of Object.entries(SORTS)) {
     for (const resourceType of ['Patient', null]) {
-      const base: IndexQuery = { resourceType, where: [], sort, count: 1000, offset: 0, wantTotal: false };
-      const all = index.search(base).map((h) => `${h.type}/${h.id}`);
-      t.equal(all.length, resourceType ? 39 : 40, `${label}: deleted resources are not matched`);
-      for (const size of [1, 3, 7]) {
-        const forward: string[] = [];
-        let key: SortValue[] | undefined;
-        for (let guard = 0; guard < 100; guard++) {
-          const page = index.search({ ...base, count: size, ...(key ? { keyset: { direction: 'after' as const, key } } : {}) });
-          forward.push(...page.map((h) => `${h.type}/${h.id}`));
-          if (page.length < size) break;
-          key = page[page.length - 1]!.key;
+      for (const { where, matches } of variants) {
+        const name = `${label} ${resourceType ?? 'system'}${where.length ? ' _tag=s|t' : ''}`;
+        // The filter plan's one-shot order is the reference; the ordered walks must page through it exactly.
+        const base: IndexQuery = { resourceType, where, sort, count: 1000, offset: 0, wantTotal: false };
+        const all = index.search(base, 'filter').map((h) => `${h.type}/${h.id}`);
+        t.equal(all.length, matches[resourceType ? 'Patient' : 'system'], `${name}: deleted resources are not matched`);
+        t.same(index.search(base, 'walk').map((h) => `${h.type}/${h.id}`), all, `${name}: the walk's one-shot order`);
+        for (const plan of ['filter', 'walk'] as const) {
+          for (const size of [1, 3, 7]) {
+            const forward: string[] = [];
+            let key: SortValue[] | undefined;
+            for (let guard = 0; guard < 100; guard++) {
+              const page = index.search({ ...base, count: size, ...(key ? { keyset: { direction: 'after' as const, key } } : {}) }, plan);
+              forward.push(...page.map((h) => `${h.type}/${h.id}`));
+              if (page.length < size) break;
+              key = page[page.length - 1]!.key;
+            }
+            t.same(forward, all, `${name} ${plan}: forward in pages of ${size}`);
+            const backward: string[] = [];
+            let before: SortValue[] | undefined;
+            for (let guard = 0; guard < 100; guard++) {
+              const page = index.search({ ...base, count: size, keyset: { direction: 'before', ...(before ? { key: before } : {}) } }, plan);
+              backward.unshift(...page.map((h) => `${h.type}/${h.id}`));
+              if (page.length < size) break;
+              before = page[0]!.key;
+            }
+            t.same(backward, all, `${name} ${plan}: backward in pages of ${size}`);
+          }
+          // Inclusive: the row at the key starts the page.
+          const hits = index.search(base, plan);
+          const middle = hits[10]!;
+          const from = index.search({ ...base, count: 2, keyset: { direction: 'after', key: middle.key, inclusive: true } }, plan);
+          t.same(from.map((h) => h.id), [hits[10]!.id, hits[11]!.id], `${name} ${plan}: inclusive after`);
+          const upTo = index.search({ ...base, count: 2, keyset: { direction: 'before', key: middle.key, inclusive: true } }, plan);
+          t.same(upTo.map((h) => h.id), [hits[9]!.id, hits[10]!.id], `${name} ${plan}: inclusive before`);
         }
-        t.same(forward, all, `${label} ${resourceType ?? 'system'}: forward in pages of ${size}`);
-        const backward: string[] = [];
-        let before: SortValue[] | undefined;
-        for (let guard = 0; guard < 100; guard++) {
-          const page = index.search({ ...base, count: size, keyset: { direction: 'before', ...(before ? { key: before } : {}) } });
-          backward.unshift(...page.map((h) => `${h.type}/${h.id}`));
-          if (page.length < size) break;
-          before = page[0]!.key;
-        }
-        t.same(backward, all, `${label} ${resourceType ?? 'system'}: backward in pages of ${size}`);
       }
-      // Inclusive: the row at the key starts the page.
-      const hits = index.search(base);
-      const middle = hits[10]!;
-      const from = index.search({ ...base, count: 2, keyset: { direction: 'after', key: middle.key, inclusive: true } });
-      t.same(from.map((h) => h.id), [hits[10]!.id, hits[11]!.id], `${label}: inclusive after`);
-      const upTo = index.search({ ...base, count: 2, keyset: { direction: 'before', key: middle.key, inclusive: true } });
-      t.same(upTo.map((h) => h.id), [hits[9]!.id, hits[10]!.id], `${label}: inclusive before`);
     }
   }
 });
@@ -114,25 +130,27 @@ t.test('a keyset position binds its values and refuses a key of the wrong shape'
   }
 });
 
-t.test('default order: the position is a seek on the (type, id) index, not a walk', async (t) => {
+t.test('ordered plans read their order from an index: no sort of the matches, the position is a seek', async (t) => {
   const db = openDb();
   t.teardown(() => db.close());
-  const { sql, params } = planSearch({
-    resourceType: 'Patient',
-    where: [],
-    sort: [],
-    count: 5,
-    offset: 0,
-    wantTotal: false,
-    keyset: { direction: 'after', key: ['Patient', 'p20'] },
-  });
-  const plan = db
-    .prepare(`EXPLAIN QUERY PLAN ${sql}`)
-    .all(...params)
-    .map((r) => String(r['detail']));
-  t.ok(
-    plan.some((d) => /SEARCH r USING INDEX sqlite_autoindex_resources_1 \(type=\? AND id>\?\)/.test(d)),
-    `seeks (type=?, id>?): ${plan.join(' | ')}`,
-  );
-  t.notOk(plan.some((d) => /TEMP B-TREE/.test(d)), 'no sort step');
+  const explain = ({ sql, params }: { sql: string; params: unknown[] }) =>
+    db
+      .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+      .all(...(params as never[]))
+      .map((r) => String(r['detail']));
+  const base: IndexQuery = { resourceType: 'Patient', where: [], sort: [], count: 5, offset: 0, wantTotal: false, keyset: { direction: 'after', key: ['Patient', 'p20'] } };
+  const tagged: IndexQuery = { ...base, where: [{ negate: false, anyOf: [{ kind: 'token', param: '_tag', system: 's', code: 't' }] }] };
+  const cases: [string, string[], RegExp][] = [
+    ['default order (filter plan)', explain(planSearch(base)), /SEARCH r USING INDEX search_resources_live \(type=\? AND deleted=\? AND rowid>\?\)/],
+    ['default order (walk)', explain(planWalk(base)![0]!), /SEARCH r USING INDEX search_resources_live \(type=\? AND deleted=\? AND rowid>\?\)/],
+    ['default order, equality driver', explain(planWalk(tagged)![0]!), /SEARCH s USING (?:COVERING )?INDEX search_token_value \(param=\? AND code=\? AND system=\? AND rid>\?\)/],
+    ['_sort=birthdate', explain(planWalk({ ...base, keyset: undefined, sort: [{ of: 'date', param: 'birthdate', descending: false }] })![0]!), /SEARCH s USING (?:COVERING )?INDEX search_date_low \(param=\?\)/],
+    ['_sort=-birthdate', explain(planWalk({ ...base, keyset: undefined, sort: [{ of: 'date', param: 'birthdate', descending: true }] })![0]!), /SEARCH s USING (?:COVERING )?INDEX search_date_high \(param=\?\)/],
+    ['_sort=_lastUpdated', explain(planWalk({ ...base, keyset: undefined, sort: [{ of: 'lastUpdated', param: '_lastUpdated', descending: false }] })![0]!), /USING INDEX (search_resources_updated|resources_type_updated) \(type=\?\)/],
+  ];
+  for (const [label, plan, expected] of cases) {
+    t.ok(plan.some((d) => expected.test(d)), `${label}: ${plan.join(' | ')}`);
+    // Ties of the first key may be ordered by rid in small runs ("FOR LAST TERM"); never the whole result.
+    t.notOk(plan.some((d) => /TEMP B-TREE FOR ORDER BY/.test(d)), `${label}: no sort of the matches`);
+  }
 });

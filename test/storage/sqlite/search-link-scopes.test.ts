@@ -47,7 +47,8 @@ const clause = (...anyOf: IndexClause['anyOf']): IndexClause => ({ negate: false
 function query(resourceType: string, where: IndexClause[], linkScopes?: Record<string, KeyScopeFilter>): IndexQuery {
   return { resourceType, where, sort: [], count: 100, offset: 0, wantTotal: true, ...(linkScopes ? { linkScopes } : {}) };
 }
-const run = (q: IndexQuery) => ({ ids: sql.search(q).map((h) => h.id), total: sql.count(q) });
+// Which resources match (the order is tested elsewhere: search-keyset.test.ts, search-cases.json).
+const run = (q: IndexQuery) => ({ ids: sql.search(q).map((h) => h.id).sort(), total: sql.count(q) });
 
 // Observation?subject.name=fam (the chain drives) and Observation?code=c&subject.name=fam (it probes).
 const chain = clause({ kind: 'chain', param: 'subject', targets: [{ resourceType: 'Patient', where: [clause({ kind: 'string', param: 'name', op: 'starts', value: 'fam' })] }] });
