@@ -67,13 +67,24 @@ export async function adminToken(dataDir: string): Promise<string> {
   return json.access_token;
 }
 
-/** Start `src/main.ts` on a fresh data dir (removed by `stop`), with extra environment. */
+/**
+ * The arguments `npm start` gives node (package.json `scripts.start`: V8 settings included), so a
+ * benchmark runs the server exactly as users start it.
+ */
+export function startArgs(): string[] {
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const [command, ...args] = pkg.scripts.start.split(/\s+/);
+  if (command !== 'node') throw new Error(`scripts.start does not run node: ${pkg.scripts.start}`);
+  return args;
+}
+
+/** Start `src/main.ts` as `npm start` does, on a fresh data dir (removed by `stop`), with extra environment. */
 export async function startServer(env: Record<string, string> = {}): Promise<BenchServer> {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-bench-'));
   const origin = `http://127.0.0.1:${port}`;
   const started = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, startArgs(), {
     cwd: root,
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', VELLUM_DATA_DIR: dataDir, VELLUM_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
@@ -114,4 +125,43 @@ export async function runLoad(base: string, args: string[], echo = true, token?:
   });
   const code: number = await new Promise((resolve) => load.on('close', (c) => resolve(c ?? 1)));
   return { code, summary: JSON.parse(out.trim().split('\n').at(-1)!) as LoadSummary };
+}
+
+/** The Medplum figures Vellum's are compared with (bench/baseline/medplum.json: how and when they were measured). */
+export interface Baseline {
+  server: string;
+  measured: string;
+  first_round: { phases: Record<string, { ops_per_s: number }>; total_ops_per_s: number; rss_mib: number; p99_ms: Record<string, number> | null };
+  soak: { rounds: { after: string; minutes: number; total_ops_per_s: number; search_obs_code_date_ops_per_s: number }[] };
+  aims: { total_ratio: number; read_patient_ratio: number; phase_ratio: number; rss_under_load_mib: number; rss_idle_mib: number; soak_last_vs_first: number };
+}
+
+export function loadBaseline(): Baseline {
+  return JSON.parse(fs.readFileSync(path.join(root, 'bench/baseline/medplum.json'), 'utf8')) as Baseline;
+}
+
+const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+
+/**
+ * The workload's phases beside the baseline's: ops/s, ratio, the aim each phase is held to and
+ * whether it is met (reads by id: `read_patient_ratio`; every phase: `phase_ratio`; the total:
+ * `total_ratio`). Markdown rows, and whether every aim was met.
+ */
+export function comparisonTable(summary: LoadSummary, baseline: Baseline): { rows: string[]; met: boolean } {
+  const { aims, first_round } = baseline;
+  let met = true;
+  const rows = ['| phase | Vellum ops/s | Medplum ops/s | ratio | aim | p99 ms |', '|---|---:|---:|---:|---:|---:|'];
+  for (const p of summary.phases) {
+    const theirs = first_round.phases[p.phase]?.ops_per_s;
+    if (theirs === undefined) continue;
+    const aim = p.phase === 'read_patient' ? aims.read_patient_ratio : aims.phase_ratio;
+    const r = ratio(p.ops_per_s, theirs);
+    met &&= r >= aim;
+    rows.push(`| ${p.phase} | ${Math.round(p.ops_per_s).toLocaleString('en')} | ${theirs.toLocaleString('en')} | ${r}× | ${r >= aim ? '✓' : '✗'} ≥ ${aim}× | ${p.p99_ms} |`);
+  }
+  const total = (summary as { total?: { ops_per_s: number } }).total?.ops_per_s ?? 0;
+  const r = ratio(total, first_round.total_ops_per_s);
+  met &&= r >= aims.total_ratio;
+  rows.push(`| **total** | **${Math.round(total).toLocaleString('en')}** | **${first_round.total_ops_per_s}** | **${r}×** | ${r >= aims.total_ratio ? '✓' : '✗'} ≥ ${aims.total_ratio}× | |`);
+  return { rows, met };
 }

@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { root, rssKiB, runLoad, startServer } from './lib.ts';
+import { comparisonTable, loadBaseline, root, rssKiB, runLoad, startServer } from './lib.ts';
 
 /**
  * Commit → mined latency: writes sent with `Prefer: anchor=wait` (8 in flight, like the workload),
@@ -40,6 +40,8 @@ async function measureAnchorLatency(base: string, token: string | undefined, sam
 async function main(): Promise<void> {
   const server = await startServer();
   const { origin, startupMs } = server;
+  // Resident memory once ready, before the workload's first request (aim: bench/baseline/medplum.json).
+  const idleRss = rssKiB(server.child.pid!);
   let peakRss = 0;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server.child.pid!))), 200);
   try {
@@ -49,7 +51,13 @@ async function main(): Promise<void> {
       `anchor latency (commit → mined, Prefer: anchor=wait, ${anchorLatency.samples} writes, 1 s window): ` +
         `p50 ${anchorLatency.p50_ms} ms, p99 ${anchorLatency.p99_ms} ms, max ${anchorLatency.max_ms} ms`,
     );
-    const result = { ...summary, anchor_latency: anchorLatency, server: { startup_ms: startupMs, peak_rss_mib: Math.round(peakRss / 1024), rss_end_mib: Math.round(rssKiB(server.child.pid!) / 1024) } };
+    const result = {
+      ...summary,
+      anchor_latency: anchorLatency,
+      server: { startup_ms: startupMs, idle_rss_mib: Math.round(idleRss / 1024), peak_rss_mib: Math.round(peakRss / 1024), rss_end_mib: Math.round(rssKiB(server.child.pid!) / 1024) },
+    };
+    const baseline = loadBaseline();
+    const comparison = comparisonTable(summary, baseline);
     fs.mkdirSync(path.join(root, 'bench/results'), { recursive: true });
     fs.writeFileSync(path.join(root, 'bench/results/latest.json'), JSON.stringify(result, null, 2) + '\n');
     const rows = summary.phases.map((p) => `| ${p.phase} | ${p.ops} | ${p.ops_per_s} | ${p.p50_ms} | ${p.p95_ms} | ${p.p99_ms} | ${p.errors} |`);
@@ -62,9 +70,17 @@ async function main(): Promise<void> {
       ...rows,
       '',
       `Anchor latency (commit → batch mined, \`Prefer: anchor=wait\`, ${anchorLatency.samples} writes at 8 in flight, 1 s batch window): p50 ${anchorLatency.p50_ms} ms, p99 ${anchorLatency.p99_ms} ms, max ${anchorLatency.max_ms} ms.`,
+      '',
+      `Against ${baseline.server} (bench/baseline/medplum.json; ${baseline.measured}):`,
+      '',
+      ...comparison.rows,
+      '',
+      `Resident memory: ${result.server.idle_rss_mib} MiB idle before the first request (aim ≤ ${baseline.aims.rss_idle_mib}), ` +
+        `${result.server.peak_rss_mib} MiB at most under the workload (aim ≤ ${baseline.aims.rss_under_load_mib}; Medplum ${baseline.first_round.rss_mib}).`,
     ].join('\n');
+    console.log(`\n${comparison.rows.join('\n')}`);
     fs.writeFileSync(path.join(root, 'bench/results/latest.md'), md + '\n');
-    console.log(`\nserver: startup ${startupMs} ms, peak RSS ${result.server.peak_rss_mib} MiB; figures written to bench/results/latest.{json,md}`);
+    console.log(`\nserver: startup ${startupMs} ms, idle RSS ${result.server.idle_rss_mib} MiB, peak RSS ${result.server.peak_rss_mib} MiB; figures written to bench/results/latest.{json,md}`);
     process.exitCode = code;
   } finally {
     clearInterval(sampler);

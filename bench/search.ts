@@ -164,7 +164,7 @@ interface Query {
 interface Timing {
   name: string;
   url: string;
-  /** Matches (Bundle.total when the server gives it). */
+  /** Matches (`_summary=count` of the same search). */
   total: number | undefined;
   entries: number;
   p50_ms: number;
@@ -210,10 +210,12 @@ async function timeOrThrow(base: string, q: Query): Promise<Timing> {
   }
   samples.sort((a, b) => a - b);
   const entries = (last?.json?.entry ?? []).length;
+  // The matches, counted apart from the timed requests (a page gives `total` only when asked or when it holds them all).
+  const counted = await request(`${base}/${q.url}${q.url.includes('?') ? '&' : '?'}_summary=count`);
   return {
     name: q.name,
     url: q.url + (q.page ? ` (page ${q.page})` : ''),
-    total: last?.json?.total,
+    total: counted.json?.total,
     entries,
     p50_ms: round1(percentile(samples, 50)),
     p95_ms: round1(percentile(samples, 95)),
@@ -280,6 +282,12 @@ function growthQueries(patient: number): Query[] {
     { name: 'chain (subject:Patient.family)', url: `Observation?subject:Patient.family=Fam${patient}` },
     { name: 'sort + page 3 (one patient)', url: `Observation?subject=Patient/bench-p-${patient}&_sort=-date&_count=20`, page: 3 },
     { name: 'sort + page 3 (code, N/20)', url: `Observation?code=urn:bench:code|${CODES[3]}&_sort=-date&_count=20`, page: 3 },
+    // Broad searches: every Observation matches, so the matches grow with the store and the page must not.
+    { name: 'broad: every Observation, page 3', url: 'Observation?_count=50', page: 3 },
+    { name: 'broad: token + open date (the workload search)', url: 'Observation?status=final&date=ge2010-01-01&_count=50' },
+    { name: 'broad: _sort=-date, page 3', url: 'Observation?status=final&_sort=-date&_count=50', page: 3 },
+    { name: 'broad: _sort=_lastUpdated', url: 'Observation?_sort=_lastUpdated&_count=50' },
+    { name: 'broad, counted (_total=accurate)', url: 'Observation?status=final&_total=accurate&_count=50' },
   ];
 }
 

@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Principal } from './auth/verify.ts';
 import type { FhirResource } from './request.ts';
-import { splitReference } from './search/extract.ts';
+import { splitReference } from './search/reference.ts';
 import type { WriteOp, Writer } from './writer.ts';
 import { normalizeSearchText, type SearchRow } from '../storage/search-types.ts';
 

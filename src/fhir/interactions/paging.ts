@@ -6,8 +6,8 @@
  *
  * A page link does not say "skip n matches" (`_offset`): it says "the matches after (or before)
  * this position", where the position is the sort key of the page's last (or first) match — the
- * values of its `_sort` keys, then its type and id, the tiebreak every order ends with (see
- * src/storage/sqlite/search-sql.ts `planSearch`). The query itself is re-run for every page from
+ * values of its `_sort` keys, then its type and id, which name the tiebreak every order ends with —
+ * creation order (see src/storage/sqlite/search-sql.ts `planSearch`). The query itself is re-run for every page from
  * the link's parameters, and every page request is authorised again (src/fhir/access.ts: scopes,
  * the patient compartment clause, the `_include` filter), so a link grants nothing by itself.
  *
@@ -17,13 +17,13 @@
  *   is repeated or skipped (with `_offset`, a deletion before the offset skipped one and a creation
  *   repeated one). A new resource appears if its key falls after the position, not otherwise.
  * - A resource UPDATED between page requests is found at its key at the time of the next request:
- *   when the update leaves its sort values alone (the default order — type and id — never
+ *   when the update leaves its sort values alone (the default order — creation order — never
  *   changes), nothing moves. When the update changes a sort value (`_sort=date`, `_lastUpdated`),
  *   the resource moves in the order: it may be seen twice (moved from a served page to a later one)
  *   or not at all (moved from a later page to a served one), exactly like a resource deleted and
  *   re-created at its new place; every other match keeps its place. An update that makes it stop
  *   (or start) matching the query is a deletion (or creation) for paging purposes.
- * - `total` (`_total=accurate`, the default) is counted at each page request, so it follows the
+ * - `total` (with `_total=accurate`; see search.ts TOTAL_POLICY for when else it is given) is counted at each page request, so it follows the
  *   writes; the pages never depend on it.
  * History pages (`history.ts`) are cut from a snapshot instead: versions are immutable, so the
  * cursor carries the highest version sequence number of the first page (`s`) and the position

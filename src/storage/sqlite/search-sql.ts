@@ -3,13 +3,15 @@
  * `resources.rid` of the current, non-deleted version, and a planner that turns an
  * IndexQuery into one SELECT whose values are all bound parameters.
  *
- * Plan shape (see `planSearch`):
+ * Two plan shapes; `SearchSql.search` chooses per page.
+ *
+ * The filter plan (`planSearch`), for searches with few candidates:
  *   SELECT r.… FROM resources r
  *   WHERE r.deleted = 0 AND [+]r.type = ?
  *     AND r.rid IN (SELECT s.rid FROM search_<kind> s WHERE …)        -- the one "driving" clause
  *     AND EXISTS (SELECT 1 FROM search_<kind> s INDEXED BY search_<kind>_rid
  *                 WHERE s.rid = r.rid AND …)                          -- every other clause
- *   ORDER BY <sort keys>, r.type, r.id
+ *   ORDER BY <sort keys>, r.rid
  *   LIMIT ? OFFSET ?
  * (wrapped as `SELECT … FROM (…) WHERE <keyset position>` so that the sort keys are columns: `planSearch`).
  * The driving clause is the most selective-looking one (reference, then token/uri equality,
@@ -17,10 +19,14 @@
  * up by primary key (`+r.type` stops SQLite from walking the whole type instead). The other
  * clauses probe the covering `(rid, param, value…)` index once per candidate, pinned with
  * INDEXED BY because without ANALYZE statistics SQLite otherwise picks the value index and
- * scans the whole parameter per resource. Without a driving clause the type's rows are walked
- * in `(type, id)` order and the LIMIT stops the walk early. Measured on 100k Observations
- * (test/storage/sqlite/search-sql.test.ts prints it): `subject=Patient/x` well under 1 ms,
- * `code=s|c&date=ge2020&_count=50` (5k code matches) under 10 ms, totals included.
+ * scans the whole parameter per resource. Every candidate is read and sorted: the cost grows
+ * with the matches, so this plan serves only when the driver has fewer than PAGE_PLAN_LIMIT.
+ *
+ * The ordered walks (`planWalk`), for everything else: an index already in the page's order —
+ * the equality driver's `(param, value…, rid)` index, the type's `(type, deleted)` index (rid
+ * order), the first sort key's value index, `(type, id)` or `(type, last_updated)` — is walked,
+ * every clause probed per row, and LIMIT ends the walk with the page: a page of 50 costs the same
+ * at 500 or 5 million matches (`npm run bench:search`, the growth series' broad queries).
  *
  * OR lists: the values of one parameter are bound as one JSON array per value group (see
  * `groupsOf`) and read with `json_each`, e.g. `(s.code, s.system) IN (SELECT j.value->>0,
@@ -41,9 +47,9 @@
  * `eq` on a precision range, `ap`) drive from one range of `search_date_low` bounded at both ends,
  * plus the few wide rows and multi-valued resources (see `dateRangeGroup`, `dateRangeDriver`).
  *
- * Default order: `r.type, r.id` — deterministic, index-backed, and unaffected by updates
- * (an update does not move a resource between pages). Sort keys always end with that
- * tiebreak. For a multi-valued parameter the lowest value sorts ascending and the highest
+ * Default order: creation order (`r.rid`, kept by updates) — deterministic, index-backed, and
+ * unaffected by updates (an update does not move a resource between pages). Sort keys always end
+ * with that tiebreak. For a multi-valued parameter the lowest value sorts ascending and the highest
  * descending; resources without a value sort last in both directions.
  *
  * Visibility of nested searches (`IndexQuery.linkScopes`, consent: src/fhir/access.ts `linkScopes`):
