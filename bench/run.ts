@@ -40,7 +40,8 @@ async function measureAnchorLatency(base: string, token: string | undefined, sam
 async function main(): Promise<void> {
   const server = await startServer();
   const { origin, startupMs } = server;
-  // Resident memory once ready, before the workload's first request (aim: bench/baseline/medplum.json).
+  // Resident memory once ready and settled (2 s), before the workload's first request (aim: bench/baseline/medplum.json).
+  await new Promise((resolve) => setTimeout(resolve, 2000));
   const idleRss = rssKiB(server.child.pid!);
   let peakRss = 0;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server.child.pid!))), 200);

@@ -95,7 +95,12 @@ export const AUDIT_TYPE = 'AuditEvent';
 
 const auditForbidden = () => fhirError(403, 'forbidden', 'VLM_AUDIT_FORBIDDEN', 'Only administrators, and patients for their own, read AuditEvents');
 
-const AUDIT_WRITES = new Set(['update', 'conditional-update', 'patch', 'conditional-patch', 'delete', 'conditional-delete']);
+/**
+ * Interactions that change an AuditEvent, refused outright. An update (PUT) may create one under a
+ * new id (IHE BALP record repositories load AuditEvents by id): the write step refuses it when the
+ * id exists.
+ */
+const AUDIT_WRITES = new Set(['patch', 'conditional-patch', 'delete', 'conditional-delete']);
 
 /** Wrap a route's handler with the scope check and the compartment restriction. */
 export function guard(route: Route): Route {
@@ -452,7 +457,8 @@ export function accessWriteStep(services: () => FhirServices): WriteStep {
       let gate: ConsentGate | undefined;
       for (const version of versions) {
         const { type, method } = version.write;
-        if (type === 'AuditEvent' && method !== 'create') {
+        // An AuditEvent is only ever created: by POST, or by PUT of an id not yet used (its first version).
+        if (type === 'AuditEvent' && !(method === 'create' || (method === 'update' && version.write.versionId === 1))) {
           throw fhirError(405, 'not-supported', 'VLM_AUDIT_IMMUTABLE', 'AuditEvents cannot be updated or deleted');
         }
         const interaction = WRITE_INTERACTION[method]!;

@@ -83,7 +83,8 @@ export function splitUrl(url: string, baseUrl: string): { segments: string[]; qu
   }
   rest = rest.replace(/^\/+/, '');
   const mark = rest.indexOf('?');
-  const path = mark < 0 ? rest : rest.slice(0, mark);
+  // A trailing slash (`Patient/`) is accepted as on the HTTP interface (`POST /fhir/Patient/`).
+  const path = (mark < 0 ? rest : rest.slice(0, mark)).replace(/\/+$/, '');
   let query: [string, string][] = [];
   if (mark >= 0) {
     try {

@@ -3,8 +3,9 @@
  * GET [base]/[type]?params, POST [base]/[type]/_search (form-encoded, merged with the URL
  * query) and GET [base]?params (system level, `_type` to choose types). A `searchset` Bundle
  * with `fullUrl`, `search.mode` (`match`, `include`, `outcome`), `total` and paging links.
- * `_include` / `_revinclude` add at most MAX_INCLUDES resources per page; beyond it an outcome
- * entry says the includes were cut (`too-costly`, VLM_FHIR_INCLUDES_CAPPED).
+ * `_include` / `_revinclude` add at most MAX_INCLUDES resources per page: a page whose includes
+ * would pass it ends early (fewer matches, `next` continues), so nothing is dropped; only a single
+ * match with more is cut, and an outcome entry says so (`too-costly`, VLM_FHIR_INCLUDES_CAPPED).
  * Unknown parameters are ignored and reported in an OperationOutcome entry, or rejected with 400
  * under `Prefer: handling=strict`. Malformed values are 400 naming the parameter
  * (VLM_FHIR_BAD_SEARCH_PARAMETER; the parser's own code is in the diagnostics).
@@ -194,7 +195,39 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
   }
   const entry: Record<string, unknown>[] = [];
   // What this caller may see (patient consent, the audit trail's rule); the page's keys still advance over every match.
-  const screenedMatches = screened(request) ? await screenRecords(services, request, page.records) : page.records.map((record): { record: VersionRecord; resource?: FhirResource } => ({ record }));
+  let screenedMatches = screened(request) ? await screenRecords(services, request, page.records) : page.records.map((record): { record: VersionRecord; resource?: FhirResource } => ({ record }));
+  // Includes are never dropped: a page whose includes would pass MAX_INCLUDES ends early (fewer
+  // matches, and a `next` link from the last one kept), so following `next` yields every one.
+  const gather = (records: readonly VersionRecord[]) =>
+    gatherIncludes({ registry: services.registry, search: (q) => services.repository.index.search(q) }, includes, records);
+  let included: Awaited<ReturnType<typeof gather>> | undefined;
+  let cut = false;
+  if (includes.length && !countOnly && screenedMatches.length) {
+    const all = screenedMatches.map((s) => s.record);
+    included = await gather(all);
+    if (included.capped && all.length > 1 && !backwards) {
+      // The most matches whose includes fit (at least one: a single match's includes are capped with an outcome).
+      let lo = 1;
+      let hi = all.length - 1;
+      let best = await gather(all.slice(0, 1));
+      while (lo < hi) {
+        const mid = Math.ceil((lo + hi + 1) / 2);
+        const attempt = await gather(all.slice(0, mid));
+        if (attempt.capped) hi = mid - 1;
+        else {
+          lo = mid;
+          best = attempt;
+        }
+      }
+      // `lo` matches are kept; the page ends at the last of them.
+      const last = page.records.indexOf(all[lo - 1]!);
+      page.records = page.records.slice(0, last + 1);
+      page.keys = page.keys.slice(0, last + 1);
+      screenedMatches = screenedMatches.slice(0, lo);
+      included = best;
+      cut = true;
+    }
+  }
   const matches = screenedMatches.map((s) => s.record);
   for (const { record, resource: loaded } of screenedMatches) {
     const resource = loaded ?? (await services.loadResource(record, request.signal));
@@ -212,12 +245,7 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
     diagnostics: `Search parameter ${name} is not supported and was ignored`,
     expression: [name],
   }));
-  if (includes.length && !countOnly && matches.length) {
-    const included = await gatherIncludes(
-      { registry: services.registry, search: (q) => services.repository.index.search(q) },
-      includes,
-      matches,
-    );
+  if (included) {
     for (const { record, resource: loaded } of await screenRecords(services, request, included.records)) {
       // A patient-confined token sees included resources of its own compartment (and those outside any).
       const resource = loaded ?? (await services.loadResource(record, request.signal));
@@ -253,7 +281,7 @@ export async function search(services: FhirServices, request: FhirRequest): Prom
     firstKey: page.keys[0],
     lastKey: page.keys[page.keys.length - 1],
     hasPrevious: backwards ? extra : position !== undefined || offset > 0,
-    hasNext: backwards ? true : extra,
+    hasNext: backwards ? true : extra || cut,
   });
   return {
     status: 200,

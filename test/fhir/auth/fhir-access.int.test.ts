@@ -5,6 +5,8 @@
  * _include/_revinclude, chains, _has, history, $everything and bundle entries, and the AuditEvents
  * of it all — searchable by administrators and by patients for their own, immutable, anchored.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import t, { type Test } from 'tap';
 import { startTestServer, issueCodes, vellumCodes, type TestServer } from '../../helpers/server.ts';
 import { authorizeThroughPages, basic, registerBackendClient, clientAssertion, backendForm, harnessOf, type Harness } from './harness.ts';
@@ -209,6 +211,27 @@ t.test('SMART on the FHIR API, with the audit trail', async (t: Test) => {
     const one = (await as(s, admin, 'GET', 'AuditEvent?_count=1')).json.entry[0].resource;
     t.equal((await as(s, admin, 'PUT', `AuditEvent/${one.id}`, one)).status, 405, 'no update');
     t.equal((await as(s, admin, 'DELETE', `AuditEvent/${one.id}`)).status, 405, 'no delete');
+    const patch = await s.fhir('PATCH', `AuditEvent/${one.id}`, JSON.stringify([{ op: 'replace', path: '/outcome', value: '8' }]), {
+      authorization: `Bearer ${admin}`,
+      'content-type': 'application/json-patch+json',
+    });
+    t.equal(patch.status, 405, 'no patch');
+
+    // An audit record repository (IHE BALP) loads AuditEvents by id: the 9 official examples, PUT as creates.
+    const dir = path.resolve(import.meta.dirname, '../../../../shared/corpora/r4-examples/AuditEvent');
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+    t.equal(files.length, 9);
+    for (const file of files) {
+      const example = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8'));
+      const created = await as(s, admin, 'PUT', `AuditEvent/${example.id}`, example);
+      t.equal(created.status, 201, `${file}: created by PUT`);
+      const again = await as(s, admin, 'PUT', `AuditEvent/${example.id}`, { ...example, outcome: '8' });
+      t.equal(again.status, 405, `${file}: a second PUT is an update, refused`);
+      t.same(vellumCodes(again.json), ['VLM_AUDIT_IMMUTABLE']);
+      const read = await as(s, admin, 'GET', `AuditEvent/${example.id}`);
+      t.equal(read.json.meta.versionId, '1', `${file}: one version`);
+      t.equal(read.json.outcome, example.outcome, `${file}: unchanged`);
+    }
 
     const bob = await registerBackendClient(h, { scope: 'system/AuditEvent.rs', fhirUser: 'Organization/org1' });
     const bobToken = (await h.token(backendForm(await clientAssertion(h, bob), { scope: 'system/AuditEvent.rs' }))).json as any;

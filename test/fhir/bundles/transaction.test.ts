@@ -460,3 +460,32 @@ t.test('one commit, one index transaction and one fsync for the whole transactio
   t.equal(res.json.entry[51].resource.total, 50);
   t.same(counts, { commit: 1, ops: 51, index: 1, flush: 1 });
 });
+
+t.test('entry URLs with a trailing slash are accepted as on the HTTP interface', async (t) => {
+  const s = await startTestServer(t);
+  const res = await s.fhir(
+    'POST',
+    '',
+    transaction(
+      { fullUrl: 'urn:uuid:00000000-0000-4000-8000-0000000000a1', resource: minimalPatient(), request: { method: 'POST', url: 'Patient/' } },
+      { resource: { ...minimalPatient(), id: 'slash' }, request: { method: 'PUT', url: 'Patient/slash/' } },
+    ),
+  );
+  t.equal(res.status, 200);
+  t.same(
+    res.json.entry.map((e: any) => e.response.status.split(' ')[0]),
+    ['201', '201'],
+  );
+  t.equal((await s.fhir('GET', 'Patient/slash')).status, 200);
+  const http = await s.app.inject({
+    method: 'POST',
+    url: '/fhir/Patient/',
+    headers: { 'content-type': 'application/fhir+json' },
+    payload: JSON.stringify(minimalPatient()),
+  });
+  t.equal(http.statusCode, 201, 'as POST /fhir/Patient/ is');
+  // Empty segments inside the path stay refused.
+  const bad = await s.fhir('POST', '', transaction({ resource: minimalPatient(), request: { method: 'POST', url: 'Patient//x' } }));
+  t.equal(bad.status, 400);
+  t.same(vellumCodes(bad.json), ['VLM_BUNDLE_BAD_URL']);
+});

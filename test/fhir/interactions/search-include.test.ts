@@ -142,4 +142,33 @@ t.test('at most 1,000 included resources per page, and the outcome says so', asy
   const under = await s.fhir('GET', 'Observation?_count=5&_include=Observation:subject');
   t.same(ids(under.json, 'include'), ['Patient/many']);
   t.same(outcomeEntries(under.json), [], 'no outcome when nothing was cut');
+
+  // Several matches whose includes together pass the cap: the page ends early instead of dropping
+  // any, and following `next` yields every included resource.
+  for (const p of ['pa', 'pb', 'pc']) {
+    await s.fhir('PUT', `Patient/${p}`, { resourceType: 'Patient', id: p });
+    const entry = Array.from({ length: 400 }, () => ({
+      resource: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${p}` } },
+      request: { method: 'POST', url: 'Observation' },
+    }));
+    t.equal((await s.fhir('POST', '', { resourceType: 'Bundle', type: 'transaction', entry })).status, 200);
+  }
+  const seenMatches: string[] = [];
+  const seenIncluded: string[] = [];
+  let url: string | undefined = 'Patient?_id=pa,pb,pc&_revinclude=Observation:subject&_count=3';
+  let pages = 0;
+  while (url) {
+    const page = await s.fhir('GET', url);
+    t.equal(page.status, 200);
+    t.same(outcomeEntries(page.json), [], `page ${++pages}: nothing dropped`);
+    t.ok(ids(page.json, 'include').length <= 1000, 'within the cap');
+    seenMatches.push(...ids(page.json));
+    seenIncluded.push(...ids(page.json, 'include'));
+    const next = page.json.link.find((l: any) => l.relation === 'next');
+    url = next ? next.url.slice(next.url.indexOf('/fhir/') + '/fhir/'.length) : undefined;
+  }
+  t.equal(pages, 2, 'the first page ended after two matches (800 included), the second holds the third');
+  t.same(seenMatches.sort(), ['Patient/pa', 'Patient/pb', 'Patient/pc']);
+  t.equal(seenIncluded.length, 1200, 'every Observation included');
+  t.equal(new Set(seenIncluded).size, 1200, 'each once');
 });
