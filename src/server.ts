@@ -29,6 +29,7 @@ import { Writer } from './fhir/writer.ts';
 import { accessWriteStep } from './fhir/access.ts';
 import { AuditTrail } from './fhir/audit.ts';
 import { startAuditWorker } from './fhir/audit-worker.ts';
+import { WriteGate } from './storage/write-gate.ts';
 import { authPlugin, bearerToken, createAuthVerifier, openEmbeddedAuth, type Principal, type TokenVerifier } from './fhir/auth/index.ts';
 import { AnchorBatcher } from './chain/batcher.ts';
 import type { Ledger } from './chain/ledger.ts';
@@ -63,11 +64,15 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   const blobs: BlobStore = config.ipfsUrl
     ? await KuboBlobStore.open({ url: config.ipfsUrl })
     : SqliteBlobStore.open(databasePath, { groupCommit: true });
+  // The audit converter thread writes the same file: both take turns at the gate (write-gate.ts),
+  // so the request thread never sleeps in SQLite's busy handler.
+  const writeGate = config.audit ? new WriteGate({ priority: true }) : undefined;
   const repository = new Repository({
     blobs,
     index,
     cipher: new JweCipher(masterKey, index.dataKeys),
     locatorKey: config.chain.mode === 'off' ? undefined : deriveKey(masterKey, KEY_PURPOSE.manifestLocator),
+    ...(writeGate ? { writeGate } : {}),
   });
 
   // Parameters is never persisted and has no REST endpoint (http://hl7.org/fhir/R4/parameters.html).
@@ -412,8 +417,10 @@ export async function createVellum(config: Config, options: { logger?: boolean }
             anchoring: ledger !== undefined,
             ...(config.ipfsUrl ? { ipfsUrl: config.ipfsUrl } : {}),
             batchDelayMs: config.auditBatchMs,
+            ...(writeGate ? { writeGate: writeGate.buffer } : {}),
           },
           (failure) => app.log.warn({ err: failure }, 'audit conversion failed; will retry'),
+          writeGate,
         ),
         baseUrl: config.baseUrl,
         durability: config.auditDurability,

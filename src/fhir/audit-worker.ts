@@ -18,6 +18,7 @@ import { JweCipher } from '../storage/jwe-cipher.ts';
 import { KEY_PURPOSE, deriveKey, keyScoper } from '../storage/keys.ts';
 import { KuboBlobStore } from '../storage/kubo-blob-store.ts';
 import { Repository } from '../storage/repository.ts';
+import { WriteGate } from '../storage/write-gate.ts';
 import type { ReferenceRow } from '../storage/search-types.ts';
 import { SqliteAuditQueue } from '../storage/sqlite/audit-queue.ts';
 import { SqliteBlobStore } from '../storage/sqlite/sqlite-blob-store.ts';
@@ -33,6 +34,8 @@ export interface AuditWorkerData {
   ipfsUrl?: string;
   /** How long records wait before a conversion round (audit.ts BATCH_DELAY_MS by default). */
   batchDelayMs?: number;
+  /** The request thread's write gate on the same database (storage/write-gate.ts). */
+  writeGate?: SharedArrayBuffer;
 }
 
 /** How long after a crash the converter thread is started again. */
@@ -68,7 +71,7 @@ function failureOf(code: string, err: unknown): AuditFailure {
   };
 }
 
-export function startAuditWorker(data: AuditWorkerData, onError: (failure: AuditFailure) => void): AuditConverter {
+export function startAuditWorker(data: AuditWorkerData, onError: (failure: AuditFailure) => void, gate?: WriteGate): AuditConverter {
   let next = 0;
   const waiting = new Map<number, () => void>();
   let closed: (() => void) | undefined;
@@ -92,6 +95,8 @@ export function startAuditWorker(data: AuditWorkerData, onError: (failure: Audit
     exited = new Promise<void>((resolve) =>
       current.on('exit', () => {
         alive = false;
+        // A thread that ended during its turn cannot open the gate itself.
+        gate?.releaseHeldByOther();
         resolve();
         if (closing) return;
         // A crashed worker must not hang readers: they answer with what is stored.
@@ -145,6 +150,7 @@ export async function openAuditConverter(data: AuditWorkerData, onError: (err: u
     cipher: new JweCipher(masterKey, index.dataKeys),
     cacheEntries: 0,
     ...(data.anchoring ? { locatorKey: deriveKey(masterKey, KEY_PURPOSE.manifestLocator) } : {}),
+    ...(data.writeGate ? { writeGate: new WriteGate({ buffer: data.writeGate, priority: false }) } : {}),
   });
   const scopeOf = keyScoper(masterKey);
   const writer = new Writer({

@@ -280,6 +280,8 @@ export interface AuditTrailOptions {
 }
 
 const BATCH = 500;
+/** AuditEvents per index transaction within a round (see `#drain`). */
+const COMMIT_CHUNK = 64;
 /**
  * How long queued records wait before a conversion round starts (VELLUM_AUDIT_BATCH_MS). Larger
  * rounds share their transactions, fsyncs and the index pages they dirty: at ~1,500 reads/s a
@@ -443,7 +445,13 @@ export class AuditTrail {
           // `group`: the AuditEvents of one key scope share an envelope and a block (storage/envelope-group.ts).
           ops.push({ method: 'create', type: 'AuditEvent', id, resource, expectedVersion: 0, searchRows: auditRows(resource, baseUrl), group: true });
         }
-        if (ops.length) await writer.exclusive(() => writer.commit(ops, { agent: { display: 'Vellum audit trail' } }));
+        // Committed in short transactions: between them the request thread, which writes the same
+        // database, takes its turn (storage/write-gate.ts) instead of waiting for the whole batch.
+        if (ops.length) {
+          await writer.exclusive(async () => {
+            for (let i = 0; i < ops.length; i += COMMIT_CHUNK) await writer.commit(ops.slice(i, i + COMMIT_CHUNK), { agent: { display: 'Vellum audit trail' } });
+          });
+        }
         queue.remove(records.map((r) => r.seq));
         this.#failures = 0;
         this.#mayBeStored = false;

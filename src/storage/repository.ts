@@ -8,6 +8,7 @@ import type { KeyObject } from 'node:crypto';
 import type { AbortOptions, BlobStore } from './blob-store.ts';
 import type { Cipher, EnvelopeBinding } from './cipher.ts';
 import { storageError } from './errors.ts';
+import type { WriteGate } from './write-gate.ts';
 import type { IndexStore, IndexWrite, VersionRecord } from './index-store.ts';
 import { encodeGroup, groupBinding, memberKey, openVersion, type GroupSlot } from './envelope-group.ts';
 import { locatorKeyObject, sealLocator, type LocatorKey } from './locator.ts';
@@ -42,6 +43,8 @@ export interface RepositoryOptions {
    * reconstruct the index from the chain, IPFS and the master key alone.
    */
   locatorKey?: LocatorKey;
+  /** Taken around the database writes of `store` when another thread writes the same file (write-gate.ts). */
+  writeGate?: WriteGate;
 }
 
 function versionBinding({ write }: PreparedVersion): EnvelopeBinding {
@@ -64,6 +67,7 @@ export class Repository {
   #keyBlocks = new Map<string, { wrapped: Uint8Array; cid: string }>();
   /** Opened group envelopes, `cid keyScope` → members (least recently used evicted first). */
   #groups = new Map<string, Map<string, Uint8Array>>();
+  readonly #gate: WriteGate | undefined;
 
   constructor(options: RepositoryOptions) {
     this.blobs = options.blobs;
@@ -71,6 +75,7 @@ export class Repository {
     this.#cipher = options.cipher;
     this.#cacheEntries = options.cacheEntries ?? 10_000;
     this.#locatorKey = options.locatorKey === undefined ? undefined : locatorKeyObject(options.locatorKey);
+    this.#gate = options.writeGate;
   }
 
   /**
@@ -106,6 +111,11 @@ export class Repository {
           : versions[members[0]!]!.plaintext;
       envelopes.push(await this.#cipher.seal(plaintext, binding, options));
     }
+    return this.#gate ? this.#gate.run(() => this.#write(versions, envelopeOf, envelopes, options)) : this.#write(versions, envelopeOf, envelopes, options);
+  }
+
+  /** Store the sealed envelopes and commit the versions' index rows (`store`, its database part). */
+  async #write(versions: PreparedVersion[], envelopeOf: number[], envelopes: Uint8Array[], options?: AbortOptions): Promise<VersionRecord[]> {
     // A store that takes many blobs at once (the embedded SQLite one: one transaction for a whole
     // audit batch) gets them at once; any other, one by one.
     const envelopeCids: string[] = [];
