@@ -59,11 +59,15 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   // Blocks and index share one SQLite file (one WAL): a block always reaches disk before the index
   // row that points at it, and one group fsync makes both durable.
   const databasePath = path.join(config.dataDir, 'vellum.db');
-  const index = SqliteIndexStore.open(databasePath);
+  // With the audit converter thread (it writes the same file every round), checkpoints are its job
+  // (audit-worker.ts): a checkpoint inside a request's commit would copy and fsync the log on the
+  // request thread. Without it, these connections checkpoint as the log grows.
+  const checkpointElsewhere = config.audit ? { autoCheckpoint: 0 } : {};
+  const index = SqliteIndexStore.open(databasePath, checkpointElsewhere);
   // Production: Kubo / IPFS Cluster (puts are pinned and durable on return; same CIDs).
   const blobs: BlobStore = config.ipfsUrl
     ? await KuboBlobStore.open({ url: config.ipfsUrl })
-    : SqliteBlobStore.open(databasePath, { groupCommit: true });
+    : SqliteBlobStore.open(databasePath, { groupCommit: true, ...checkpointElsewhere });
   // The audit converter thread writes the same file: both take turns at the gate (write-gate.ts),
   // so the request thread never sleeps in SQLite's busy handler.
   const writeGate = config.audit ? new WriteGate({ priority: true }) : undefined;

@@ -173,6 +173,9 @@ export async function openAuditConverter(data: AuditWorkerData, onError: (err: u
     baseUrl: data.baseUrl,
     exists: async (id) => (await index.current('AuditEvent', id)) !== undefined,
     ...(data.batchDelayMs !== undefined ? { batchDelayMs: data.batchDelayMs } : {}),
+    // The request thread's connections leave checkpoints to this thread (server.ts): one per round,
+    // passive (writers go on), so the log is copied and fsynced off the request thread.
+    afterRound: () => index.checkpoint(),
     onError,
   });
   return {

@@ -276,6 +276,8 @@ export interface AuditTrailOptions {
   durability?: 'fsync' | 'wal';
   /** How long queued records wait before a conversion round starts (default BATCH_DELAY_MS). */
   batchDelayMs?: number;
+  /** After a round that stored AuditEvents (the converter thread checkpoints the database here). */
+  afterRound?: () => void;
   onError?: (err: unknown) => void;
 }
 
@@ -455,6 +457,13 @@ export class AuditTrail {
         queue.remove(records.map((r) => r.seq));
         this.#failures = 0;
         this.#mayBeStored = false;
+        if (ops.length) {
+          try {
+            this.#o.afterRound?.();
+          } catch (err) {
+            this.#o.onError?.(err); // a missed checkpoint is caught up by the next round
+          }
+        }
       }
     } catch (err) {
       this.#failures++;

@@ -11,7 +11,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { AbortOptions, BlobStore } from '../blob-store.ts';
 import { assembleBlob, canonicalCid, cidForBytes } from '../cid.ts';
 import { storageError } from '../errors.ts';
-import { WalSync } from './wal-sync.ts';
+import { WalSync, autoCheckpointPages } from './wal-sync.ts';
 
 /** Blocks fetched per query while iterating `blocks()` (each block is at most ~256 KiB). */
 const PAGE_SIZE = 64;
@@ -26,13 +26,16 @@ export class SqliteBlobStore implements BlobStore {
   #closed = false;
   readonly #wal: WalSync | undefined;
 
-  private constructor(db: DatabaseSync, wal: WalSync | undefined) {
+  private constructor(db: DatabaseSync, wal: WalSync | undefined, autoCheckpoint: number) {
     this.#db = db;
     this.#wal = wal;
+    // The blocks share the index's file and log: the same checkpoint threshold as its connections
+    // (SQLite's default, 1,000 pages, made nearly every put on the request thread a checkpoint).
     db.exec(`
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = ${wal ? 'NORMAL' : 'FULL'};
       PRAGMA busy_timeout = 5000;
+      PRAGMA wal_autocheckpoint = ${autoCheckpoint};
       CREATE TABLE IF NOT EXISTS blocks (
         cid   TEXT PRIMARY KEY NOT NULL,
         bytes BLOB NOT NULL
@@ -53,12 +56,12 @@ export class SqliteBlobStore implements BlobStore {
    * Open (creating if needed, with its parent directory) the block database at `path`. With
    * `groupCommit`, puts are durable once `flush()` resolves rather than on return.
    */
-  static open(path: string, options: { groupCommit?: boolean } = {}): SqliteBlobStore {
+  static open(path: string, options: { groupCommit?: boolean; autoCheckpoint?: number } = {}): SqliteBlobStore {
     let db: DatabaseSync | undefined;
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
       db = new DatabaseSync(path);
-      return new SqliteBlobStore(db, options.groupCommit && path !== ':memory:' ? new WalSync(path) : undefined);
+      return new SqliteBlobStore(db, options.groupCommit && path !== ':memory:' ? new WalSync(path) : undefined, autoCheckpointPages(options.autoCheckpoint));
     } catch (err) {
       try {
         db?.close();

@@ -23,7 +23,7 @@ import type {
   WriteMethod,
 } from '../index-store.ts';
 import type { IndexQuery } from '../search-types.ts';
-import { WalSync } from './wal-sync.ts';
+import { WalSync, autoCheckpointPages } from './wal-sync.ts';
 import { SEARCH_DDL, SearchSql } from './search-sql.ts';
 
 const CORE_DDL = `
@@ -151,13 +151,14 @@ export class SqliteIndexStore implements IndexStore {
    * Open (creating when absent) the index database at `path` (':memory:' for tests). Commits are
    * written with synchronous=NORMAL and made durable in groups by `flush()` (see wal-sync.ts).
    */
-  static open(path: string): SqliteIndexStore {
+  static open(path: string, options: { autoCheckpoint?: number } = {}): SqliteIndexStore {
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(path);
-      // Checkpoints fsync on the event loop: let the WAL grow to ~64 MiB between them.
+      // Checkpoints run inside the commit that passes the threshold and fsync on its thread: let the
+      // WAL grow to ~64 MiB between them — or none at all here (0) when another thread checkpoints.
       db.exec(
-        'PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 16000;',
+        `PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = ${autoCheckpointPages(options.autoCheckpoint)};`,
       );
       // IMMEDIATE: the DDL's back-fill writes, and a deferred transaction that read first cannot
       // wait for the write lock (SQLITE_BUSY at once when another connection — the audit
@@ -352,6 +353,15 @@ export class SqliteIndexStore implements IndexStore {
 
   async flush(): Promise<void> {
     await this.#wal?.sync();
+  }
+
+  /**
+   * Copy the write-ahead log into the database without blocking writers (`PASSIVE`); for the thread
+   * that checkpoints on behalf of connections opened with `autoCheckpoint: 0`.
+   */
+  checkpoint(): void {
+    this.#check();
+    this.#db.exec('PRAGMA wal_checkpoint(PASSIVE)');
   }
 
   async search(query: IndexQuery): Promise<SearchPage> {
