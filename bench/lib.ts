@@ -165,3 +165,13 @@ export function comparisonTable(summary: LoadSummary, baseline: Baseline): { row
   rows.push(`| **total** | **${Math.round(total).toLocaleString('en')}** | **${first_round.total_ops_per_s}** | **${r}×** | ${r >= aims.total_ratio ? '✓' : '✗'} ≥ ${aims.total_ratio}× | |`);
   return { rows, met };
 }
+
+/** USER_HZ on Linux: /proc times are in 1/100 s. */
+const TICK = 100;
+
+/** CPU time (user + system, ms) of a process — all its threads — or of one thread (`tid`). */
+export function cpuMs(pid: number, tid?: number): number {
+  const stat = fs.readFileSync(tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICK;
+}

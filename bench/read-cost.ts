@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { startServer } from './lib.ts';
+import { cpuMs, startServer } from './lib.ts';
 
 const arg = (name: string, fallback: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
 const seconds = Number(arg('seconds', '5'));
@@ -29,14 +29,6 @@ const VARIANTS: Record<string, Record<string, string>> = {
   'audit-wal': { VELLUM_AUTH: 'off', VELLUM_AUDIT_DURABILITY: 'wal' },
 };
 const names = arg('variants', 'off,auth,audit,both').split(',');
-const TICK = 100; // USER_HZ on Linux: /proc times are in 1/100 s
-
-function cpuMs(pid: number, tid?: number): number {
-  const stat = fs.readFileSync(tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICK;
-}
-
 const results: Record<string, { rate: number; cpu: number; main: number; threads?: Record<string, number> }[]> = {};
 for (let round = 0; round < rounds; round++) {
   const order = names.map((_, i) => names[(i + round) % names.length]!);

@@ -23,7 +23,7 @@
  * with the matches, so this plan serves only when the driver has fewer than PAGE_PLAN_LIMIT.
  *
  * The ordered walks (`planWalk`), for everything else: an index already in the page's order —
- * the equality driver's `(param, value…, rid)` index, the type's `(type, deleted)` index (rid
+ * the equality driver's `(param, value…, rid)` index, the type's `(type)` index (rid
  * order), the first sort key's value index, `(type, id)` or `(type, last_updated)` — is walked,
  * every clause probed per row, and LIMIT ends the walk with the page: a page of 50 costs the same
  * at 500 or 5 million matches (`npm run bench:search`, the growth series' broad queries).
@@ -157,8 +157,9 @@ CREATE INDEX IF NOT EXISTS search_composite_code ON search_composite(param, code
 CREATE INDEX IF NOT EXISTS search_composite_value ON search_composite(param, value, rid, grp);
 
 CREATE INDEX IF NOT EXISTS search_resources_updated ON resources(type, last_updated);
--- A type's live resources in rid (creation) order: the default-order walk (see planWalk).
-CREATE INDEX IF NOT EXISTS search_resources_live ON resources(type, deleted);
+-- A type's resources in rid (creation) order: the default-order walk (see planWalk). Not (type, deleted):
+-- without statistics SQLite would prefer it to the (type, id) index for type = ? AND id IN (…) AND deleted = 0.
+CREATE INDEX IF NOT EXISTS search_resources_type ON resources(type);
 `;
 
 const TABLES: readonly string[] = [...KINDS, 'composite'];
@@ -270,6 +271,12 @@ export class SearchSql {
    */
   #prefersWalk(q: IndexQuery): boolean {
     if (q.sort.length === 0 && q.resourceType !== null && planWalkDriven(q)) return true;
+    // Few candidates by construction: ids (the `(type, id)` index seeks each), and linked searches
+    // (chains, `_has`, reverse includes), which drive from their nested search's few results —
+    // counting those would run the nested search twice.
+    if (hasIdClause(q.where)) return false;
+    const driver = chooseDriver(q.where);
+    if (driver >= 0 && q.where[driver]!.anyOf.some(isLinkedCondition)) return false;
     const probe = planDriverCount(q, PAGE_PLAN_LIMIT);
     if (probe === undefined) return true;
     return Number(this.#statement(probe.sql).get(...probe.params)?.['n'] ?? 0) >= PAGE_PLAN_LIMIT;
@@ -466,8 +473,11 @@ export function planSearch(q: IndexQuery): PlannedSql {
   const inner = `SELECT r.rid, r.type, r.id, r.version, r.cid, r.last_updated${columns.map((c) => `, ${c}`).join('')} FROM resources r WHERE ${where}`;
   const reverse = q.keyset?.direction === 'before';
   const names = keys.map((_, i) => `k${i}`);
-  const position = q.keyset?.key ? keysetSql(keys, names, 'rid', q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b) : undefined;
-  const order = orderSql(keys, names, 'rid', reverse);
+  // With a driving clause, `+rid` keeps SQLite from walking the rowid in order (every resource,
+  // probing the driver for each) instead of reading the driver's few rows and sorting them.
+  const rid = chooseDriver(q.where) >= 0 || dateRangeGroup(q.where) !== undefined || hasIdClause(q.where) ? '+rid' : 'rid';
+  const position = q.keyset?.key ? keysetSql(keys, names, rid, q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b) : undefined;
+  const order = orderSql(keys, names, rid, reverse);
   const outerColumns = ['rid', 'type', 'id', 'version', 'cid', 'last_updated', ...names].join(', ');
   const sql =
     `SELECT ${outerColumns} FROM (${inner})${position ? ` WHERE ${position}` : ''} ` +
@@ -492,7 +502,7 @@ function orderSql(keys: readonly SortKey[], names: readonly string[], rid: strin
  * - Default order, one equality driver (`code=system|code`, `subject=Patient/1`, `url=…`): the
  *   driver's `(param, value…, rid)` index is already in rid order — walked, the resources looked
  *   up by rid, the other clauses probed.
- * - Default order otherwise: the type's live resources in rid order (`search_resources_live`).
+ * - Default order otherwise: the type's live resources in rid order (`search_resources_type`).
  * - First sort key on an indexed value (string, token, date, number, quantity, uri): that
  *   parameter's value index walked in the key's direction, one row per resource (its lowest value
  *   ascending, highest descending, as the filter plan sorts), then — NULLS LAST — the resources
@@ -510,6 +520,11 @@ export function planWalk(q: IndexQuery): PlannedSql[] | undefined {
     return [walkResources(q, first.of === 'id' ? 'r.id' : 'r.last_updated')];
   }
   return walkValues(q, first.of, first.param);
+}
+
+/** A clause of ids only (`_id=a,b`): the `(type, id)` index finds its few matches directly. */
+function hasIdClause(where: readonly IndexClause[]): boolean {
+  return where.some((c) => !c.negate && c.anyOf.length > 0 && c.anyOf.every((x) => x.kind === 'id'));
 }
 
 /** Whether the default-order walk of `q` reads an equality driver's index (`walkDriver`). */
@@ -593,7 +608,7 @@ function walkType(q: IndexQuery): PlannedSql {
   if (q.resourceType !== null) parts.push(`r.type = ${b.bind(q.resourceType)}`);
   q.where.forEach((clause) => parts.push(clauseSql(clause, false, b)));
   if (q.keyset?.key) parts.push(keysetSql([], [], 'r.rid', q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b));
-  const from = q.resourceType !== null ? 'resources r INDEXED BY search_resources_live' : 'resources r';
+  const from = q.resourceType !== null ? 'resources r INDEXED BY search_resources_type' : 'resources r';
   const sql = `SELECT ${HIT_COLUMNS} FROM ${from} WHERE ${nest(parts, 'AND')} ORDER BY r.rid ${reverse ? 'DESC' : 'ASC'} LIMIT ${b.bind(q.count)}`;
   return { sql, params: b.params };
 }
@@ -661,7 +676,7 @@ function walkValues(q: IndexQuery, kind: Exclude<SearchKind, 'reference'>, param
     const parts = ['r.deleted = 0'];
     if (q.resourceType !== null) parts.push(`r.type = ${b.bind(q.resourceType)}`);
     parts.push(`NOT EXISTS (SELECT 1 FROM ${perResource(kind)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)})`);
-    return walkSegment(q, keys, q.resourceType !== null ? 'resources r INDEXED BY search_resources_live' : 'resources r', parts, b);
+    return walkSegment(q, keys, q.resourceType !== null ? 'resources r INDEXED BY search_resources_type' : 'resources r', parts, b);
   })();
   return [withValue, withoutValue];
 }

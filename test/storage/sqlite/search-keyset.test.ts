@@ -141,13 +141,26 @@ t.test('ordered plans read their order from an index: no sort of the matches, th
   const base: IndexQuery = { resourceType: 'Patient', where: [], sort: [], count: 5, offset: 0, wantTotal: false, keyset: { direction: 'after', key: ['Patient', 'p20'] } };
   const tagged: IndexQuery = { ...base, where: [{ negate: false, anyOf: [{ kind: 'token', param: '_tag', system: 's', code: 't' }] }] };
   const cases: [string, string[], RegExp][] = [
-    ['default order (filter plan)', explain(planSearch(base)), /SEARCH r USING INDEX search_resources_live \(type=\? AND deleted=\? AND rowid>\?\)/],
-    ['default order (walk)', explain(planWalk(base)![0]!), /SEARCH r USING INDEX search_resources_live \(type=\? AND deleted=\? AND rowid>\?\)/],
+    ['default order (filter plan)', explain(planSearch(base)), /SEARCH r USING (?:COVERING )?INDEX search_resources_type \(type=\? AND rowid>\?\)/],
+    ['default order (walk)', explain(planWalk(base)![0]!), /SEARCH r USING (?:COVERING )?INDEX search_resources_type \(type=\? AND rowid>\?\)/],
     ['default order, equality driver', explain(planWalk(tagged)![0]!), /SEARCH s USING (?:COVERING )?INDEX search_token_value \(param=\? AND code=\? AND system=\? AND rid>\?\)/],
     ['_sort=birthdate', explain(planWalk({ ...base, keyset: undefined, sort: [{ of: 'date', param: 'birthdate', descending: false }] })![0]!), /SEARCH s USING (?:COVERING )?INDEX search_date_low \(param=\?\)/],
     ['_sort=-birthdate', explain(planWalk({ ...base, keyset: undefined, sort: [{ of: 'date', param: 'birthdate', descending: true }] })![0]!), /SEARCH s USING (?:COVERING )?INDEX search_date_high \(param=\?\)/],
     ['_sort=_lastUpdated', explain(planWalk({ ...base, keyset: undefined, sort: [{ of: 'lastUpdated', param: '_lastUpdated', descending: false }] })![0]!), /USING INDEX (search_resources_updated|resources_type_updated) \(type=\?\)/],
   ];
+  // Ids seek the (type, id) index — in a search and in the sources of a reverse link alike.
+  const ids: IndexQuery = { ...base, keyset: undefined, where: [{ negate: false, anyOf: [{ kind: 'id', id: 'p01' }, { kind: 'id', id: 'p02' }] }] };
+  const idPlan = explain(planSearch(ids));
+  t.ok(idPlan.some((d) => /SEARCH r USING (?:COVERING )?INDEX sqlite_autoindex_resources_1 \(type=\? AND id=\?\)/.test(d)), `_id list: ${idPlan.join(' | ')}`);
+  const referenced: IndexQuery = {
+    ...base,
+    resourceType: null,
+    keyset: undefined,
+    where: [{ negate: false, anyOf: [{ kind: 'referencedBy', params: ['subject'], sourceType: 'Patient', sourceIds: ['p01', 'p02'] }] }],
+  };
+  const refPlan = explain(planSearch(referenced));
+  t.ok(refPlan.some((d) => /SEARCH r USING (?:COVERING )?INDEX sqlite_autoindex_resources_1 \(type=\? AND id=\?\)/.test(d)), `_include sources: ${refPlan.join(' | ')}`);
+  t.notOk(refPlan.some((d) => /SCAN r\b/.test(d)), '_include: no walk over every resource');
   for (const [label, plan, expected] of cases) {
     t.ok(plan.some((d) => expected.test(d)), `${label}: ${plan.join(' | ')}`);
     // Ties of the first key may be ordered by rid in small runs ("FOR LAST TERM"); never the whole result.
