@@ -241,19 +241,23 @@ export class SqliteIndexStore implements IndexStore {
       where.push('v.last_updated >= ?');
       params.push(query.since);
     }
+    // One resource's history: its few versions from the (type, id, version) index, then sorted.
+    // On `v.seq` itself SQLite walks the type's (type, seq) index instead — every version of the
+    // type (measured: instance history 917 → 97/s from 500 to 8,000 patients); `+` stops it.
+    const seq = query.id !== undefined ? '+v.seq' : 'v.seq';
     if (query.maxSeq !== undefined) {
-      where.push('v.seq <= ?');
+      where.push(`${seq} <= ?`);
       params.push(query.maxSeq);
     }
     // Keyset paging (pages are newest first): after a page, older versions; before it, newer ones.
     const page: string[] = [];
     const pageParams: SQLInputValue[] = [];
     if (query.olderThan !== undefined) {
-      page.push('v.seq < ?');
+      page.push(`${seq} < ?`);
       pageParams.push(query.olderThan);
     }
     if (query.newerThan !== undefined) {
-      page.push('v.seq > ?');
+      page.push(`${seq} > ?`);
       pageParams.push(query.newerThan);
     }
     if (query.keyScope !== undefined) {
@@ -273,7 +277,7 @@ export class SqliteIndexStore implements IndexStore {
     // The page before a position: the nearest newer versions (ascending), then newest first again.
     const order = query.newerThan !== undefined ? 'ASC' : 'DESC';
     const rows = this.#prepare(
-      `SELECT ${VERSION_COLUMNS} FROM versions v ${paged.length ? `WHERE ${paged.join(' AND ')}` : ''} ORDER BY v.seq ${order} LIMIT ? OFFSET ?`,
+      `SELECT ${VERSION_COLUMNS} FROM versions v ${paged.length ? `WHERE ${paged.join(' AND ')}` : ''} ORDER BY ${seq} ${order} LIMIT ? OFFSET ?`,
     ).all(...params, ...pageParams, query.count, query.offset) as unknown as VersionRow[];
     if (order === 'ASC') rows.reverse();
     const total = this.#prepare(`SELECT COUNT(*) AS n FROM versions v ${clause}`).get(...params) as { n: number };
