@@ -690,12 +690,9 @@ export function planDriverCount(q: IndexQuery, limit: number): PlannedSql | unde
   const b = new Binder(q.linkScopes);
   const driver = driverSql(q, b);
   if (driver === undefined) return undefined;
-  // Only the type's live resources count (a parameter such as `code` spans several types).
-  const type = q.resourceType !== null ? ` AND r.type = ${b.bind(q.resourceType)}` : '';
-  return {
-    sql: `SELECT COUNT(*) AS n FROM (SELECT 1 FROM (${driver}) d CROSS JOIN resources r ON r.rid = d.rid WHERE r.deleted = 0${type} LIMIT ${b.bind(limit)})`,
-    params: b.params,
-  };
+  // The driver's index rows alone (no lookup of each resource): a parameter shared by several types
+  // may count a few of another type, which only tips a borderline search to the walk.
+  return { sql: `SELECT COUNT(*) AS n FROM (${driver} LIMIT ${b.bind(limit)})`, params: b.params };
 }
 
 /** A sort key of the page query: its SQL value, its direction, and whether it can be NULL. */
