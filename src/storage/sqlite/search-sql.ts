@@ -270,7 +270,7 @@ export class SearchSql {
    * (bounded work, and no walk over a sparse order); as many, and the walk's page is cheaper.
    */
   #prefersWalk(q: IndexQuery): boolean {
-    if (q.sort.length === 0 && q.resourceType !== null && planWalkDriven(q)) return true;
+    if (q.sort.length === 0 && q.resourceType !== null && orderedDriver(q) !== undefined) return true;
     // Few candidates by construction: ids (the `(type, id)` index seeks each), and linked searches
     // (chains, `_has`, reverse includes), which drive from their nested search's few results —
     // counting those would run the nested search twice.
@@ -525,11 +525,6 @@ export function planWalk(q: IndexQuery): PlannedSql[] | undefined {
 /** A clause of ids only (`_id=a,b`): the `(type, id)` index finds its few matches directly. */
 function hasIdClause(where: readonly IndexClause[]): boolean {
   return where.some((c) => !c.negate && c.anyOf.length > 0 && c.anyOf.every((x) => x.kind === 'id'));
-}
-
-/** Whether the default-order walk of `q` reads an equality driver's index (`walkDriver`). */
-function planWalkDriven(q: IndexQuery): boolean {
-  return orderedDriver(q) !== undefined;
 }
 
 /** The clause a default-order walk can drive from in rid order: one equality on a whole index prefix. */
