@@ -34,6 +34,19 @@ export interface Config {
   auditBatchMs: number;
   /** Consent enforcement through the consent registry (docs/consent.md). */
   consent: ConsentConfig;
+  /** Bulk Data export (docs/bulk-data.md). */
+  export: ExportConfig;
+}
+
+export interface ExportConfig {
+  /** VELLUM_EXPORT_FILE_MAX: most resources per file (default 100,000). */
+  fileMax: number;
+  /** VELLUM_EXPORT_FILE_BYTES: most bytes per file (default 32 MiB; a file is built in memory). */
+  fileBytes: number;
+  /** VELLUM_EXPORT_TTL: seconds a finished export's files are kept (default 24 h). */
+  ttlSeconds: number;
+  /** VELLUM_EXPORT_CONCURRENCY: most queued or running exports per client (default 2). */
+  concurrency: number;
 }
 
 /**
@@ -175,6 +188,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     auditDurability: durability,
     auditBatchMs: integer(env, 'VELLUM_AUDIT_BATCH_MS', 1_000, 0, 60_000),
     consent,
+    export: {
+      fileMax: integer(env, 'VELLUM_EXPORT_FILE_MAX', 100_000, 1, 10_000_000),
+      fileBytes: integer(env, 'VELLUM_EXPORT_FILE_BYTES', 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+      ttlSeconds: integer(env, 'VELLUM_EXPORT_TTL', 86_400, 1, 365 * 86_400),
+      concurrency: integer(env, 'VELLUM_EXPORT_CONCURRENCY', 2, 1, 100),
+    },
   };
 }
 

@@ -27,7 +27,10 @@ import { R4_RESOURCE_TYPES } from './fhir/validation/resource-types.ts';
 import { createValidator } from './fhir/validation/validator.ts';
 import { Writer } from './fhir/writer.ts';
 import { accessWriteStep } from './fhir/access.ts';
-import { AuditTrail } from './fhir/audit.ts';
+import { AuditTrail, type AuditInput } from './fhir/audit.ts';
+import { ExportRunner } from './fhir/bulk/runner.ts';
+import { ExportFiles, isRecipientKey } from './fhir/bulk/files.ts';
+import type { JWK } from 'jose';
 import { startAuditWorker } from './fhir/audit-worker.ts';
 import { WriteGate } from './storage/write-gate.ts';
 import { authPlugin, bearerToken, createAuthVerifier, openEmbeddedAuth, type Principal, type TokenVerifier } from './fhir/auth/index.ts';
@@ -441,6 +444,33 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       query: `from=${modelChange.from}&to=${modelChange.to}&transaction=${modelChange.txHash}`,
     });
   }
+  // Bulk Data export: jobs in the index, files under the data dir, run between requests (bulk/runner.ts).
+  const exportFiles = new ExportFiles(path.join(config.dataDir, 'exports'), deriveKey(masterKey, KEY_PURPOSE.exportFiles));
+  const exportRunner = new ExportRunner({
+    services: () => services,
+    files: exportFiles,
+    fileMax: config.export.fileMax,
+    fileBytes: config.export.fileBytes,
+    ttlSeconds: config.export.ttlSeconds,
+    ...(audit ? { audit: (input: AuditInput) => audit.record(input) } : {}),
+    onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code, name: (err as Error)?.name } }, 'export job failed'),
+  });
+  services.bulk = {
+    runner: exportRunner,
+    files: exportFiles,
+    concurrency: config.export.concurrency,
+    snapshot: () =>
+      writer.exclusive(async () => {
+        const seq = await index.lastSeq();
+        return { seq, time: writer.snapshotInstant() };
+      }),
+    patientScope: (id) => scopeOf(`Patient/${id}`),
+    recipientKey: async (clientId) => {
+      const client = await embeddedAuth?.store.getClient(clientId);
+      const key = client?.jwks?.keys.find((k) => isRecipientKey(k));
+      return key as JWK | undefined;
+    },
+  };
   await app.register(fhirPlugin, {
     prefix: '/fhir',
     services,
@@ -448,6 +478,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     ...(audit ? { audit } : {}),
   });
   batcher?.start();
+  exportRunner.start();
 
   let closed = false;
   return {
@@ -459,6 +490,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       closed = true;
       closing = true;
       await app.close();
+      await exportRunner.close();
       await audit?.close();
       await auditQueue?.close();
       await batcher?.stop();

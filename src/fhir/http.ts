@@ -217,7 +217,7 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
             principal = await services.access.authenticate(req.headers.authorization);
             request.principal = principal;
           }
-          const responseType = negotiate(request);
+          const responseType = route.anyAccept ? 'application/fhir+json' : negotiate(request);
           const shape = { summary: summaryMode(request), elements: elementsList(request) };
           const writeContext: WriteContext = principal
             ? {
@@ -264,6 +264,7 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
   ): FastifyReply {
     reply.code(response.status);
     for (const [name, value] of Object.entries(response.headers ?? {})) reply.header(name, value);
+    if (response.body) return head ? reply.type(response.body.type).send() : reply.type(response.body.type).send(response.body.data);
     if (!response.resource || response.status === 304 || response.status === 204) return reply.send();
     let body: Record<string, unknown> = response.resource;
     if (!response.raw && body.resourceType !== 'Bundle' && body.resourceType !== 'OperationOutcome') {

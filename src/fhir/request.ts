@@ -53,6 +53,8 @@ export interface FhirResponse {
   headers?: Record<string, string>;
   /** When true the body is sent as-is, without _summary/_elements. */
   raw?: boolean;
+  /** A body that is not a FHIR resource (a Bulk Data manifest, an ndjson file), sent as it is. */
+  body?: { type: string; data: Buffer };
 }
 
 /** First value of a query parameter. */

@@ -19,6 +19,7 @@ import { vread } from './interactions/vread.ts';
 import { validate } from './operations/validate.ts';
 import { verify, verifySweep } from './operations/verify.ts';
 import { everything } from './operations/everything.ts';
+import { exportCancel, exportFile, exportKickOff, exportStatus } from './bulk/export.ts';
 import { approve, grantRequest, grantSigned, registerWallet, revocationRequest, revokeApproval, revokeSigned } from './operations/consent.ts';
 
 export type Handler = (services: FhirServices, request: FhirRequest, context: WriteContext) => Promise<FhirResponse>;
@@ -28,6 +29,8 @@ export interface Route {
   path: string;
   interaction: string;
   handler: Handler;
+  /** The response is not FHIR JSON (an export file): the Accept header does not decide it. */
+  anyAccept?: boolean;
 }
 
 export interface RouteOptions {
@@ -46,6 +49,16 @@ export function fhirRoutes(statement: Record<string, unknown>, options: RouteOpt
     { method: 'GET', path: '/metadata', interaction: 'capabilities', handler: capabilities(statement) },
     { method: 'GET', path: '/_history', interaction: 'history-system', handler: history },
     { method: 'GET', path: '/$verify', interaction: 'operation', handler: verifySweep },
+    // Bulk Data export (bulk/export.ts): the job id is `:id`, a file's name `:vid`.
+    { method: 'GET', path: '/$export', interaction: 'operation', handler: exportKickOff },
+    { method: 'POST', path: '/$export', interaction: 'operation', handler: exportKickOff },
+    { method: 'GET', path: '/$export-status/:id', interaction: 'operation', handler: exportStatus },
+    { method: 'DELETE', path: '/$export-status/:id', interaction: 'operation', handler: exportCancel },
+    { method: 'GET', path: '/$export-file/:id/:vid', interaction: 'operation', handler: exportFile, anyAccept: true },
+    { method: 'GET', path: '/:type/$export', interaction: 'operation', handler: exportKickOff },
+    { method: 'POST', path: '/:type/$export', interaction: 'operation', handler: exportKickOff },
+    { method: 'GET', path: '/:type/:id/$export', interaction: 'operation', handler: exportKickOff },
+    { method: 'POST', path: '/:type/:id/$export', interaction: 'operation', handler: exportKickOff },
     { method: 'GET', path: '/:type', interaction: 'search-type', handler: search },
     { method: 'POST', path: '/:type', interaction: 'create', handler: create },
     { method: 'PUT', path: '/:type', interaction: 'conditional-update', handler: conditionalUpdate },

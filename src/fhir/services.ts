@@ -13,6 +13,7 @@ import type { Writer } from './writer.ts';
 import type { Principal } from './auth/verify.ts';
 import type { ConsentService } from './consent/service.ts';
 import type { MappingContext } from './consent/mapping.ts';
+import type { BulkServices } from './bulk/export.ts';
 
 /** The anchor pipeline as the FHIR layer sees it (absent when anchoring is off). */
 export interface AnchoringServices {
@@ -43,6 +44,8 @@ export interface FhirServices {
   access?: AccessServices;
   /** MAC key of page cursors (interactions/paging.ts); a random per-process key when absent. */
   cursorKey?: Uint8Array;
+  /** Bulk Data export (bulk/export.ts). */
+  bulk?: BulkServices;
   /** Present when consent is enforced (authorization and the chain on): consent/service.ts. */
   consent?: ConsentServices;
   /** The stored bundle (the resource version and its Provenance) of a version record, with plain numbers. */

@@ -134,6 +134,17 @@ export class Writer {
     return this.#lastTime;
   }
 
+  /**
+   * The instant of a snapshot taken now (call inside `exclusive`, with the last committed seq):
+   * every version committed after it is stamped with a later lastUpdated, so `_since=<instant>`
+   * finds exactly what the snapshot does not hold.
+   */
+  snapshotInstant(): number {
+    const instant = this.#clock();
+    this.#lastTime = instant + 1;
+    return instant;
+  }
+
   /** Validate, version, encrypt, store and index `ops` atomically. Call inside `exclusive`. */
   async commit(ops: WriteOp[], context: WriteContext): Promise<Written[]> {
     const lastUpdated = this.#clock();

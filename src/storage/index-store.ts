@@ -146,6 +146,59 @@ export interface SearchRowsReplacement {
   rows: SearchRow[];
 }
 
+/**
+ * The versions current at a snapshot (`maxSeq`), one type at a time, in seq order (Bulk Data
+ * export, src/fhir/bulk/): for each resource, its latest version with seq <= maxSeq.
+ */
+export interface SnapshotQuery {
+  type: string;
+  /** The snapshot: versions committed after it are not seen (nor do they hide older ones). */
+  maxSeq: number;
+  /** Keyset: only versions with seq > afterSeq (0 = from the start). */
+  afterSeq: number;
+  limit: number;
+  /** Only versions with lastUpdated > since (ms). */
+  since?: number;
+  /**
+   * Include resources whose version at the snapshot is a deletion (default: left out). A
+   * deletion's record carries the key scope of the version it deleted.
+   */
+  deletions?: boolean;
+  /**
+   * Only versions of these key scopes (a deletion counts with the scope of the version it
+   * deleted, since it carries none itself)…
+   */
+  keyScopes?: readonly string[];
+  /** …or only versions of some patient's key scope (not the shared one). */
+  patientScoped?: boolean;
+}
+
+/** A durable Bulk Data export job (src/fhir/bulk/): what was asked and how far it got, as JSON the FHIR layer defines. */
+export interface ExportJobRow {
+  id: string;
+  /** Whose job it is (the client that kicked it off). */
+  owner: string;
+  status: 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+  createdAt: number;
+  /** When its files and status go away (set on completion). */
+  expiresAt?: number;
+  spec: unknown;
+  progress: unknown;
+}
+
+/** Where export jobs live: the index database, beside the versions they export. */
+export interface ExportJobStore {
+  create(job: ExportJobRow): Promise<void>;
+  get(id: string): Promise<ExportJobRow | undefined>;
+  /** Change status, progress or expiry. */
+  update(id: string, change: Partial<Pick<ExportJobRow, 'status' | 'progress' | 'expiresAt'>>): Promise<void>;
+  /** Jobs in any of `statuses` (oldest first), optionally of one owner. */
+  list(statuses: readonly ExportJobRow['status'][], owner?: string): Promise<ExportJobRow[]>;
+  /** Jobs whose expiry has passed. */
+  expired(now: number): Promise<ExportJobRow[]>;
+  remove(id: string): Promise<void>;
+}
+
 export interface Page<T> {
   records: T[];
   total: number | undefined;
@@ -174,6 +227,10 @@ export interface IndexStore extends AnchorQueue {
    * return resolve at once; the embedded SQLite index batches the fsyncs of concurrent writers.
    */
   flush(): Promise<void>;
+  /** Export jobs (Bulk Data). */
+  readonly exportJobs: ExportJobStore;
+  /** The versions current at a snapshot (see SnapshotQuery). */
+  snapshotVersions(query: SnapshotQuery): Promise<VersionRecord[]>;
   /** Current, non-deleted resources matching the query, with their sort keys. */
   search(query: IndexQuery): Promise<SearchPage>;
   /**

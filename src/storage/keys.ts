@@ -23,6 +23,7 @@ export const KEY_PURPOSE = {
   manifestLocator: 'vellum/v1/manifest-locator',
   auditQueue: 'vellum/v1/audit-queue',
   consentPseudonym: 'vellum/v1/consent-pseudonym',
+  exportFiles: 'vellum/v1/export-files',
 } as const;
 
 /** Key scope of resources outside any patient compartment. */

@@ -170,8 +170,11 @@ export class Repository {
     await this.index.flush();
   }
 
-  /** The plaintext bytes of a stored version (verified against its CID, decrypted, binding checked). */
-  async load(record: VersionRecord, options?: AbortOptions): Promise<Uint8Array> {
+  /**
+   * The plaintext bytes of a stored version (verified against its CID, decrypted, binding checked).
+   * `cache: false` (bulk reads of the whole store) neither evicts nor adds cached versions.
+   */
+  async load(record: VersionRecord, options?: AbortOptions & { cache?: boolean }): Promise<Uint8Array> {
     // Keyed by CID AND version: an index row pointing at another version's envelope must still
     // go through the cipher's binding check, never be served from the cache.
     const key = cacheKey(record);
@@ -185,7 +188,7 @@ export class Repository {
       options,
       this.#groupSlot(`${record.cid} ${record.keyScope}`),
     );
-    this.#remember(key, plaintext);
+    if (options?.cache !== false) this.#remember(key, plaintext);
     return plaintext;
   }
 

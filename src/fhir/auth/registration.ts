@@ -16,6 +16,7 @@ import { NO_STORE, oauthError, type AuthContext, type AuthResponse } from './oau
 import { parseScopes } from './scopes.ts';
 import { authError, bearerToken, type Principal, type TokenVerifier } from './verify.ts';
 import { FhirError } from '../errors.ts';
+import { isRecipientKey, RECIPIENT_ALG } from '../bulk/files.ts';
 
 const CLIENT_FHIR_USER = /^(Practitioner|PractitionerRole|Organization|Patient)\/[A-Za-z0-9\-.]{1,64}$/;
 const LOGIN_FHIR_USER = /^(Patient|Practitioner|PractitionerRole)\/[A-Za-z0-9\-.]{1,64}$/;
@@ -71,14 +72,32 @@ function checkUrl(raw: string, what: 'redirect' | 'jwks'): void {
   throw fail('URLs must be https (http only on loopback)');
 }
 
-async function checkJwks(jwks: unknown): Promise<{ keys: Record<string, unknown>[] }> {
+/**
+ * A client's JWK Set: signing keys for its assertions (private_key_jwt), and at most one
+ * encryption key (`"use": "enc"`: EC P-256/P-384 or X25519, ECDH-ES+A256KW) that Bulk Data
+ * export files are encrypted to (bulk/files.ts). `signing`: whether assertion keys are needed.
+ */
+async function checkJwks(jwks: unknown, signing: boolean): Promise<{ keys: Record<string, unknown>[] }> {
   if (!isObject(jwks) || !Array.isArray(jwks.keys) || jwks.keys.length === 0 || jwks.keys.length > 10) {
     throw badMetadata('jwks must be a JWK Set with 1 to 10 keys');
   }
-  for (const key of jwks.keys as unknown[]) {
+  const keys = jwks.keys as unknown[];
+  if (keys.filter((k) => isObject(k) && k.use === 'enc').length > 1) throw badMetadata('jwks may hold one encryption key');
+  if (signing && !keys.some((k) => isObject(k) && k.use !== 'enc')) throw badMetadata('private_key_jwt needs a signing key in jwks');
+  for (const key of keys) {
     if (!isObject(key)) throw badMetadata('jwks keys must be objects');
     if (PRIVATE_MEMBERS.some((m) => m in key)) throw badMetadata('jwks must hold public keys only');
     if (typeof key.kid !== 'string' || key.kid === '') throw badMetadata('every key needs a kid');
+    if (key.use === 'enc') {
+      if (!isRecipientKey(key)) throw badMetadata(`an encryption key must be EC P-256, P-384 or X25519 for ${RECIPIENT_ALG}`);
+      try {
+        await importJWK(key as JWK, RECIPIENT_ALG);
+      } catch {
+        throw badMetadata('the encryption key of jwks cannot be imported');
+      }
+      continue;
+    }
+    if (!signing) throw badMetadata('without private_key_jwt, jwks may only hold an encryption key');
     const alg = key.alg ?? (key.kty === 'EC' ? 'ES384' : key.kty === 'RSA' ? 'RS384' : undefined);
     if (typeof alg !== 'string' || !ASSERTION_ALGORITHMS.includes(alg)) throw badMetadata(`keys must be for ${ASSERTION_ALGORITHMS.join(' or ')}`);
     if (alg === 'ES384' && (key.kty !== 'EC' || key.crv !== 'P-384')) throw badMetadata('ES384 keys must be EC P-384');
@@ -127,13 +146,15 @@ export async function registerClient(ctx: AuthContext, body: unknown): Promise<A
   let jwksUri: string | undefined;
   if (method === 'private_key_jwt') {
     if (body.jwks !== undefined && body.jwks_uri !== undefined) throw badMetadata('give jwks or jwks_uri, not both (RFC 7591 §2)');
-    if (body.jwks !== undefined) jwks = await checkJwks(body.jwks);
+    if (body.jwks !== undefined) jwks = await checkJwks(body.jwks, true);
     else if (typeof body.jwks_uri === 'string') {
       checkUrl(body.jwks_uri, 'jwks');
       jwksUri = body.jwks_uri;
     } else throw badMetadata('private_key_jwt needs jwks or jwks_uri');
-  } else if (body.jwks !== undefined || body.jwks_uri !== undefined) {
-    throw badMetadata('jwks and jwks_uri only go with private_key_jwt');
+  } else if (body.jwks_uri !== undefined) {
+    throw badMetadata('jwks_uri only goes with private_key_jwt');
+  } else if (body.jwks !== undefined) {
+    jwks = await checkJwks(body.jwks, false);
   }
 
   const clientId = randomUUID();

@@ -16,8 +16,13 @@ const TYPE_INTERACTIONS = ['read', 'vread', 'update', 'patch', 'delete', 'histor
 const VELLUM_OPERATION = 'https://vellum.dev/fhir/OperationDefinition';
 
 /** Operations of one resource type, beside those of every type. */
+const BULK_OPERATION = 'http://hl7.org/fhir/uv/bulkdata/OperationDefinition';
 const TYPE_OPERATIONS: Record<string, { name: string; definition: string }[]> = {
-  Patient: [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }],
+  Patient: [
+    { name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' },
+    { name: 'export', definition: `${BULK_OPERATION}/patient-export` },
+  ],
+  Group: [{ name: 'export', definition: `${BULK_OPERATION}/group-export` }],
 };
 
 /** The consent operations (operations/consent.ts), by resource type: listed when consent is enforced. */
@@ -70,6 +75,8 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
     date: '2026-11-22',
     publisher: 'Vellum',
     kind: 'instance',
+    // Bulk Data Access 2.0 (bulk/export.ts).
+    instantiates: ['http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data'],
     software: { name: 'Vellum', version: SOFTWARE_VERSION },
     implementation: { description: 'Vellum FHIR R4 server', url: services.baseUrl },
     fhirVersion: '4.0.1',
@@ -89,7 +96,7 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
             documentation: 'accurate: count every match at each page request; estimate: the count when at most 10,000 match; none. Absent: total only when the whole result fits on the first page.',
           },
         ],
-        operation: [...operations],
+        operation: [...operations, { name: 'export', definition: `${BULK_OPERATION}/export` }],
       },
     ],
   };

@@ -6,11 +6,14 @@
 import { DatabaseSync, type StatementSync, type SQLInputValue } from 'node:sqlite';
 import type { DataKeyStore } from '../cipher.ts';
 import { storageError } from '../errors.ts';
+import { SHARED_SCOPE } from '../keys.ts';
 import type {
   AnchorRecord,
   BatchReceipt,
   CurrentResource,
   CurrentResourcesQuery,
+  ExportJobRow,
+  ExportJobStore,
   HistoryQuery,
   IndexStore,
   IndexWrite,
@@ -19,6 +22,7 @@ import type {
   PlannedBatch,
   SearchPage,
   SearchRowsReplacement,
+  SnapshotQuery,
   VersionRecord,
   WriteMethod,
 } from '../index-store.ts';
@@ -81,6 +85,15 @@ CREATE TABLE IF NOT EXISTS data_keys (
   scope TEXT PRIMARY KEY,
   wrapped BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS export_jobs (
+  id TEXT PRIMARY KEY,
+  owner TEXT NOT NULL,
+  status TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  spec TEXT NOT NULL,
+  progress TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -121,6 +134,7 @@ const VERSION_COLUMNS = 'v.seq, v.type, v.id, v.version, v.last_updated, v.delet
 
 export class SqliteIndexStore implements IndexStore {
   readonly dataKeys: DataKeyStore;
+  readonly exportJobs: ExportJobStore;
   #db: DatabaseSync;
   #statements = new Map<string, StatementSync>();
   #closed = false;
@@ -145,6 +159,10 @@ export class SqliteIndexStore implements IndexStore {
         stmt('DELETE FROM data_keys WHERE scope = ?').run(scope);
       },
     };
+    this.exportJobs = new SqliteExportJobs((sql) => {
+      this.#check();
+      return stmt(sql);
+    });
   }
 
   /**
@@ -387,6 +405,36 @@ export class SqliteIndexStore implements IndexStore {
     return { records, total, keys };
   }
 
+  async snapshotVersions(query: SnapshotQuery): Promise<VersionRecord[]> {
+    this.#check();
+    // A deletion carries no key scope: it is counted with the scope of the version it deleted.
+    const scope = `CASE WHEN v.deleted = 1 THEN (SELECT p.key_scope FROM versions p WHERE p.type = v.type AND p.id = v.id AND p.version = v.version - 1) ELSE v.key_scope END`;
+    const scopes = query.keyScopes === undefined ? null : JSON.stringify(query.keyScopes);
+    const rows = this.#prepare(
+      `SELECT ${VERSION_COLUMNS.replace('v.key_scope', `${scope} AS key_scope`)} FROM versions v
+       WHERE v.type = ? AND v.seq > ? AND v.seq <= ?
+         AND (? IS NULL OR v.last_updated > ?)
+         AND (? = 1 OR v.deleted = 0)
+         AND NOT EXISTS (SELECT 1 FROM versions w WHERE w.type = v.type AND w.id = v.id AND w.version > v.version AND w.seq <= ?)
+         AND (? IS NULL OR ${scope} IN (SELECT j.value FROM json_each(?) j))
+         AND (? = 0 OR ${scope} <> '${SHARED_SCOPE}')
+       ORDER BY v.seq LIMIT ?`,
+    ).all(
+      query.type,
+      query.afterSeq,
+      query.maxSeq,
+      query.since ?? null,
+      query.since ?? null,
+      query.deletions ? 1 : 0,
+      query.maxSeq,
+      scopes,
+      scopes,
+      query.patientScoped ? 1 : 0,
+      query.limit,
+    ) as unknown as VersionRow[];
+    return rows.map(toRecord);
+  }
+
   async currentResources(query: CurrentResourcesQuery): Promise<CurrentResource[]> {
     this.#check();
     // Types as one bound JSON array, so any list is one statement (the rid primary key drives).
@@ -559,5 +607,74 @@ export class SqliteIndexStore implements IndexStore {
     await this.#wal?.close();
     this.#statements.clear();
     this.#db.close();
+  }
+}
+
+interface ExportJobDbRow {
+  id: string;
+  owner: string;
+  status: ExportJobRow['status'];
+  created_at: number;
+  expires_at: number | null;
+  spec: string;
+  progress: string;
+}
+
+function toJob(row: ExportJobDbRow): ExportJobRow {
+  return {
+    id: row.id,
+    owner: row.owner,
+    status: row.status,
+    createdAt: Number(row.created_at),
+    ...(row.expires_at === null ? {} : { expiresAt: Number(row.expires_at) }),
+    spec: JSON.parse(row.spec),
+    progress: JSON.parse(row.progress),
+  };
+}
+
+/** Export jobs in the index database (table `export_jobs`). */
+class SqliteExportJobs implements ExportJobStore {
+  readonly #stmt: (sql: string) => StatementSync;
+  constructor(stmt: (sql: string) => StatementSync) {
+    this.#stmt = stmt;
+  }
+
+  async create(job: ExportJobRow): Promise<void> {
+    this.#stmt('INSERT INTO export_jobs (id, owner, status, created_at, expires_at, spec, progress) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+      job.id,
+      job.owner,
+      job.status,
+      job.createdAt,
+      job.expiresAt ?? null,
+      JSON.stringify(job.spec),
+      JSON.stringify(job.progress),
+    );
+  }
+
+  async get(id: string): Promise<ExportJobRow | undefined> {
+    const row = this.#stmt('SELECT * FROM export_jobs WHERE id = ?').get(id) as ExportJobDbRow | undefined;
+    return row && toJob(row);
+  }
+
+  async update(id: string, change: Partial<Pick<ExportJobRow, 'status' | 'progress' | 'expiresAt'>>): Promise<void> {
+    this.#stmt(
+      `UPDATE export_jobs SET status = COALESCE(?, status), progress = COALESCE(?, progress), expires_at = COALESCE(?, expires_at) WHERE id = ?`,
+    ).run(change.status ?? null, change.progress === undefined ? null : JSON.stringify(change.progress), change.expiresAt ?? null, id);
+  }
+
+  async list(statuses: readonly ExportJobRow['status'][], owner?: string): Promise<ExportJobRow[]> {
+    const rows = this.#stmt(
+      'SELECT * FROM export_jobs WHERE status IN (SELECT j.value FROM json_each(?) j) AND (? IS NULL OR owner = ?) ORDER BY created_at, id',
+    ).all(JSON.stringify(statuses), owner ?? null, owner ?? null) as unknown as ExportJobDbRow[];
+    return rows.map(toJob);
+  }
+
+  async expired(now: number): Promise<ExportJobRow[]> {
+    const rows = this.#stmt('SELECT * FROM export_jobs WHERE expires_at IS NOT NULL AND expires_at <= ?').all(now) as unknown as ExportJobDbRow[];
+    return rows.map(toJob);
+  }
+
+  async remove(id: string): Promise<void> {
+    this.#stmt('DELETE FROM export_jobs WHERE id = ?').run(id);
   }
 }
