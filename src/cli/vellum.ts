@@ -11,6 +11,8 @@
  *   search rows after a SearchParameter change (src/cli/reindex.ts). Exit 0 done, 1 a version
  *   could not be read, 2 usage.
  *
+ * - `vellum export|import|sync …` — Bulk Data exchange (src/cli/bulk.ts).
+ *
  * Every command returns its exit code; nothing here calls `process.exit`, so commands can be
  * run in-process by tests.
  */
@@ -28,6 +30,14 @@ Commands:
       Rebuild the index of VELLUM_DATA_DIR from the chain, IPFS and the master key (server stopped).
   reindex [--type <Type>]... [--chunk <n>] [--json]
       Re-extract the search rows of every current resource of VELLUM_DATA_DIR (server stopped).
+  verify --export <dir> --rpc <url> [--json] [--allow-pending]
+      Check every line of a downloaded Bulk Data export against its proofs files and the chain.
+  export --from <fhir base> --out <dir> [--client-id <id> --key <jwk> --token-url <url>]
+      Run a Bulk Data export on any server and download it (files, proofs, manifest.json).
+  import <dir> [--to <fhir base>] [--credentials <file>] [--chunk <n>] [--rpc <url>] [--json]
+      Load ndjson files into a running Vellum through its write path (resumable, idempotent).
+  sync --from <fhir base> [source credentials] [--to <fhir base>] [--once | --every <s>]
+      Keep a Vellum in step with a Bulk Data server (export _since, verify, import, delete).
 
 Run "vellum <command> --help" for a command's options.
 `;
@@ -46,6 +56,10 @@ export async function main(argv: string[], io: Io): Promise<number> {
         return await (await import('./rebuild.ts')).runRebuild(rest, io);
       case 'reindex':
         return await (await import('./reindex.ts')).runReindex(rest, io);
+      case 'export':
+      case 'import':
+      case 'sync':
+        return await (await import('./bulk.ts')).runBulk(command, rest, io);
       case undefined:
       case 'help':
       case '--help':

@@ -494,6 +494,7 @@ export function formatVerdict(verdict: Verdict): string {
 }
 
 export const VERIFY_USAGE = `Usage: vellum verify <proof.json | -> --rpc <url> [--json] [--ipfs <kubo url>] [--timeout <ms>]
+       vellum verify --export <dir> --rpc <url> [--json] [--allow-pending]
 
 Checks a proof document (GET [base]/[type]/[id]/_history/[vid]/$verify?export=true) against the
 chain, without the Vellum server: recomputes the leaf from the resource, checks the Merkle proof,
@@ -504,6 +505,10 @@ and asks the registry contract over JSON-RPC whether the root is anchored and th
   --json             print the verdict as JSON
   --ipfs <url>       Kubo RPC API (e.g. http://127.0.0.1:5001): also fetch the envelope and check its CID
   --timeout <ms>     per-request timeout (default 10000)
+  --export <dir>     a downloaded Bulk Data export (manifest.json and its files, as vellum export
+                     writes them): every resource line is checked against its proofs-file line
+                     and the chain; an altered line is named (file:line reference reason)
+  --allow-pending    with --export: lines not yet anchored when exported do not fail the run
 
 Exit status: 0 verified, 1 not verified (content-mismatch, proof-invalid, root-not-anchored,
 chain-mismatch, envelope-mismatch), 2 usage or I/O error.
@@ -541,6 +546,8 @@ export async function runVerify(argv: string[], io: Io): Promise<number> {
           json: { type: 'boolean', default: false },
           ipfs: { type: 'string' },
           timeout: { type: 'string' },
+          export: { type: 'string' },
+          'allow-pending': { type: 'boolean', default: false },
           help: { type: 'boolean', short: 'h', default: false },
         },
       });
@@ -553,9 +560,18 @@ export async function runVerify(argv: string[], io: Io): Promise<number> {
       io.stdout.write(VERIFY_USAGE);
       return 0;
     }
-    if (positionals.length !== 1) throw new VerifyUsageError('usage', 'give exactly one proof document');
     if (!values.rpc) throw new VerifyUsageError('usage', '--rpc <url> is required');
     const rpcUrl = httpUrl(values.rpc, '--rpc');
+    if (values.export !== undefined) {
+      // A downloaded Bulk Data export with its proofs files (verify-export.ts).
+      if (positionals.length !== 0) throw new VerifyUsageError('usage', 'give a proof document or --export <dir>, not both');
+      const { verifyExport, formatExportVerdict, exportExitCode } = await import('./verify-export.ts');
+      const allowPending = values['allow-pending'] === true;
+      const verdict = await verifyExport(values.export, { rpcUrl });
+      io.stdout.write(json ? `${JSON.stringify(verdict, null, 2)}\n` : formatExportVerdict(verdict, allowPending));
+      return exportExitCode(verdict, allowPending);
+    }
+    if (positionals.length !== 1) throw new VerifyUsageError('usage', 'give exactly one proof document');
     const ipfsUrl = values.ipfs === undefined ? undefined : httpUrl(values.ipfs, '--ipfs');
     let timeoutMs = 10_000;
     if (values.timeout !== undefined) {

@@ -80,6 +80,7 @@ import { queryValue, type FhirRequest, type FhirResource, type FhirResponse } fr
 import type { FhirServices } from '../services.ts';
 import { ANCHOR_SALT_EXTENSION, deletionContent } from '../writer.ts';
 import { checkId } from '../interactions/common.ts';
+import { CROSS_SITE_EXTENSION, crossSiteProvenanceId } from '../bulk/client.ts';
 
 export const VERIFY_DEFINITION = {
   resourceType: 'OperationDefinition',
@@ -130,6 +131,8 @@ export async function verify(services: FhirServices, request: FhirRequest): Prom
   }
   const record = await versionRecord(services, request);
   const { parameters } = await verifyParameters(services, record, request.signal);
+  const origin = await crossSiteOrigin(services, record, request.signal);
+  if (origin) (parameters.parameter as Parameter[]).push(origin);
   if (exported !== 'true') return { status: 200, raw: true, resource: parameters };
 
   // The version exactly as stored (exact decimals kept), or nothing for a deletion.
@@ -148,6 +151,21 @@ export async function verify(services: FhirServices, request: FhirRequest): Prom
       entry,
     },
   };
+}
+
+/**
+ * Where an imported version came from (`vellum import` / `vellum sync`, src/cli/bulk.ts): the
+ * cross-site Provenance recorded with it, as an `origin` parameter whose parts are the source,
+ * the source's version and where the source anchored it (root, transaction, block, chain, contract).
+ */
+async function crossSiteOrigin(services: FhirServices, record: VersionRecord, signal?: AbortSignal): Promise<Parameter | undefined> {
+  const id = crossSiteProvenanceId(`${record.type}/${record.id}/_history/${record.versionId}`);
+  const provenance = await services.repository.index.current('Provenance', id);
+  const resource = provenance && !provenance.deleted ? await services.loadResource(provenance, signal) : undefined;
+  const extension = ((resource?.extension ?? []) as { url?: string; extension?: Record<string, unknown>[] }[]).find((e) => e.url === CROSS_SITE_EXTENSION);
+  if (!extension) return undefined;
+  const part = (extension.extension ?? []).map(({ url, ...value }) => ({ name: String(url), ...value }));
+  return { name: 'origin', part: [{ name: 'provenance', valueString: `Provenance/${id}` }, ...part] };
 }
 
 /** Contract answers shared by the versions of one sweep (a batch root is asked about once). */
