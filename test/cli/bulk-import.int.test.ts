@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { main } from '../../src/cli/vellum.ts';
 import { CORPORA } from '../helpers/corpora.ts';
 import { freePort } from '../helpers/process-server.ts';
@@ -25,7 +25,7 @@ async function vellum(argv: string[]): Promise<{ code: number; stdout: string; s
 }
 
 /** A Vellum with authorization on, listening on 127.0.0.1 (its token URL and base match its port). */
-async function listening(t: Parameters<Parameters<typeof t.test>[1]>[0], env: Record<string, string> = {}): Promise<TestServer & { base: string; credentials: string }> {
+async function listening(t: Test, env: Record<string, string> = {}): Promise<TestServer & { base: string; credentials: string }> {
   const port = await freePort();
   const server = await startTestServer(t, { PORT: String(port), VELLUM_AUTH: 'embedded', ...env });
   await server.app.listen({ port, host: '127.0.0.1' });

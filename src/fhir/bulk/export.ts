@@ -84,8 +84,22 @@ function parameters(request: FhirRequest): [string, string][] {
 
 const list = (values: string[]): string[] => values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
 
-/** The owner of a caller's jobs. */
-const ownerOf = (principal: Principal | undefined): string => principal?.clientId ?? ANONYMOUS_OWNER;
+/**
+ * The owner of a caller's jobs: the client, and the user when a user stands behind the token (the
+ * users of one app, a public patient app say, never see each other's jobs nor share their limit).
+ */
+const ownerOf = (principal: Principal | undefined): string =>
+  !principal ? ANONYMOUS_OWNER : principal.subject === principal.clientId ? principal.clientId : `${principal.clientId} ${principal.subject}`;
+
+/** The tail of each server's kick-offs (see `oneKickOffAtATime`). */
+const kickOffTails = new WeakMap<BulkServices, Promise<unknown>>();
+
+/** Run `fn` after the kick-offs before it (of this server) have checked the limit and made their job. */
+function oneKickOffAtATime<T>(bulk: BulkServices, fn: () => Promise<T>): Promise<T> {
+  const run = (kickOffTails.get(bulk) ?? Promise.resolve()).then(fn, fn);
+  kickOffTails.set(bulk, run.catch(() => undefined));
+  return run;
+}
 
 export async function exportKickOff(services: FhirServices, request: FhirRequest): Promise<FhirResponse> {
   const bulk = services.bulk;
@@ -191,36 +205,40 @@ export async function exportKickOff(services: FhirServices, request: FhirRequest
   if (confined) intersect([confined.keyScope]);
 
   const owner = ownerOf(principal);
-  const active = await services.repository.index.exportJobs.list(['queued', 'running'], owner);
-  if (active.length >= bulk.concurrency) {
-    throw new FhirError(
-      429,
-      [{ severity: 'error', code: 'throttled', vellumCode: 'VLM_BULK_TOO_MANY_JOBS', diagnostics: `At most ${bulk.concurrency} exports per client at a time` }],
-      { 'Retry-After': '30' },
-    );
-  }
   const recipient = principal ? await bulk.recipientKey(principal.clientId) : undefined;
-  const snapshot = await bulk.snapshot();
-  const query = request.query.length ? `?${new URLSearchParams(request.query).toString()}` : '';
-  const path = level === 'system' ? '$export' : level === 'patient' ? 'Patient/$export' : `Group/${request.id}/$export`;
-  const spec: ExportSpec = {
-    level,
-    request: `${request.baseUrl}/${path}${query}`,
-    snapshotSeq: snapshot.seq,
-    transactionTime: snapshot.time,
-    types,
-    ...(since !== undefined ? { since } : {}),
-    ...(Object.keys(typeFilters).length ? { typeFilters } : {}),
-    ...(elements ? { elements } : {}),
-    ...(keyScopes ? { keyScopes } : {}),
-    patientScoped: patientLevel,
-    provenance,
-    ...(principal ? { principal: storePrincipal(principal) } : {}),
-    ...(recipient ? { recipient } : {}),
-  };
-  const progress: ExportProgress = { typeIndex: 0, afterSeq: 0, parts: [], fileNo: 1, exported: 0 };
-  const id = randomUUID();
-  await services.repository.index.exportJobs.create({ id, owner, status: 'queued', createdAt: Date.now(), spec, progress });
+  // The limit's check and the new job's row are one step: concurrent kick-offs cannot both pass it.
+  const id = await oneKickOffAtATime(bulk, async () => {
+    const active = await services.repository.index.exportJobs.list(['queued', 'running'], owner);
+    if (active.length >= bulk.concurrency) {
+      throw new FhirError(
+        429,
+        [{ severity: 'error', code: 'throttled', vellumCode: 'VLM_BULK_TOO_MANY_JOBS', diagnostics: `At most ${bulk.concurrency} exports per client at a time` }],
+        { 'Retry-After': '30' },
+      );
+    }
+    const snapshot = await bulk.snapshot();
+    const query = request.query.length ? `?${new URLSearchParams(request.query).toString()}` : '';
+    const path = level === 'system' ? '$export' : level === 'patient' ? 'Patient/$export' : `Group/${request.id}/$export`;
+    const spec: ExportSpec = {
+      level,
+      request: `${request.baseUrl}/${path}${query}`,
+      snapshotSeq: snapshot.seq,
+      transactionTime: snapshot.time,
+      types,
+      ...(since !== undefined ? { since } : {}),
+      ...(Object.keys(typeFilters).length ? { typeFilters } : {}),
+      ...(elements ? { elements } : {}),
+      ...(keyScopes ? { keyScopes } : {}),
+      patientScoped: patientLevel,
+      provenance,
+      ...(principal ? { principal: storePrincipal(principal) } : {}),
+      ...(recipient ? { recipient } : {}),
+    };
+    const progress: ExportProgress = { typeIndex: 0, afterSeq: 0, parts: [], fileNo: 1, exported: 0 };
+    const jobId = randomUUID();
+    await services.repository.index.exportJobs.create({ id: jobId, owner, status: 'queued', createdAt: Date.now(), spec, progress });
+    return jobId;
+  });
   bulk.runner.kick();
   return {
     status: 202,
@@ -278,8 +296,9 @@ export async function exportCancel(services: FhirServices, request: FhirRequest)
   const job = await ownJob(services, request, request.id);
   const jobs = services.repository.index.exportJobs;
   if (job.status === 'running') {
-    // The runner sees it between chunks, stops and removes what it wrote.
-    await jobs.update(job.id, { status: 'cancelled' });
+    // The runner sees it between chunks, stops and removes what it wrote; should it not (a stop
+    // came first), the row expires at once and the next sweep removes it.
+    await jobs.update(job.id, { status: 'cancelled', expiresAt: Date.now() });
   } else {
     await jobs.remove(job.id);
   }

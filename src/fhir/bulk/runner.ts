@@ -42,6 +42,11 @@ export interface ExportRunnerOptions {
   audit?: (input: AuditInput) => Promise<void>;
   onError?: (err: unknown) => void;
   now?: () => number;
+  /**
+   * Test seam (the server wiring leaves it unset): awaited after each part is recorded in the
+   * job's row, so a test can hold the runner, or stop it, at a known point of a job.
+   */
+  afterPart?: (job: string, progress: ExportProgress) => void | Promise<void>;
 }
 
 /** Versions read, decided and written per chunk; the request thread runs between chunks. */
@@ -71,9 +76,12 @@ export class ExportRunner {
   #sweeper: NodeJS.Timeout | undefined;
   /** Resolvers of `idle()`. */
   #waiters: (() => void)[] = [];
+  /** Test seam: see ExportRunnerOptions.afterPart (settable on a running server's runner). */
+  afterPart: ExportRunnerOptions['afterPart'];
 
   constructor(options: ExportRunnerOptions) {
     this.#o = options;
+    this.afterPart = options.afterPart;
   }
 
   /** Resume the jobs a stop interrupted, and sweep expired ones from now on. */
@@ -109,10 +117,10 @@ export class ExportRunner {
     await new Promise<void>((resolve) => this.#waiters.push(resolve));
   }
 
-  /** Remove the files and rows of jobs past their expiry. */
-  async sweep(): Promise<void> {
+  /** Remove the files and rows of jobs past their expiry (at `now`, default the runner's clock). */
+  async sweep(now: number = this.#now()): Promise<void> {
     const jobs = this.#o.services().repository.index.exportJobs;
-    for (const job of await jobs.expired(this.#now())) {
+    for (const job of await jobs.expired(now)) {
       await this.#o.files.remove(job.id);
       await jobs.remove(job.id);
     }
@@ -155,6 +163,14 @@ export class ExportRunner {
       return;
     }
     await jobs.update(job.id, { status: 'done', progress, expiresAt: this.#now() + this.#o.ttlSeconds * 1000 });
+    // A cancel that came while the last part was being written left the row cancelled (a cancelled
+    // job stays so) and may have removed the files before that part was written: finish the removal.
+    const after = await jobs.get(job.id);
+    if (!after || after.status === 'cancelled') {
+      await this.#o.files.remove(job.id);
+      if (after) await jobs.remove(job.id);
+      return;
+    }
     await this.#o.audit?.({
       interaction: 'operation',
       method: 'GET',
@@ -206,7 +222,9 @@ export class ExportRunner {
           if (record.deleted) {
             // Decided on the deleted resource's key scope (the caller's compartment, the patient's consent for the type).
             if (visible(services, request, record)) {
-              part.deleted.push(JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `${type}/${record.id}` } }] }));
+              const line = JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `${type}/${record.id}` } }] });
+              part.deleted.push(line);
+              part.bytes += line.length + 1;
             }
           } else if (keep.has(record)) {
             await this.#line(services, record, spec, elements, part, trees);
@@ -215,6 +233,8 @@ export class ExportRunner {
           if (part.lines.length >= this.#o.fileMax || part.bytes >= this.#o.fileBytes) {
             await this.#flush(id, type, spec, progress, part, cursor);
             part = emptyPart();
+            // A stop waits for no more than the part being written: the job resumes from here.
+            if (this.#closed) return false;
           }
         }
         await yieldToRequests();
@@ -224,7 +244,11 @@ export class ExportRunner {
     return true;
   }
 
-  /** The matches of any of `filters` among `shown` (the index's current rows decide). */
+  /**
+   * The matches of any of `filters` among `shown`. The index's current rows decide, so they decide
+   * only for the versions still current: a resource changed since the snapshot is left out (its
+   * snapshot version may not match; a later version that matches is in the next `_since` export).
+   */
   async #filtered(
     services: FhirServices,
     type: string,
@@ -233,12 +257,12 @@ export class ExportRunner {
   ): Promise<{ record: VersionRecord; resource?: FhirResource }[]> {
     if (shown.length === 0) return shown;
     const ids: IndexClause = { negate: false, anyOf: shown.map((s) => ({ kind: 'id' as const, id: s.record.id })) };
-    const matched = new Set<string>();
+    const matched = new Set<number>();
     for (const where of filters) {
       const page = await services.repository.index.search({ resourceType: type, where: [...where, ids], sort: [], count: shown.length, offset: 0, wantTotal: false });
-      for (const record of page.records) matched.add(record.id);
+      for (const record of page.records) matched.add(record.seq);
     }
-    return shown.filter((s) => matched.has(s.record.id));
+    return shown.filter((s) => matched.has(s.record.seq));
   }
 
   /** Add one version's line (and its proof, and its Provenance) to the part. */
@@ -331,5 +355,6 @@ export class ExportRunner {
     progress.exported += part.lines.length;
     progress.afterSeq = cursor;
     await this.#o.services().repository.index.exportJobs.update(id, { progress });
+    await this.afterPart?.(id, progress);
   }
 }

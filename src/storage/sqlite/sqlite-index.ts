@@ -658,7 +658,8 @@ class SqliteExportJobs implements ExportJobStore {
 
   async update(id: string, change: Partial<Pick<ExportJobRow, 'status' | 'progress' | 'expiresAt'>>): Promise<void> {
     this.#stmt(
-      `UPDATE export_jobs SET status = COALESCE(?, status), progress = COALESCE(?, progress), expires_at = COALESCE(?, expires_at) WHERE id = ?`,
+      // A cancelled job stays cancelled (the runner may finish a part, or the job, after the cancel).
+      `UPDATE export_jobs SET status = CASE WHEN status = 'cancelled' THEN status ELSE COALESCE(?, status) END, progress = COALESCE(?, progress), expires_at = COALESCE(?, expires_at) WHERE id = ?`,
     ).run(change.status ?? null, change.progress === undefined ? null : JSON.stringify(change.progress), change.expiresAt ?? null, id);
   }
 
