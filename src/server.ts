@@ -30,6 +30,7 @@ import { accessWriteStep } from './fhir/access.ts';
 import { AuditTrail, type AuditInput } from './fhir/audit.ts';
 import { ExportRunner } from './fhir/bulk/runner.ts';
 import { ExportFiles, isRecipientKey } from './fhir/bulk/files.ts';
+import { startExportWorker } from './fhir/bulk/worker.ts';
 import type { JWK } from 'jose';
 import { startAuditWorker } from './fhir/audit-worker.ts';
 import { WriteGate } from './storage/write-gate.ts';
@@ -446,9 +447,17 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   }
   // Bulk Data export: jobs in the index, files under the data dir, run between requests (bulk/runner.ts).
   const exportFiles = new ExportFiles(path.join(config.dataDir, 'exports'), deriveKey(masterKey, KEY_PURPOSE.exportFiles));
+  const exportEncoder = startExportWorker({
+    databasePath,
+    exportsDir: path.join(config.dataDir, 'exports'),
+    masterKey,
+    anchoring: ledger !== undefined,
+    ...(config.ipfsUrl ? { ipfsUrl: config.ipfsUrl } : {}),
+  });
   const exportRunner = new ExportRunner({
     services: () => services,
     files: exportFiles,
+    encoder: exportEncoder,
     fileMax: config.export.fileMax,
     fileBytes: config.export.fileBytes,
     ttlSeconds: config.export.ttlSeconds,
@@ -491,6 +500,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       closing = true;
       await app.close();
       await exportRunner.close();
+      await exportEncoder.close();
       await audit?.close();
       await auditQueue?.close();
       await batcher?.stop();

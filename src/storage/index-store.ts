@@ -97,6 +97,8 @@ export interface AnchorQueue {
   plannedBatches(): Promise<PlannedBatch[]>;
   recordAnchor(batchId: number, receipt: BatchReceipt): Promise<void>;
   anchorOf(seq: number): Promise<AnchorRecord | undefined>;
+  /** `anchorOf` for many versions at once (bulk readers: an export's proofs files). */
+  anchorsOf(seqs: readonly number[]): Promise<Map<number, AnchorRecord>>;
   /** Leaves not yet anchored (pending or in a planned batch). */
   backlog(): Promise<number>;
 }

@@ -1,6 +1,7 @@
 /**
- * The export runner: turns queued export jobs into files, one job at a time, in small chunks
- * between which the request thread serves requests.
+ * The export runner: turns queued export jobs into files, one job at a time, in chunks. The
+ * request thread only decides what goes in; the export thread (worker.ts, encoder.ts) reads,
+ * decrypts, encodes and writes, and the request thread serves requests meanwhile.
  *
  * For each type of the job, the versions current at the job's snapshot (`snapshotVersions`) are
  * read in seq order; each is decided as a search match is (access.ts `matchingRequest` and
@@ -11,27 +12,24 @@
  * resumes from that position: the lines of an unfinished part are made again, none is lost or
  * repeated.
  */
-import { createHash } from 'node:crypto';
-import { setImmediate as yieldToRequests } from 'node:timers/promises';
 import type { JWK } from 'jose';
-import { canonicalJson, cidDigest, contentDigest, pseudonym } from '../../chain/leaf.ts';
-import { toHex } from '../../chain/merkle.ts';
 import type { ExportJobRow, VersionRecord } from '../../storage/index-store.ts';
 import type { IndexClause } from '../../storage/search-types.ts';
 import { matchingRequest, screened, screenRecords, visible } from '../access.ts';
-import { subset } from '../format.ts';
-import { parseExact } from '../json.ts';
 import type { FhirRequest, FhirResource } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import { planQuery } from '../interactions/search.ts';
-import { proofOf, saltOf, type TreeCache } from '../operations/verify.ts';
 import type { AuditInput } from '../audit.ts';
+import type { EncodeItem, Flushed } from './encoder.ts';
 import type { ExportFiles } from './files.ts';
-import { principalOf, type ExportPart, type ExportProgress, type ExportSpec } from './job.ts';
+import { principalOf, type ExportProgress, type ExportSpec } from './job.ts';
+import { ExportThreadError, type PartEncoder } from './worker.ts';
 
 export interface ExportRunnerOptions {
   services: () => FhirServices;
   files: ExportFiles;
+  /** What reads, encodes and writes the parts (the export thread, worker.ts). */
+  encoder: PartEncoder;
   /** Most resources per file (VELLUM_EXPORT_FILE_MAX). */
   fileMax: number;
   /** Most bytes per file (a part is built in memory, so this bounds the runner's memory). */
@@ -49,24 +47,13 @@ export interface ExportRunnerOptions {
   afterPart?: (job: string, progress: ExportProgress) => void | Promise<void>;
 }
 
-/** Versions read, decided and written per chunk; the request thread runs between chunks. */
-const CHUNK = 128;
+/** Versions read and decided per chunk (then read, encoded and written by the export thread). */
+const CHUNK = 256;
+/** Times a job is resumed after its export thread died under it, before the job fails. */
+const THREAD_RETRIES = 3;
 /** How often expired jobs are looked for. */
 const SWEEP_MS = 60_000;
 
-const decoder = new TextDecoder();
-
-/** A part being filled: lines of resources, their proofs, deletions and errors, since the last written part. */
-interface OpenPart {
-  lines: string[];
-  proofs: string[];
-  provenance: string[];
-  deleted: string[];
-  errors: string[];
-  bytes: number;
-}
-
-const emptyPart = (): OpenPart => ({ lines: [], proofs: [], provenance: [], deleted: [], errors: [], bytes: 0 });
 
 export class ExportRunner {
   readonly #o: ExportRunnerOptions;
@@ -76,6 +63,8 @@ export class ExportRunner {
   #sweeper: NodeJS.Timeout | undefined;
   /** Resolvers of `idle()`. */
   #waiters: (() => void)[] = [];
+  /** Jobs whose export thread died under them, and how often. */
+  #threadFailures = new Map<string, number>();
   /** Test seam: see ExportRunnerOptions.afterPart (settable on a running server's runner). */
   afterPart: ExportRunnerOptions['afterPart'];
 
@@ -159,6 +148,12 @@ export class ExportRunner {
       if (!finished) return;
     } catch (err) {
       this.#o.onError?.(err);
+      // The export thread died under the job: resume it from its last part (the next loop picks it up again).
+      if (err instanceof ExportThreadError) {
+        const tries = (this.#threadFailures.get(job.id) ?? 0) + 1;
+        this.#threadFailures.set(job.id, tries);
+        if (tries <= THREAD_RETRIES) return;
+      }
       await jobs.update(job.id, { status: 'failed', progress: { ...progress, failure: 'VLM_BULK_JOB_FAILED' }, expiresAt: this.#now() + this.#o.ttlSeconds * 1000 });
       return;
     }
@@ -185,15 +180,28 @@ export class ExportRunner {
   async #export(id: string, spec: ExportSpec, progress: ExportProgress): Promise<boolean> {
     const services = this.#o.services();
     const index = services.repository.index;
-    const trees: TreeCache = new Map();
+    const encoder = this.#o.encoder;
     const principal = spec.principal ? principalOf(spec.principal) : undefined;
     const base: FhirRequest = { method: 'GET', query: [], headers: {}, baseUrl: services.baseUrl, consentLog: [], ...(principal ? { principal } : {}) };
     for (; progress.typeIndex < spec.types.length; progress.typeIndex++, progress.afterSeq = 0) {
       const type = spec.types[progress.typeIndex]!;
       const filters = (spec.typeFilters?.[type] ?? []).map((q) => planQuery(services, type, [...new URLSearchParams(q)], services.baseUrl).query.where);
-      const elements = spec.elements?.[type] ?? spec.elements?.['*'];
-      let part = emptyPart();
+      const names = spec.elements?.[type] ?? spec.elements?.['*'];
+      const elements = names ? { names, mandatory: [...services.definitions.mandatoryElements(type)] } : undefined;
       let cursor = progress.afterSeq;
+      await encoder.begin(
+        {
+          id,
+          ...(spec.recipient ? { recipient: spec.recipient as JWK } : {}),
+          proofs: services.anchoring !== undefined,
+          provenance: spec.provenance,
+          fileMax: this.#o.fileMax,
+          fileBytes: this.#o.fileBytes,
+          fileNo: progress.fileNo,
+        },
+        type,
+        cursor,
+      );
       for (;;) {
         if (this.#closed) return false;
         const current = await index.exportJobs.get(id);
@@ -218,28 +226,25 @@ export class ExportRunner {
         let shown = screened(request) || request.restriction ? await screenRecords(services, request, live) : live.map((record) => ({ record }));
         if (filters.length) shown = await this.#filtered(services, type, filters, shown);
         const keep = new Set(shown.map((s) => s.record));
-        for (const record of records) {
-          if (record.deleted) {
-            // Decided on the deleted resource's key scope (the caller's compartment, the patient's consent for the type).
-            if (visible(services, request, record)) {
-              const line = JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `${type}/${record.id}` } }] });
-              part.deleted.push(line);
-              part.bytes += line.length + 1;
-            }
-          } else if (keep.has(record)) {
-            await this.#line(services, record, spec, elements, part, trees);
-          }
-          cursor = record.seq;
-          if (part.lines.length >= this.#o.fileMax || part.bytes >= this.#o.fileBytes) {
-            await this.#flush(id, type, spec, progress, part, cursor);
-            part = emptyPart();
-            // A stop waits for no more than the part being written: the job resumes from here.
-            if (this.#closed) return false;
-          }
+        // Decided on the deleted resource's key scope (the caller's compartment, the patient's consent for the type).
+        const items: EncodeItem[] = records.map((record) =>
+          record.deleted
+            ? visible(services, request, record)
+              ? { kind: 'deleted', seq: record.seq, type, id: record.id }
+              : { kind: 'skip', seq: record.seq }
+            : keep.has(record)
+              ? { kind: 'live', record }
+              : { kind: 'skip', seq: record.seq },
+        );
+        cursor = records[records.length - 1]!.seq;
+        // The export thread reads, encodes and writes; the request thread waits for it, free.
+        for (const flushed of await encoder.add(items, elements)) {
+          await this.#record(id, progress, flushed);
+          // A stop waits for no more than the part being written: the job resumes from here.
+          if (this.#closed) return false;
         }
-        await yieldToRequests();
       }
-      await this.#flush(id, type, spec, progress, part, cursor);
+      await this.#record(id, progress, await encoder.flush());
     }
     return true;
   }
@@ -265,95 +270,12 @@ export class ExportRunner {
     return shown.filter((s) => matched.has(s.record.seq));
   }
 
-  /** Add one version's line (and its proof, and its Provenance) to the part. */
-  async #line(services: FhirServices, record: VersionRecord, spec: ExportSpec, elements: string[] | undefined, part: OpenPart, trees: TreeCache): Promise<void> {
-    let bundle: { meta?: FhirResource['meta']; entry: { resource: FhirResource }[] };
-    try {
-      bundle = parseExact(decoder.decode(await services.repository.load(record, { cache: false }))) as typeof bundle;
-    } catch {
-      part.errors.push(
-        JSON.stringify({
-          resourceType: 'OperationOutcome',
-          issue: [{ severity: 'error', code: 'exception', details: { coding: [{ system: 'https://vellum.dev/fhir/CodeSystem/error', code: 'VLM_BULK_UNREADABLE' }] }, diagnostics: `${record.type}/${record.id} could not be read` }],
-        }),
-      );
-      return;
-    }
-    const resource = bundle.entry[0]!.resource;
-    const line = JSON.stringify(elements ? subset(resource, undefined, elements, services.definitions) : resource);
-    part.lines.push(line);
-    part.bytes += line.length + 1;
-    if (services.anchoring && !elements) {
-      const proof = await this.#proof(services, record, bundle as unknown as FhirResource, line, trees);
-      part.proofs.push(proof);
-      part.bytes += proof.length + 1;
-    }
-    if (spec.provenance && bundle.entry[1]) {
-      const provenance = bundle.entry[1].resource;
-      const id = `vlm-${createHash('sha256').update(`${record.type}/${record.id}/${record.versionId}`).digest('hex').slice(0, 40)}`;
-      const text = JSON.stringify({ ...provenance, resourceType: 'Provenance', id });
-      part.provenance.push(text);
-      part.bytes += text.length + 1;
-    }
-  }
-
-  /** The proofs-file line of an exported version (format in docs/bulk-data.md). */
-  async #proof(services: FhirServices, record: VersionRecord, bundle: FhirResource, line: string, trees: TreeCache): Promise<string> {
-    const anchoring = services.anchoring!;
-    const anchor = await services.repository.index.anchorOf(record.seq);
-    const reference = `${record.type}/${record.id}/_history/${record.versionId}`;
-    const salt = anchor?.salt ?? saltOf(bundle);
-    if (!anchor || !salt) return JSON.stringify({ resource: reference, status: 'none' });
-    const digest = contentDigest(salt, canonicalJson(JSON.parse(line)));
-    const out: Record<string, unknown> = {
-      resource: reference,
-      status: anchor.status,
-      cid: record.cid,
-      salt: toHex(salt),
-      digest: toHex(digest),
-      pseudonym: toHex(pseudonym(anchoring.leafKey, record.type, record.id)),
-      cidDigest: toHex(cidDigest(record.cid)),
-      leaf: toHex(anchor.leaf),
-    };
-    const batch = anchor.batch;
-    if (batch) {
-      out.root = toHex(batch.root);
-      out.leafIndex = batch.leafIndex;
-      out.proof = (await proofOf(services, batch, trees)).map(toHex);
-      out.manifestCid = batch.manifestCid;
-      if (trees.size > 8) trees.delete(trees.keys().next().value!);
-    }
-    if (batch?.receipt) {
-      out.batchId = batch.receipt.chainBatchId;
-      out.transaction = batch.receipt.txHash;
-      out.blockNumber = batch.receipt.blockNumber;
-      out.anchoredAt = new Date(batch.receipt.blockTimestamp * 1000).toISOString();
-      out.chainId = batch.receipt.chainId;
-      out.contract = batch.receipt.contract;
-    }
-    return JSON.stringify(out);
-  }
-
-  /** Write the part's files whole, then record them and the position they reach. */
-  async #flush(id: string, type: string, spec: ExportSpec, progress: ExportProgress, part: OpenPart, cursor: number): Promise<void> {
-    const files = this.#o.files;
-    const recipient = spec.recipient as JWK | undefined;
-    const added: ExportPart[] = [];
-    const write = async (kind: ExportPart['kind'], fileType: string, lines: string[], of?: string): Promise<string | undefined> => {
-      if (lines.length === 0) return undefined;
-      const name = `${progress.fileNo++}-${kind === 'output' ? fileType : `${fileType}-${kind}`}.ndjson`;
-      await files.write(id, name, Buffer.from(lines.join('\n') + '\n'), recipient);
-      added.push({ kind, type: fileType, name, count: lines.length, ...(of ? { of } : {}) });
-      return name;
-    };
-    const output = await write('output', type, part.lines);
-    if (output) await write('proofs', type, part.proofs, output);
-    await write('output', 'Provenance', part.provenance);
-    await write('deleted', type, part.deleted);
-    await write('error', 'OperationOutcome', part.errors);
-    progress.parts.push(...added);
-    progress.exported += part.lines.length;
-    progress.afterSeq = cursor;
+  /** Record a part written whole, and the position it reaches, in the job's row. */
+  async #record(id: string, progress: ExportProgress, flushed: Flushed): Promise<void> {
+    progress.parts.push(...flushed.parts);
+    progress.exported += flushed.exported;
+    progress.afterSeq = flushed.cursor;
+    progress.fileNo = flushed.fileNo;
     await this.#o.services().repository.index.exportJobs.update(id, { progress });
     await this.afterPart?.(id, progress);
   }

@@ -130,6 +130,26 @@ function toRecord(row: VersionRow): VersionRecord {
   };
 }
 
+const ANCHOR_SELECT = `SELECT l.seq, l.leaf, l.salt, l.batch_id, l.leaf_index, l.proof, b.status, b.chain_batch_id, b.tx_hash, b.block_number,
+       b.block_timestamp, b.chain_id, b.contract
+       FROM anchor_leaves l LEFT JOIN anchor_batches b ON b.id = l.batch_id`;
+
+interface AnchorRow {
+  seq: number;
+  leaf: Uint8Array;
+  salt: Uint8Array;
+  batch_id: number | null;
+  leaf_index: number | null;
+  proof: Uint8Array | null;
+  status: string | null;
+  chain_batch_id: number | null;
+  tx_hash: string | null;
+  block_number: number | null;
+  block_timestamp: number | null;
+  chain_id: number | null;
+  contract: string | null;
+}
+
 const VERSION_COLUMNS = 'v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v.created, v.method, v.cid, v.key_scope';
 
 export class SqliteIndexStore implements IndexStore {
@@ -140,6 +160,7 @@ export class SqliteIndexStore implements IndexStore {
   #closed = false;
   #wal: WalSync | undefined;
   #search: SearchSql;
+  #batches = new Map<number, PlannedBatch>();
 
   private constructor(db: DatabaseSync, wal: WalSync | undefined) {
     this.#db = db;
@@ -507,7 +528,21 @@ export class SqliteIndexStore implements IndexStore {
     return rows.map((r) => this.#batch(Number(r.id)));
   }
 
+  /**
+   * A planned batch (root, size, manifest and leaf order never change once planned), the last few
+   * kept: bulk readers (an export's proofs, a $verify sweep) ask for the same batch's leaves one
+   * after another, and its 1,000 seqs cost more to read than the leaf itself.
+   */
   #batch(id: number): PlannedBatch {
+    const cached = this.#batches.get(id);
+    if (cached) return cached;
+    const batch = this.#readBatch(id);
+    this.#batches.set(id, batch);
+    if (this.#batches.size > 16) this.#batches.delete(this.#batches.keys().next().value!);
+    return batch;
+  }
+
+  #readBatch(id: number): PlannedBatch {
     const row = this.#prepare('SELECT id, root, leaf_count, manifest_cid FROM anchor_batches WHERE id = ?').get(id) as {
       id: number;
       root: Uint8Array;
@@ -536,28 +571,17 @@ export class SqliteIndexStore implements IndexStore {
 
   async anchorOf(seq: number): Promise<AnchorRecord | undefined> {
     this.#check();
-    const row = this.#prepare(
-      `SELECT l.seq, l.leaf, l.salt, l.batch_id, l.leaf_index, l.proof, b.status, b.chain_batch_id, b.tx_hash, b.block_number,
-              b.block_timestamp, b.chain_id, b.contract
-       FROM anchor_leaves l LEFT JOIN anchor_batches b ON b.id = l.batch_id WHERE l.seq = ?`,
-    ).get(seq) as
-      | {
-          seq: number;
-          leaf: Uint8Array;
-          salt: Uint8Array;
-          batch_id: number | null;
-          leaf_index: number | null;
-          proof: Uint8Array | null;
-          status: string | null;
-          chain_batch_id: number | null;
-          tx_hash: string | null;
-          block_number: number | null;
-          block_timestamp: number | null;
-          chain_id: number | null;
-          contract: string | null;
-        }
-      | undefined;
-    if (!row) return undefined;
+    const row = this.#prepare(`${ANCHOR_SELECT} WHERE l.seq = ?`).get(seq) as AnchorRow | undefined;
+    return row && this.#anchorRecord(row);
+  }
+
+  async anchorsOf(seqs: readonly number[]): Promise<Map<number, AnchorRecord>> {
+    this.#check();
+    const rows = this.#prepare(`${ANCHOR_SELECT} WHERE l.seq IN (SELECT j.value FROM json_each(?) j)`).all(JSON.stringify(seqs)) as unknown as AnchorRow[];
+    return new Map(rows.map((row) => [Number(row.seq), this.#anchorRecord(row)]));
+  }
+
+  #anchorRecord(row: AnchorRow): AnchorRecord {
     const record: AnchorRecord = { seq: Number(row.seq), leaf: row.leaf, salt: row.salt, status: 'pending' };
     if (row.batch_id === null) return record;
     let proof: Uint8Array[] | undefined;

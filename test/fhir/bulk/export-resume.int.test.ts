@@ -66,7 +66,8 @@ t.test('a job stopped by a shutdown resumes after the restart: every resource on
   await s1.close();
 
   const dir = path.join(dataDir, 'exports', job);
-  t.same(fs.readdirSync(dir), ['1-Observation.ndjson'], 'one part written before the stop');
+  // The export thread may have written further parts of its chunk: they are not recorded, so the restart makes them again.
+  t.ok(fs.readdirSync(dir).includes('1-Observation.ndjson'), 'the recorded part was written before the stop');
   const firstPart = fs.readFileSync(path.join(dir, '1-Observation.ndjson'));
   // A part the stop interrupted (written, not recorded) is made again, not served.
   fs.writeFileSync(path.join(dir, '2-Observation.ndjson'), 'half-made garbage');
