@@ -36,6 +36,19 @@ export interface Config {
   consent: ConsentConfig;
   /** Bulk Data export (docs/bulk-data.md). */
   export: ExportConfig;
+  /** Subscriptions (docs/subscriptions.md). */
+  subscriptions: SubscriptionConfig;
+}
+
+export interface SubscriptionConfig {
+  /** VELLUM_SUBSCRIPTION_ENDPOINTS_ALLOW: `host:port` list of endpoints allowed whatever their scheme and address. */
+  allow: string[];
+  /** VELLUM_SUBSCRIPTION_MAX_FAILURES: failed deliveries in a row before `error` (default 10). */
+  maxFailures: number;
+  /** VELLUM_SUBSCRIPTION_RETRY_MS: first retry delay, doubled each failure up to 5 minutes (default 1000). */
+  retryMs: number;
+  /** VELLUM_SUBSCRIPTION_MAX_PER_OWNER: most subscriptions per client (default 100). */
+  maxPerOwner: number;
 }
 
 export interface ExportConfig {
@@ -188,6 +201,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     auditDurability: durability,
     auditBatchMs: integer(env, 'VELLUM_AUDIT_BATCH_MS', 1_000, 0, 60_000),
     consent,
+    subscriptions: {
+      allow: (env.VELLUM_SUBSCRIPTION_ENDPOINTS_ALLOW ?? '')
+        .split(',')
+        .map((s) => s.trim().toLowerCase())
+        .filter(Boolean)
+        .map((entry) => {
+          if (!/^[a-z0-9.\-\[\]:]+:\d{1,5}$/.test(entry)) throw new ConfigError('VELLUM_SUBSCRIPTION_ENDPOINTS_ALLOW', `entries are host:port, got "${entry}"`);
+          return entry;
+        }),
+      maxFailures: integer(env, 'VELLUM_SUBSCRIPTION_MAX_FAILURES', 10, 1, 1000),
+      retryMs: integer(env, 'VELLUM_SUBSCRIPTION_RETRY_MS', 1000, 1, 3_600_000),
+      maxPerOwner: integer(env, 'VELLUM_SUBSCRIPTION_MAX_PER_OWNER', 100, 1, 100_000),
+    },
     export: {
       fileMax: integer(env, 'VELLUM_EXPORT_FILE_MAX', 100_000, 1, 10_000_000),
       fileBytes: integer(env, 'VELLUM_EXPORT_FILE_BYTES', 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),

@@ -31,6 +31,7 @@ import { AuditTrail, type AuditInput } from './fhir/audit.ts';
 import { ExportRunner } from './fhir/bulk/runner.ts';
 import { ExportFiles, isRecipientKey } from './fhir/bulk/files.ts';
 import { startExportWorker } from './fhir/bulk/worker.ts';
+import { SubscriptionService } from './fhir/subscriptions/service.ts';
 import type { JWK } from 'jose';
 import { startAuditWorker } from './fhir/audit-worker.ts';
 import { WriteGate } from './storage/write-gate.ts';
@@ -147,11 +148,23 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     actorsOf: async (principal: Principal) => (services.consent ? services.consent.actorsOf(principal) : []),
   };
   const consentStep = consentWriteStep(consentWriteDeps);
-  const writer = new Writer({
+  // R4 Subscriptions: checked on write, matched inside each commit, delivered from the outbox (subscriptions/service.ts).
+  const subscriptions: SubscriptionService = new SubscriptionService({
+    services: () => services,
+    writer: (): Writer => writer,
+    policy: { allow: new Set(config.subscriptions.allow) },
+    maxFailures: config.subscriptions.maxFailures,
+    retryMs: config.subscriptions.retryMs,
+    maxPerOwner: config.subscriptions.maxPerOwner,
+    audit: (input) => audit?.record(input) ?? Promise.resolve(),
+    onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code, name: (err as Error)?.name } }, 'subscription delivery failed; will retry'),
+  });
+  const writer: Writer = new Writer({
     leafKey,
     steps: [
       accessWriteStep(() => services),
       consentStep,
+      subscriptions.writeStep(),
       ...(batcher ? [{ name: 'anchor', afterCommit: async (written: unknown[]) => batcher.notify(written.length) }] : []),
     ],
     repository,
@@ -171,6 +184,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     resourceTypes,
     baseUrl: config.baseUrl,
     cursorKey: deriveKey(masterKey, CURSOR_KEY_PURPOSE),
+    subscriptions,
     ...(ledger && batcher && leafKey
       ? {
           anchoring: {
@@ -488,6 +502,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   });
   batcher?.start();
   exportRunner.start();
+  await subscriptions.start();
 
   let closed = false;
   return {
@@ -499,6 +514,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       closed = true;
       closing = true;
       await app.close();
+      await subscriptions.close();
       await exportRunner.close();
       await exportEncoder.close();
       await audit?.close();

@@ -256,12 +256,14 @@ export function auditHidden(request: FhirRequest): boolean {
  * of the query itself (`restrictionClause`).
  */
 export function screened(request: FhirRequest): boolean {
-  return request.consent !== undefined || auditHidden(request);
+  // Subscriptions belong to their owners: every caller's records pass `visible` (administrators' too, cheaply).
+  return request.consent !== undefined || auditHidden(request) || request.principal !== undefined;
 }
 
 /** Whether the request may see `record`: the patient confinement, the audit trail's rule and consent. */
 export function visible(services: FhirServices, request: FhirRequest, record: VersionRecord, resource?: FhirResource): boolean {
   if (record.type === AUDIT_TYPE && auditHidden(request)) return false;
+  if (record.type === 'Subscription' && services.subscriptions?.hidden(request.principal, record.id)) return false;
   const restriction = request.restriction;
   if (restriction && inCompartmentType(services, record.type) && record.keyScope !== restriction.keyScope) return false;
   return consented(services, request.consent, record, undefined, resource);
@@ -294,6 +296,10 @@ const REFUSAL: Record<string, string> = {
 /** 403 `VLM_AUDIT_FORBIDDEN`, `VLM_AUTH_COMPARTMENT` or `VLM_CONSENT_*` unless the request may see `record`. */
 export function assertVisible(services: FhirServices, request: FhirRequest, record: VersionRecord, resource?: FhirResource): void {
   if (record.type === AUDIT_TYPE && auditHidden(request)) throw auditForbidden();
+  // Another owner's Subscription is as if absent (administrators see all).
+  if (record.type === 'Subscription' && services.subscriptions?.hidden(request.principal, record.id)) {
+    throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', `Subscription/${record.id} is not known`);
+  }
   const restriction = request.restriction;
   if (restriction && inCompartmentType(services, record.type) && record.keyScope !== restriction.keyScope) {
     throw fhirError(403, 'forbidden', 'VLM_AUTH_COMPARTMENT', "The resource is outside the patient's compartment this token is confined to");

@@ -50,6 +50,8 @@ export interface WriteContext {
   committed?: VersionRecord[];
   /** Consent decisions on the versions written, for the request's AuditEvent (access.ts). */
   consentLog?: ConsentDecisionEntry[];
+  /** A write the server makes itself (a Subscription's status): steps that police clients let it through. */
+  system?: true;
 }
 
 export interface Written {

@@ -3,7 +3,7 @@
  * every current version. It is a cache of what the blob store and (later) the chain hold.
  */
 import type { DataKeyStore } from './cipher.ts';
-import type { IndexQuery, SearchRow, SortValue } from './search-types.ts';
+import type { IndexClause, IndexQuery, SearchRow, SortValue } from './search-types.ts';
 
 export type WriteMethod = 'create' | 'update' | 'patch' | 'delete';
 
@@ -201,6 +201,53 @@ export interface ExportJobStore {
   remove(id: string): Promise<void>;
 }
 
+/**
+ * A subscription's filter, evaluated inside the commit of every version of its type (the outbox:
+ * an event exists exactly when its version committed). A version matches when the search `where`
+ * finds it among the rows just written; a deletion matches when the version it deletes did.
+ */
+export interface EventFilter {
+  subscription: string;
+  type: string;
+  where: readonly IndexClause[];
+}
+
+/** A subscription's event: its number (1, 2, … per subscription) and the version it is about. */
+export interface SubscriptionEvent {
+  number: number;
+  seq: number;
+  /** When the version committed (ms). */
+  at: number;
+}
+
+/** A subscription's delivery state, kept beside its events. */
+export interface SubscriptionState {
+  id: string;
+  /** Who created it (a JSON the FHIR layer defines: the principal), for decisions at delivery. */
+  owner: unknown;
+  /** Events delivered (or passed over) so far: the next to deliver is `delivered + 1`. */
+  delivered: number;
+  /** Consecutive failed attempts, and when the next may be made (ms). */
+  failures: number;
+  retryAt: number;
+  /** Whether the endpoint answered the handshake. */
+  handshake: boolean;
+}
+
+/** Subscriptions' events and delivery state, in the index (storage/sqlite/sqlite-index.ts). */
+export interface SubscriptionStore {
+  /** Replace the filters every commit evaluates. */
+  setFilters(filters: readonly EventFilter[]): void;
+  /** Events after `afterNumber`, oldest first. */
+  events(subscription: string, afterNumber: number, limit: number): Promise<SubscriptionEvent[]>;
+  /** How many events the subscription has had. */
+  eventCount(subscription: string): Promise<number>;
+  state(subscription: string): Promise<SubscriptionState | undefined>;
+  putState(state: SubscriptionState): Promise<void>;
+  /** Forget a subscription's events and state (it was deleted). */
+  remove(subscription: string): Promise<void>;
+}
+
 export interface Page<T> {
   records: T[];
   total: number | undefined;
@@ -231,6 +278,10 @@ export interface IndexStore extends AnchorQueue {
   flush(): Promise<void>;
   /** Export jobs (Bulk Data). */
   readonly exportJobs: ExportJobStore;
+  /** Subscription events (the outbox) and delivery state. */
+  readonly subscriptions: SubscriptionStore;
+  /** The version of a seq (undefined when there is none). */
+  versionBySeq(seq: number): Promise<VersionRecord | undefined>;
   /** The versions current at a snapshot (see SnapshotQuery). */
   snapshotVersions(query: SnapshotQuery): Promise<VersionRecord[]>;
   /** Current, non-deleted resources matching the query, with their sort keys. */

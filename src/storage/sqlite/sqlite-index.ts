@@ -12,6 +12,7 @@ import type {
   BatchReceipt,
   CurrentResource,
   CurrentResourcesQuery,
+  EventFilter,
   ExportJobRow,
   ExportJobStore,
   HistoryQuery,
@@ -23,6 +24,9 @@ import type {
   SearchPage,
   SearchRowsReplacement,
   SnapshotQuery,
+  SubscriptionEvent,
+  SubscriptionState,
+  SubscriptionStore,
   VersionRecord,
   WriteMethod,
 } from '../index-store.ts';
@@ -94,6 +98,22 @@ CREATE TABLE IF NOT EXISTS export_jobs (
   spec TEXT NOT NULL,
   progress TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS subscription_events (
+  subscription TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  at INTEGER NOT NULL,
+  PRIMARY KEY (subscription, number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscription_state (
+  id TEXT PRIMARY KEY,
+  events INTEGER NOT NULL DEFAULT 0,
+  owner TEXT,
+  delivered INTEGER NOT NULL DEFAULT 0,
+  failures INTEGER NOT NULL DEFAULT 0,
+  retry_at INTEGER NOT NULL DEFAULT 0,
+  handshake INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -155,6 +175,8 @@ const VERSION_COLUMNS = 'v.seq, v.type, v.id, v.version, v.last_updated, v.delet
 export class SqliteIndexStore implements IndexStore {
   readonly dataKeys: DataKeyStore;
   readonly exportJobs: ExportJobStore;
+  readonly subscriptions: SubscriptionStore;
+  #filters: readonly EventFilter[] = [];
   #db: DatabaseSync;
   #statements = new Map<string, StatementSync>();
   #closed = false;
@@ -184,6 +206,15 @@ export class SqliteIndexStore implements IndexStore {
       this.#check();
       return stmt(sql);
     });
+    this.subscriptions = new SqliteSubscriptions(
+      (sql) => {
+        this.#check();
+        return stmt(sql);
+      },
+      (filters) => {
+        this.#filters = filters;
+      },
+    );
   }
 
   /**
@@ -342,6 +373,8 @@ export class SqliteIndexStore implements IndexStore {
             `${w.type} version ${currentVersion} is current, the write expected ${w.expectedVersion}`,
           );
         }
+        // Subscriptions: a deletion is an event for the filters the version it deletes matches (before it goes).
+        const deletedMatches = w.deleted && existing && existing.deleted === 0 ? this.#matching(w.type, w.id) : [];
         let rid: number;
         if (existing) {
           rid = Number(existing.rid);
@@ -370,8 +403,10 @@ export class SqliteIndexStore implements IndexStore {
             w.anchor.locator ?? null,
           );
         }
+        const seq = Number(inserted.lastInsertRowid);
         if (existing) this.#search.deleteRows(rid);
         if (!w.deleted) this.#search.insertRows(rid, w.searchRows);
+        this.#events(w.deleted ? deletedMatches : this.#matching(w.type, w.id), seq, w.lastUpdated);
         records.push({
           seq: Number(inserted.lastInsertRowid),
           type: w.type,
@@ -396,6 +431,40 @@ export class SqliteIndexStore implements IndexStore {
 
   async flush(): Promise<void> {
     await this.#wal?.sync();
+  }
+
+  /** Inside a commit: the subscriptions whose filters the current rows of `type/id` match. */
+  #matching(type: string, id: string): string[] {
+    const out: string[] = [];
+    for (const filter of this.#filters) {
+      if (filter.type !== type) continue;
+      const hits = this.#search.search({
+        resourceType: type,
+        where: [...filter.where, { negate: false, anyOf: [{ kind: 'id', id }] }],
+        sort: [],
+        count: 1,
+        offset: 0,
+        wantTotal: false,
+      });
+      if (hits.length) out.push(filter.subscription);
+    }
+    return out;
+  }
+
+  /** Inside a commit: an event of version `seq` for each subscription, numbered in its own sequence. */
+  #events(subscriptions: readonly string[], seq: number, at: number): void {
+    for (const subscription of subscriptions) {
+      const filter = { subscription };
+      this.#prepare('INSERT INTO subscription_state (id, events) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET events = events + 1').run(filter.subscription);
+      const { events } = this.#prepare('SELECT events FROM subscription_state WHERE id = ?').get(filter.subscription) as { events: number };
+      this.#prepare('INSERT INTO subscription_events (subscription, number, seq, at) VALUES (?, ?, ?, ?)').run(filter.subscription, events, seq, at);
+    }
+  }
+
+  async versionBySeq(seq: number): Promise<VersionRecord | undefined> {
+    this.#check();
+    const row = this.#prepare(`SELECT ${VERSION_COLUMNS} FROM versions v WHERE v.seq = ?`).get(seq) as VersionRow | undefined;
+    return row && toRecord(row);
   }
 
   /**
@@ -701,5 +770,61 @@ class SqliteExportJobs implements ExportJobStore {
 
   async remove(id: string): Promise<void> {
     this.#stmt('DELETE FROM export_jobs WHERE id = ?').run(id);
+  }
+}
+
+/** Subscription events and delivery state (tables `subscription_events`, `subscription_state`). */
+class SqliteSubscriptions implements SubscriptionStore {
+  readonly #stmt: (sql: string) => StatementSync;
+  readonly #setFilters: (filters: readonly EventFilter[]) => void;
+  constructor(stmt: (sql: string) => StatementSync, setFilters: (filters: readonly EventFilter[]) => void) {
+    this.#stmt = stmt;
+    this.#setFilters = setFilters;
+  }
+
+  setFilters(filters: readonly EventFilter[]): void {
+    this.#setFilters([...filters]);
+  }
+
+  async events(subscription: string, afterNumber: number, limit: number): Promise<SubscriptionEvent[]> {
+    const rows = this.#stmt('SELECT number, seq, at FROM subscription_events WHERE subscription = ? AND number > ? ORDER BY number LIMIT ?').all(
+      subscription,
+      afterNumber,
+      limit,
+    ) as { number: number; seq: number; at: number }[];
+    return rows.map((r) => ({ number: Number(r.number), seq: Number(r.seq), at: Number(r.at) }));
+  }
+
+  async eventCount(subscription: string): Promise<number> {
+    const row = this.#stmt('SELECT events FROM subscription_state WHERE id = ?').get(subscription) as { events: number } | undefined;
+    return Number(row?.events ?? 0);
+  }
+
+  async state(subscription: string): Promise<SubscriptionState | undefined> {
+    const row = this.#stmt('SELECT id, owner, delivered, failures, retry_at, handshake FROM subscription_state WHERE id = ?').get(subscription) as
+      | { id: string; owner: string | null; delivered: number; failures: number; retry_at: number; handshake: number }
+      | undefined;
+    if (!row) return undefined;
+    return {
+      id: row.id,
+      owner: row.owner === null ? undefined : JSON.parse(row.owner),
+      delivered: Number(row.delivered),
+      failures: Number(row.failures),
+      retryAt: Number(row.retry_at),
+      handshake: row.handshake === 1,
+    };
+  }
+
+  async putState(state: SubscriptionState): Promise<void> {
+    this.#stmt(
+      `INSERT INTO subscription_state (id, owner, delivered, failures, retry_at, handshake) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, delivered = excluded.delivered, failures = excluded.failures,
+       retry_at = excluded.retry_at, handshake = excluded.handshake`,
+    ).run(state.id, state.owner === undefined ? null : JSON.stringify(state.owner), state.delivered, state.failures, state.retryAt, state.handshake ? 1 : 0);
+  }
+
+  async remove(subscription: string): Promise<void> {
+    this.#stmt('DELETE FROM subscription_events WHERE subscription = ?').run(subscription);
+    this.#stmt('DELETE FROM subscription_state WHERE id = ?').run(subscription);
   }
 }
