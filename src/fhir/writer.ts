@@ -212,7 +212,8 @@ export class Writer {
       resourceType: 'Provenance',
       target: [{ reference }],
       recorded: instant,
-      activity: { coding: [{ system: DATA_OPERATION, code: ACTIVITY[op.method] }] },
+      // An update that brings the resource into being (update-as-create) is a CREATE.
+      activity: { coding: [{ system: DATA_OPERATION, code: ACTIVITY[op.method === 'update' && op.expectedVersion === 0 ? 'create' : op.method] }] },
       agent: [
         {
           who: context.agent.reference
