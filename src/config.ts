@@ -54,7 +54,7 @@ export interface SubscriptionConfig {
 export interface ExportConfig {
   /** VELLUM_EXPORT_FILE_MAX: most resources per file (default 100,000). */
   fileMax: number;
-  /** VELLUM_EXPORT_FILE_BYTES: most bytes per file (default 32 MiB; a file is built in memory). */
+  /** VELLUM_EXPORT_FILE_BYTES: most bytes per file (default 8 MiB; a file is built in memory, several copies at once while it is encrypted). */
   fileBytes: number;
   /** VELLUM_EXPORT_TTL: seconds a finished export's files are kept (default 24 h). */
   ttlSeconds: number;
@@ -216,7 +216,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     export: {
       fileMax: integer(env, 'VELLUM_EXPORT_FILE_MAX', 100_000, 1, 10_000_000),
-      fileBytes: integer(env, 'VELLUM_EXPORT_FILE_BYTES', 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+      fileBytes: integer(env, 'VELLUM_EXPORT_FILE_BYTES', 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
       ttlSeconds: integer(env, 'VELLUM_EXPORT_TTL', 86_400, 1, 365 * 86_400),
       concurrency: integer(env, 'VELLUM_EXPORT_CONCURRENCY', 2, 1, 100),
     },
