@@ -321,8 +321,23 @@ function assertConsented(services: FhirServices, gate: ConsentGate | undefined, 
  * traverse is filtered there (`linkScopes`), so the total counts nothing found through withheld data.
  */
 export function totalDisclosed(services: FhirServices, request: FhirRequest, type: string | null): boolean {
+  // Other owners' Subscriptions are as if absent (`visible`): the index's count would include them.
+  if (subscriptionsScreened(request, type)) return false;
   if (!request.consent) return true;
   return type !== null && !inCompartmentType(services, type);
+}
+
+/**
+ * Whether a search may match Subscriptions the caller does not own: a non-administrator's search
+ * of Subscription, or a system-level one whose `_type` does not leave Subscription out. Its
+ * matches are decided one by one (`visible`), so the index's total is not given.
+ */
+function subscriptionsScreened(request: FhirRequest, type: string | null): boolean {
+  const principal = request.principal;
+  if (!principal || principal.admin) return false;
+  if (type !== null) return type === 'Subscription';
+  const types = request.query.filter(([name]) => name === '_type').flatMap(([, value]) => value.split(','));
+  return types.length === 0 || types.some((t) => t.trim() === 'Subscription');
 }
 
 /** Resource types a search's chains and `_has` traverse, at any depth. */

@@ -48,8 +48,14 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
   const id = request.id === undefined ? undefined : checkId(request.id);
   if (type && id) {
     const current = await services.repository.index.current(type, id);
-    if (!current) throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', `${type}/${id} is not known`);
+    // Another owner's Subscription is as if absent (access.ts `visible`).
+    if (!current || (type === 'Subscription' && services.subscriptions?.hidden(request.principal, id))) {
+      throw fhirError(404, 'not-found', 'VLM_FHIR_NOT_FOUND', `${type}/${id} is not known`);
+    }
   }
+  // Subscriptions belong to their owners: a non-administrator's type or system history may hold
+  // other owners' versions, decided one by one (`visible`), so it carries no total either.
+  const ownersScreened = request.principal !== undefined && !request.principal.admin && id === undefined && (type === undefined || type === 'Subscription');
   // A patient-confined token: its compartment's versions of one type (deletions carry no data and
   // no compartment: an instance's deletions are shown with its other versions).
   let keyScope: string | undefined;
@@ -124,8 +130,8 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
       for (const s of shown) if (s.resource) loaded.set(s.record, s.resource);
       records = shown.map((s) => s.record);
     }
-  } else if (auditHidden(request)) {
-    // Not gated, but AuditEvents are withheld: whatever the index let through still passes the guard.
+  } else if (auditHidden(request) || ownersScreened) {
+    // Not gated, but AuditEvents or other owners' Subscriptions are withheld: what the index let through still passes the guard.
     records = records.filter((record) => visible(services, request, record));
   }
   const entry = [];
@@ -149,7 +155,7 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
     resource: {
       resourceType: 'Bundle',
       type: 'history',
-      ...(request.consent && id === undefined ? {} : { total: page.total }),
+      ...((request.consent && id === undefined) || ownersScreened ? {} : { total: page.total }),
       link: pageLinks(services, request, `${request.baseUrl}/${path}`, keep, binding, {
         count,
         offset,

@@ -24,7 +24,7 @@ import type { SubscriptionState } from '../../storage/index-store.ts';
 import { SHARED_SCOPE } from '../../storage/keys.ts';
 import { matchingRequest, screenRecords, visible } from '../access.ts';
 import type { AuditInput } from '../audit.ts';
-import type { Principal } from '../auth/verify.ts';
+import { decide, type Principal } from '../auth/verify.ts';
 import { fhirError } from '../errors.ts';
 import type { FhirRequest, FhirResource } from '../request.ts';
 import type { FhirServices } from '../services.ts';
@@ -63,8 +63,10 @@ export class SubscriptionService {
   readonly #o: SubscriptionOptions;
   /** Subscriptions being delivered (status requested or active), by id. */
   readonly #live = new Map<string, ParsedSubscription>();
-  /** Owner key of every subscription, by id. */
+  /** Owner key of every subscription, by id (deleted ones too: their history stays their owner's). */
   readonly #owners = new Map<string, string>();
+  /** Subscriptions deleted since the start (not counted against their owner's limit). */
+  readonly #deleted = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
@@ -142,7 +144,7 @@ export class SubscriptionService {
             throw fhirError(422, 'processing', 'VLM_SUB_STATUS', 'A client sets status requested (or off); active and error are set by the server', ['Subscription.status']);
           }
           if (existing === undefined) {
-            const mine = [...this.#owners.values()].filter((o) => o === ownerKey(principal)).length;
+            const mine = [...this.#owners].filter(([id, o]) => o === ownerKey(principal) && !this.#deleted.has(id)).length;
             if (mine >= this.#o.maxPerOwner) throw fhirError(422, 'processing', 'VLM_SUB_LIMIT', `At most ${this.#o.maxPerOwner} subscriptions per client`);
           }
         }
@@ -155,10 +157,12 @@ export class SubscriptionService {
           changed = true;
           if (record.deleted) {
             this.#live.delete(record.id);
-            this.#owners.delete(record.id);
+            // Its owner is kept: its history (the deletion included) stays its owner's.
+            this.#deleted.add(record.id);
             await index.subscriptions.remove(record.id);
             continue;
           }
+          this.#deleted.delete(record.id);
           if (!isSystem(context)) {
             // A client's (re)request: a new handshake; the owner stays the one who created it.
             const state = await index.subscriptions.state(record.id);
@@ -226,7 +230,16 @@ export class SubscriptionService {
         continue;
       }
       if (sub.end !== undefined) next = Math.min(next, sub.end);
-      const wait = await this.#deliver(sub);
+      let wait: number | undefined;
+      try {
+        wait = await this.#deliver(sub);
+      } catch (err) {
+        // Deciding an event failed (the consent registry does not answer: 503 VLM_CONSENT_UNAVAILABLE,
+        // the index or the block store failed): nothing was sent or passed over. The event is
+        // tried again later — not sent undecided, not lost — and the other subscriptions go on.
+        this.#o.onError?.(err);
+        wait = this.#now() + this.#o.retryMs;
+      }
       if (wait !== undefined) next = Math.min(next, wait);
     }
     if (this.#timer) clearTimeout(this.#timer);
@@ -278,8 +291,12 @@ export class SubscriptionService {
     const record = await services.repository.index.versionBySeq(seq);
     if (!record) return null;
     const principal = owner ? principalOf(owner) : undefined;
+    // The owner's scopes first, as the guard decides a search (a token without Observation read
+    // learns of no Observation through its subscription): an event of a type it may not search is
+    // passed over. A subscription is a standing search: its matches are decided as search matches.
+    if (principal && services.access && !decide(principal, 'search', record.type).allowed) return null;
     const base: FhirRequest = { method: 'GET', query: [], headers: {}, baseUrl: services.baseUrl, consentLog: [], ...(principal ? { principal } : {}) };
-    const request = principal && services.access ? await matchingRequest(services, base, record.type, 'read') : base;
+    const request = principal && services.access ? await matchingRequest(services, base, record.type, 'search') : base;
     if (record.deleted) {
       // A deletion carries no data: decided on the key scope of the version it deleted.
       const before = await services.repository.index.version(record.type, record.id, record.versionId - 1);
