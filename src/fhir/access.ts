@@ -322,7 +322,7 @@ function assertConsented(services: FhirServices, gate: ConsentGate | undefined, 
  */
 export function totalDisclosed(services: FhirServices, request: FhirRequest, type: string | null): boolean {
   // Other owners' Subscriptions are as if absent (`visible`): the index's count would include them.
-  if (subscriptionsScreened(request, type)) return false;
+  if (subscriptionsScreened(request, type) && services.subscriptions?.othersExist(request.principal)) return false;
   if (!request.consent) return true;
   return type !== null && !inCompartmentType(services, type);
 }

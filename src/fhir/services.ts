@@ -45,7 +45,7 @@ export interface FhirServices {
   /** MAC key of page cursors (interactions/paging.ts); a random per-process key when absent. */
   cursorKey?: Uint8Array;
   /** Subscriptions (subscriptions/service.ts): whether one is another owner's. */
-  subscriptions?: { hidden(principal: Principal | undefined, id: string): boolean };
+  subscriptions?: { hidden(principal: Principal | undefined, id: string): boolean; othersExist(principal: Principal | undefined): boolean };
   /** Bulk Data export (bulk/export.ts). */
   bulk?: BulkServices;
   /** Present when consent is enforced (authorization and the chain on): consent/service.ts. */

@@ -42,6 +42,16 @@ const EXCEPTIONS: Record<string, { status: number; issueCode: string; reason: st
       },
     ]),
   ),
+  'Subscription-example-error.json': {
+    status: 422,
+    issueCode: 'processing',
+    reason: 'A Subscription in status error: active and error are the server’s to set (docs/subscriptions.md); a client writes requested or off',
+  },
+  'Subscription-example.json': {
+    status: 422,
+    issueCode: 'processing',
+    reason: 'A requested Subscription whose end (2021-01-01) has passed: there is nothing left to deliver (docs/subscriptions.md)',
+  },
   'parameters-example.json': {
     status: 404,
     issueCode: 'not-supported',

@@ -55,7 +55,11 @@ export async function history(services: FhirServices, request: FhirRequest): Pro
   }
   // Subscriptions belong to their owners: a non-administrator's type or system history may hold
   // other owners' versions, decided one by one (`visible`), so it carries no total either.
-  const ownersScreened = request.principal !== undefined && !request.principal.admin && id === undefined && (type === undefined || type === 'Subscription');
+  const ownersScreened =
+    request.principal !== undefined &&
+    id === undefined &&
+    (type === undefined || type === 'Subscription') &&
+    services.subscriptions?.othersExist(request.principal) === true;
   // A patient-confined token: its compartment's versions of one type (deletions carry no data and
   // no compartment: an instance's deletions are shown with its other versions).
   let keyScope: string | undefined;

@@ -102,6 +102,14 @@ export class SubscriptionService {
     this.kick();
   }
 
+  /** Whether any subscription is hidden from `principal` (another owner's exists): its searches' totals are not the index's. */
+  othersExist(principal: Principal | undefined): boolean {
+    if (!principal || principal.admin) return false;
+    const mine = ownerKey(principal);
+    for (const owner of this.#owners.values()) if (owner !== mine) return true;
+    return false;
+  }
+
   /** Whether subscription `id` is hidden from `principal` (another owner's; administrators see all). */
   hidden(principal: Principal | undefined, id: string): boolean {
     if (!principal || principal.admin) return false;
@@ -139,7 +147,7 @@ export class SubscriptionService {
           }
           if (version.write.deleted) continue;
           const resource = version.resource!;
-          parseSubscription(this.#o.services(), resource, this.#o.policy);
+          parseSubscription(this.#o.services(), resource, this.#o.policy, this.#now());
           if (resource.status !== 'requested' && resource.status !== 'off') {
             throw fhirError(422, 'processing', 'VLM_SUB_STATUS', 'A client sets status requested (or off); active and error are set by the server', ['Subscription.status']);
           }

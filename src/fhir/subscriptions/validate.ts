@@ -91,7 +91,7 @@ function linked(where: readonly IndexClause[]): boolean {
 }
 
 /** Check a Subscription written by a client; returns what the dispatcher needs. */
-export function parseSubscription(services: FhirServices, resource: FhirResource, policy: SubscriptionPolicy): ParsedSubscription {
+export function parseSubscription(services: FhirServices, resource: FhirResource, policy: SubscriptionPolicy, now?: number): ParsedSubscription {
   const criteria = resource.criteria;
   if (typeof criteria !== 'string' || criteria.trim() === '') throw refuse('VLM_SUB_BAD_CRITERIA', 'criteria is a search, Type?parameters', 'Subscription.criteria');
   const at = criteria.indexOf('?');
@@ -127,6 +127,8 @@ export function parseSubscription(services: FhirServices, resource: FhirResource
   if (resource.end !== undefined) {
     end = typeof resource.end === 'string' ? Date.parse(resource.end) : Number.NaN;
     if (!Number.isFinite(end)) throw refuse('VLM_SUB_BAD_END', 'end is an instant', 'Subscription.end');
+    // A client asking for a subscription that has already ended is told so (the server sets `off` at `end`).
+    if (now !== undefined && end! <= now && resource.status !== 'off') throw refuse('VLM_SUB_BAD_END', 'end has already passed', 'Subscription.end');
   }
   return {
     id: String(resource.id),

@@ -151,15 +151,22 @@ t.test('a receiver down then back gets every event, in order; too many failures 
   t.equal(hook.received.length, 6, 'nothing more was delivered');
 });
 
-t.test('end is honoured: an expired subscription is off', async (t) => {
+t.test('end is honoured: a subscription that has ended is off, and one asked for after its end is refused', async (t) => {
   const hook = await receiver(t);
   const s = await startTestServer(t, { VELLUM_SUBSCRIPTION_ENDPOINTS_ALLOW: `127.0.0.1:${hook.port}` });
-  t.equal((await s.fhir('PUT', 'Subscription/old', subscription('old', hook.url, { end: '2020-01-01T00:00:00Z' }))).status, 201);
+  const late = await s.fhir('PUT', 'Subscription/late', subscription('late', hook.url, { end: '2020-01-01T00:00:00Z' }));
+  t.equal(late.status, 422, 'an end already past is refused');
+  t.same(vellumCodes(late.json), ['VLM_SUB_BAD_END']);
+  const end = new Date(Date.now() + 1500).toISOString();
+  t.equal((await s.fhir('PUT', 'Subscription/old', subscription('old', hook.url, { end }))).status, 201);
+  await statusOf(s, 'old', 'active');
+  // Waits for the condition: the delivery timer set for `end` turns it off.
   const off = await statusOf(s, 'old', 'off');
   t.equal(off.status, 'off');
+  t.ok(Date.parse(off.meta.lastUpdated) >= Date.parse(end), 'set off once its end had come');
   await s.fhir('PUT', 'Observation/o1', heartRate('o1', 70));
   await subscriptionsOf(s).settle();
-  t.equal(hook.received.length, 0, 'an expired subscription is not notified');
+  t.equal(hook.received.length, 1, 'after its end, nothing but the handshake was sent');
 });
 
 t.test('events committed before a stop are delivered after the restart', async (t) => {
