@@ -175,3 +175,107 @@ export function cpuMs(pid: number, tid?: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICK;
 }
+
+// ---- FHIR requests and the Blaze corpus (bench:search, bench:export) ----
+
+/** Blaze's Synthea set: CORPORA/search/blaze-synthea (92,114 resources in 122 bundles). */
+export const BLAZE_DIR = path.join(process.env.VELLUM_CORPORA ?? path.join(root, '..', 'shared', 'corpora'), 'search', 'blaze-synthea');
+const FHIR_JSON = 'application/fhir+json';
+
+export interface Answer {
+  status: number;
+  json: any;
+}
+
+/** A FHIR request; the body read and parsed (undefined when empty or not JSON). */
+export async function request(url: string, init: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
+  const res = await fetch(url, {
+    method: init.method ?? 'GET',
+    headers: { accept: FHIR_JSON, ...(init.body !== undefined ? { 'content-type': FHIR_JSON } : {}), ...init.headers },
+    body: init.body,
+  });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, json };
+}
+
+/** POST a batch/transaction Bundle (`Prefer: return=minimal`); anything but 200 throws. `token`: a bearer token, when auth is on. */
+export async function postBundle(base: string, body: string, token?: string): Promise<Answer> {
+  const res = await request(base, { method: 'POST', body, headers: { prefer: 'return=minimal', ...(token ? { authorization: `Bearer ${token}` } : {}) } });
+  if (res.status !== 200) {
+    const issue = res.json?.issue?.[0];
+    throw new Error(`POST bundle answered ${res.status}: ${issue?.diagnostics ?? JSON.stringify(issue)}`);
+  }
+  return res;
+}
+
+/** A .bz2 file's text (a reader of our own: bench code does not import test code). */
+export function bunzip(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bzip2', ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const chunks: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => chunks.push(c));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks).toString('utf8')) : reject(new Error(`bzip2 ${file}: ${code} ${err}`))));
+  });
+}
+
+/** The corpus files: the two `0-*` batch bundles (hospitals, practitioners) and the patients' transactions. */
+export function blazeFiles(): { infos: string[]; patients: string[] } {
+  if (!fs.existsSync(BLAZE_DIR)) throw new Error(`no Blaze corpus at ${BLAZE_DIR} (set VELLUM_CORPORA)`);
+  const files = fs.readdirSync(BLAZE_DIR).filter((f) => f.endsWith('.json.bz2')).sort();
+  return { infos: files.filter((f) => f.startsWith('0-')), patients: files.filter((f) => !f.startsWith('0-')) };
+}
+
+export interface LoadReport {
+  resources: number;
+  bundles: number;
+  seconds: number;
+  resources_per_s: number;
+  concurrency: number;
+  /** fullUrl of the files → Type/id on the server. */
+  refs: Map<string, string>;
+}
+
+/**
+ * Load the corpus in the documented order: the two `0-*` batch bundles one after the other (the
+ * patients' conditional references need them), then the patients' transactions `concurrency` at a time.
+ */
+export async function loadBlaze(base: string, concurrency: number, token?: string): Promise<LoadReport> {
+  const { infos, patients } = blazeFiles();
+  const refs = new Map<string, string>();
+  let resources = 0;
+  const started = performance.now();
+  const post = async (file: string) => {
+    const text = await bunzip(path.join(BLAZE_DIR, file));
+    const bundle = JSON.parse(text) as { entry: { fullUrl?: string }[] };
+    const res = await postBundle(base, text, token);
+    bundle.entry.forEach((entry, i) => {
+      const location = res.json?.entry?.[i]?.response?.location as string | undefined;
+      if (entry.fullUrl && location) refs.set(entry.fullUrl, location.split('/_history')[0]!.replace(`${base}/`, ''));
+    });
+    resources += bundle.entry.length;
+  };
+  for (const file of infos) await post(file);
+  let next = 0;
+  const worker = async () => {
+    while (next < patients.length) await post(patients[next++]!);
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    resources,
+    bundles: infos.length + patients.length,
+    seconds: Math.round(seconds * 10) / 10,
+    resources_per_s: Math.round(resources / seconds),
+    concurrency,
+    refs,
+  };
+}

@@ -18,17 +18,14 @@
  * Options: --runs N, --warmup N, --sizes 10000,100000,1000000, --growth-minutes M,
  * --concurrency N (transactions in flight while loading), --skip-blaze, --skip-growth.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { root, rssKiB, startServer, type BenchServer } from './lib.ts';
+import { loadBlaze, postBundle, request, root, rssKiB, startServer, type Answer, type BenchServer } from './lib.ts';
 
-const BLAZE_DIR = path.join(process.env.VELLUM_CORPORA ?? path.join(root, '..', 'shared', 'corpora'), 'search', 'blaze-synthea');
 const LOINC = 'http://loinc.org';
 const SNOMED = 'http://snomed.info/sct';
-const FHIR_JSON = 'application/fhir+json';
 /**
  * Search figures: no anchoring (it runs after the commit, outside search), no SMART tokens and no
  * AuditEvent per request (both orthogonal to the index; measured by their own benchmarks).
@@ -50,106 +47,11 @@ const RUNS = Number(opts.runs);
 const WARMUP = Number(opts.warmup);
 const CONCURRENCY = Number(opts.concurrency);
 
-// ---- small HTTP helpers ----
-
-interface Answer {
-  status: number;
-  json: any;
-}
-
-async function request(url: string, init: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
-  const res = await fetch(url, {
-    method: init.method ?? 'GET',
-    headers: { accept: FHIR_JSON, ...(init.body !== undefined ? { 'content-type': FHIR_JSON } : {}), ...init.headers },
-    body: init.body,
-  });
-  const text = await res.text();
-  let json: any;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, json };
-}
-
-async function postBundle(base: string, body: string): Promise<Answer> {
-  const res = await request(base, { method: 'POST', body, headers: { prefer: 'return=minimal' } });
-  if (res.status !== 200) {
-    const issue = res.json?.issue?.[0];
-    throw new Error(`POST bundle answered ${res.status}: ${issue?.diagnostics ?? JSON.stringify(issue)}`);
-  }
-  return res;
-}
-
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 const round1 = (ms: number) => Math.round(ms * 10) / 10;
-
-// ---- Blaze files (a reader of our own: bench code does not import test code) ----
-
-function bunzip(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bzip2', ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const chunks: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => chunks.push(c));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks).toString('utf8')) : reject(new Error(`bzip2 ${file}: ${code} ${err}`))));
-  });
-}
-
-function blazeFiles(): { infos: string[]; patients: string[] } {
-  if (!fs.existsSync(BLAZE_DIR)) throw new Error(`no Blaze corpus at ${BLAZE_DIR} (set VELLUM_CORPORA)`);
-  const files = fs.readdirSync(BLAZE_DIR).filter((f) => f.endsWith('.json.bz2')).sort();
-  return { infos: files.filter((f) => f.startsWith('0-')), patients: files.filter((f) => !f.startsWith('0-')) };
-}
-
-interface LoadReport {
-  resources: number;
-  bundles: number;
-  seconds: number;
-  resources_per_s: number;
-  concurrency: number;
-  /** fullUrl of the files → Type/id on the server. */
-  refs: Map<string, string>;
-}
-
-/** Load the corpus in the documented order; patients' transactions `CONCURRENCY` at a time. */
-async function loadBlaze(base: string): Promise<LoadReport> {
-  const { infos, patients } = blazeFiles();
-  const refs = new Map<string, string>();
-  let resources = 0;
-  const started = performance.now();
-  const post = async (file: string) => {
-    const text = await bunzip(path.join(BLAZE_DIR, file));
-    const bundle = JSON.parse(text) as { entry: { fullUrl?: string }[] };
-    const res = await postBundle(base, text);
-    bundle.entry.forEach((entry, i) => {
-      const location = res.json?.entry?.[i]?.response?.location as string | undefined;
-      if (entry.fullUrl && location) refs.set(entry.fullUrl, location.split('/_history')[0]!.replace(`${base}/`, ''));
-    });
-    resources += bundle.entry.length;
-  };
-  for (const file of infos) await post(file); // the patients' conditional references need these
-  let next = 0;
-  const worker = async () => {
-    while (next < patients.length) await post(patients[next++]!);
-  };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  const seconds = (performance.now() - started) / 1000;
-  return {
-    resources,
-    bundles: infos.length + patients.length,
-    seconds: Math.round(seconds * 10) / 10,
-    resources_per_s: Math.round(resources / seconds),
-    concurrency: CONCURRENCY,
-    refs,
-  };
-}
 
 // ---- timing searches ----
 
@@ -437,7 +339,7 @@ async function main(): Promise<void> {
       const base = `${server.origin}/fhir`;
       let peakRss = 0;
       const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server!.child.pid!))), 500);
-      const load = await loadBlaze(base);
+      const load = await loadBlaze(base, CONCURRENCY);
       clearInterval(sampler);
       console.log(`Blaze Synthea: ${load.resources} resources in ${load.bundles} bundles loaded in ${load.seconds} s (${load.resources_per_s}/s, ${load.concurrency} transactions in flight)`);
       const patientRef = [...load.refs.values()].find((r) => r.startsWith('Patient/'))!;
