@@ -41,7 +41,9 @@
  * Options: --reads N, --concurrency N (reads in flight), --load-concurrency N (transactions in
  * flight while loading), --poll-ms MS, --observations N, --skip-blaze, --skip-type, --skip-load
  * (no export under read load), --auth off, --audit off, --chain off (override the defaults of 1.),
- * --cpu-prof DIR (the server writes a V8 CPU profile there when it stops).
+ * --cpu-prof DIR (the server writes a V8 CPU profile there when it stops), --merge (keep the
+ * datasets of the last results file that this run does not measure: e.g. re-measure the Blaze
+ * set without the long Observations run; each dataset records when and on which code it ran).
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -64,6 +66,7 @@ const { values: opts } = parseArgs({
     audit: { type: 'string', default: 'on' },
     chain: { type: 'string', default: 'on' },
     'cpu-prof': { type: 'string' },
+    merge: { type: 'boolean', default: false },
   },
 });
 const READS = Number(opts.reads);
@@ -612,44 +615,75 @@ function codeVersion(): { commit: string; src_changes: string[] } {
   return { commit: git('rev-parse', 'HEAD'), src_changes: git('status', '--porcelain', '--', 'src').split('\n').filter(Boolean) };
 }
 
+interface Measured {
+  kind: 'blaze' | 'observations';
+  measured_at: string;
+  code: ReturnType<typeof codeVersion>;
+  /** Load average of the machine when the dataset's run began. */
+  loadavg_at_start: number[];
+}
+
+/** The datasets of the last results file, for `--merge` (files written before `kind` existed: told by name). */
+function previousDatasets(): (Dataset & Measured)[] {
+  const file = path.join(root, 'bench/results/export.json');
+  if (!fs.existsSync(file)) return [];
+  const old = JSON.parse(fs.readFileSync(file, 'utf8')) as { started_at?: string; code?: Measured['code']; machine?: { loadavg?: number[] }; datasets?: (Dataset & Partial<Measured>)[] };
+  return (old.datasets ?? []).map((d) => ({
+    ...d,
+    kind: d.kind ?? (d.name.startsWith('Blaze') ? 'blaze' : 'observations'),
+    measured_at: d.measured_at ?? old.started_at ?? '',
+    code: d.code ?? old.code ?? { commit: 'unknown', src_changes: [] },
+    loadavg_at_start: d.loadavg_at_start ?? old.machine?.loadavg ?? [],
+  }));
+}
+
 async function main(): Promise<void> {
-  const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, loadavg: os.loadavg().map((n) => Math.round(n * 10) / 10) };
-  const result: Record<string, unknown> = {
+  const loadavg = () => os.loadavg().map((n) => Math.round(n * 10) / 10);
+  const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version };
+  const measuring = new Set<Measured['kind']>([...(opts['skip-blaze'] ? [] : ['blaze' as const]), ...(OBSERVATIONS > 0 ? ['observations' as const] : [])]);
+  const kept = opts.merge ? previousDatasets().filter((d) => !measuring.has(d.kind)) : [];
+  const result = {
     started_at: new Date().toISOString(),
+    finished_at: undefined as string | undefined,
     machine,
-    code: codeVersion(),
     settings: { reads: READS, concurrency: CONCURRENCY, load_concurrency: LOAD_CONCURRENCY, poll_ms: POLL_MS, observations: OBSERVATIONS },
     aims: AIMS,
-    datasets: [] as Dataset[],
+    ...(kept.length ? { merged: `${kept.map((d) => d.name).join(', ')}: kept from an earlier run (--merge)` } : {}),
+    datasets: [...kept] as (Dataset & Measured)[],
   };
-  const datasets = result.datasets as Dataset[];
-  const md: string[] = [
-    `Run ${result.started_at} on ${machine.cpus} cores (${machine.cpu}), Node ${machine.node}, load average at start ${machine.loadavg.join(' ')}.`,
+  const markdown = (): string[] => [
+    `Runs on ${machine.cpus} cores (${machine.cpu}), Node ${machine.node}.`,
     `Export duration: kick-off (\`Prefer: respond-async\`) → first 200 status, the status polled every ${POLL_MS} ms; resources = sum of the manifest's output counts. ` +
       `RSS: server, sampled every 100 ms; before = median of the second before the kick-off, peak = highest until the manifest. ` +
       `Per server CPU-s: resources / CPU time of the server process (all threads) during the export. Load avg: the machine's 1-minute load average at the manifest (2 cores; above ~2.5, something else was running). ` +
       `Aims: ≥ ${AIMS.resources_per_s.toLocaleString('en')} resources/s, RSS growth < ${AIMS.rss_growth_mib} MiB, read p95 during an export ≤ ${AIMS.p95_ratio}× idle.`,
-    `Code: ${(result.code as ReturnType<typeof codeVersion>).commit.slice(0, 10)}${(result.code as ReturnType<typeof codeVersion>).src_changes.length ? ` with ${(result.code as ReturnType<typeof codeVersion>).src_changes.length} uncommitted change(s) under src/` : ''}.`,
     '',
+    ...result.datasets.flatMap((d) => {
+      const [heading, ...rest] = table(d);
+      return [
+        heading!,
+        '',
+        `Measured ${d.measured_at} (machine load average ${d.loadavg_at_start.join(' ')} at the start), code ${d.code.commit.slice(0, 10)}${d.code.src_changes.length ? ` with ${d.code.src_changes.length} uncommitted change(s) under src/` : ''}.`,
+        ...rest,
+      ];
+    }),
   ];
   const save = () => {
     fs.mkdirSync(path.join(root, 'bench/results'), { recursive: true });
     fs.writeFileSync(path.join(root, 'bench/results/export.json'), `${JSON.stringify(result, null, 2)}\n`);
-    fs.writeFileSync(path.join(root, 'bench/results/export.md'), `${md.join('\n')}\n`);
+    fs.writeFileSync(path.join(root, 'bench/results/export.md'), `${markdown().join('\n')}\n`);
   };
-  if (!opts['skip-blaze']) {
-    datasets.push(await blaze());
-    md.push(...table(datasets.at(-1)!));
+  const run = async (kind: Measured['kind'], measure: () => Promise<Dataset>) => {
+    const at = { kind, measured_at: new Date().toISOString(), code: codeVersion(), loadavg_at_start: loadavg() };
+    result.datasets.push({ ...(await measure()), ...at });
+    result.datasets.sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'blaze' ? -1 : 1));
     save();
-  }
-  if (OBSERVATIONS > 0) {
-    datasets.push(await observations(OBSERVATIONS));
-    md.push(...table(datasets.at(-1)!));
-    save();
-  }
+  };
+  if (measuring.has('blaze')) await run('blaze', blaze);
+  if (measuring.has('observations')) await run('observations', () => observations(OBSERVATIONS));
   result.finished_at = new Date().toISOString();
   save();
-  console.log(`\n${md.join('\n')}`);
+  console.log(`\n${markdown().join('\n')}`);
 }
 
 await main();
