@@ -23,6 +23,7 @@ import type { AuditInput } from '../audit.ts';
 import type { EncodeItem, Flushed } from './encoder.ts';
 import type { ExportFiles } from './files.ts';
 import { principalOf, type ExportProgress, type ExportSpec } from './job.ts';
+import { Rounds } from '../rounds.ts';
 import { ExportThreadError, type PartEncoder } from './worker.ts';
 
 export interface ExportRunnerOptions {
@@ -57,12 +58,9 @@ const SWEEP_MS = 60_000;
 
 export class ExportRunner {
   readonly #o: ExportRunnerOptions;
-  #running: Promise<void> | undefined;
-  #again = false;
+  readonly #rounds: Rounds;
   #closed = false;
   #sweeper: NodeJS.Timeout | undefined;
-  /** Resolvers of `idle()`. */
-  #waiters: (() => void)[] = [];
   /** Jobs whose export thread died under them, and how often. */
   #threadFailures = new Map<string, number>();
   /** Test seam: see ExportRunnerOptions.afterPart (settable on a running server's runner). */
@@ -70,6 +68,7 @@ export class ExportRunner {
 
   constructor(options: ExportRunnerOptions) {
     this.#o = options;
+    this.#rounds = new Rounds(() => this.#loop(), (err) => this.#o.onError?.(err));
     this.afterPart = options.afterPart;
   }
 
@@ -82,28 +81,12 @@ export class ExportRunner {
 
   /** A job was queued: run it (after the ones before it). */
   kick(): void {
-    if (this.#closed) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = this.#loop()
-      .catch((err) => this.#o.onError?.(err))
-      .finally(() => {
-        this.#running = undefined;
-        if (this.#again && !this.#closed) {
-          this.#again = false;
-          this.kick();
-        } else {
-          for (const resolve of this.#waiters.splice(0)) resolve();
-        }
-      });
+    this.#rounds.kick();
   }
 
   /** Resolve once no job is queued or running (tests, benchmarks). */
-  async idle(): Promise<void> {
-    if (!this.#running) return;
-    await new Promise<void>((resolve) => this.#waiters.push(resolve));
+  idle(): Promise<void> {
+    return this.#rounds.idle();
   }
 
   /** Remove the files and rows of jobs past their expiry (at `now`, default the runner's clock). */
@@ -118,7 +101,7 @@ export class ExportRunner {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#sweeper) clearInterval(this.#sweeper);
-    await this.#running;
+    await this.#rounds.close();
   }
 
   #now(): number {

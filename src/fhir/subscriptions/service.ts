@@ -29,6 +29,7 @@ import { fhirError } from '../errors.ts';
 import type { FhirRequest, FhirResource } from '../request.ts';
 import type { FhirServices } from '../services.ts';
 import type { WriteContext, WriteStep, Writer } from '../writer.ts';
+import { Rounds } from '../rounds.ts';
 import { principalOf, storePrincipal, type StoredPrincipal } from '../bulk/job.ts';
 import { hostPort, isInternalAddress, parseSubscription, type ParsedSubscription, type SubscriptionPolicy } from './validate.ts';
 
@@ -68,13 +69,12 @@ export class SubscriptionService {
   /** Subscriptions deleted since the start (not counted against their owner's limit). */
   readonly #deleted = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #again = false;
+  readonly #rounds: Rounds;
   #closed = false;
-  #waiters: (() => void)[] = [];
 
   constructor(options: SubscriptionOptions) {
     this.#o = options;
+    this.#rounds = new Rounds(() => this.#round(), (err) => this.#o.onError?.(err));
   }
 
   #now(): number {
@@ -195,36 +195,20 @@ export class SubscriptionService {
 
   /** Deliver what is pending (coalesced). */
   kick(): void {
-    if (this.#closed) return;
-    if (this.#live.size === 0 && !this.#running) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = this.#round()
-      .catch((err) => this.#o.onError?.(err))
-      .finally(() => {
-        this.#running = undefined;
-        if (this.#again && !this.#closed) {
-          this.#again = false;
-          this.kick();
-        }
-        // Nothing more to run (no round started again): whoever waits for a round is done.
-        if (!this.#running) for (const resolve of this.#waiters.splice(0)) resolve();
-      });
+    if (this.#live.size === 0 && !this.#rounds.running) return;
+    this.#rounds.kick();
   }
 
   /** Resolve once a delivery round that started after this call has ended (tests). */
   async settle(): Promise<void> {
     this.kick();
-    if (!this.#running) return;
-    await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    await this.#rounds.idle();
   }
 
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
-    await this.#running;
+    await this.#rounds.close();
   }
 
   /** One pass over the live subscriptions; schedules the next for retries and ends. */
