@@ -1,5 +1,5 @@
 /**
- * The README's access-request and opt-out walk-throughs against the real `npm start` process:
+ * The access-request and opt-out walk-throughs of docs/consent.md against the real `npm start` process:
  * a practitioner asks (a proposed Consent), the patient approves with a wallet-signed grant relayed
  * through Vellum, the practitioner reads, the patient revokes, the next read is denied; and an
  * opt-out deployment where treatment is implied, research needs a permit and an OPTOUT Consent bites.

@@ -1,5 +1,5 @@
 /**
- * The README's consent walk-through against the real `npm start` process (embedded authorization
+ * The consent walk-through (docs/consent.md) against the real `npm start` process (embedded authorization
  * server, audit trail, chain and consent registry, all defaults): enrol a practitioner, approve it,
  * grant with a FHIR Consent, read, revoke, and the next read is denied; then the same with a
  * patient-signed EIP-712 revocation relayed through Vellum; and the AuditEvents of it all are
@@ -39,7 +39,7 @@ function consent(id: string, status: string): Record<string, unknown> {
 const codeOf = (res: { json: any }) => res.json?.issue?.[0]?.details?.coding?.[0]?.code;
 const param = (res: { json: any }, name: string) => res.json?.parameter?.find((p: any) => p.name === name);
 
-t.test('README consent walk-through', async (t) => {
+t.test('consent walk-through (docs/consent.md)', async (t) => {
   const s = await startProcessServer(t, { env: { VELLUM_ANCHOR_INTERVAL_MS: '100' } });
   const admin = JSON.parse(fs.readFileSync(path.join(s.dataDir, 'admin-client.json'), 'utf8'));
   const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
