@@ -95,7 +95,7 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
-export function saltOf(bundle: FhirResource): Uint8Array | undefined {
+function saltOf(bundle: FhirResource): Uint8Array | undefined {
   const extensions = (bundle.meta?.extension ?? []) as { url?: string; valueBase64Binary?: string }[];
   const value = extensions.find((e) => e.url === ANCHOR_SALT_EXTENSION)?.valueBase64Binary;
   return value === undefined ? undefined : new Uint8Array(Buffer.from(value, 'base64'));
@@ -172,14 +172,14 @@ async function crossSiteOrigin(services: FhirServices, record: VersionRecord, si
 type RootCache = Map<string, Promise<boolean>> & { trees?: TreeCache };
 
 /** Trees a sweep has rebuilt (it verifies many leaves of each batch), by batch id and root. */
-export type TreeCache = Map<string, MerkleTree>;
+type TreeCache = Map<string, MerkleTree>;
 
 /**
  * A leaf's proof: stored for batches planned by earlier versions, otherwise rebuilt from the
  * batch's stored leaves. Either way it is checked against the batch root (and, without a sweep's
  * cache, by the contract): leaves changed in the index cannot give the anchored root.
  */
-export async function proofOf(services: FhirServices, batch: NonNullable<AnchorRecord['batch']>, trees?: TreeCache): Promise<Uint8Array[]> {
+async function proofOf(services: FhirServices, batch: NonNullable<AnchorRecord['batch']>, trees?: TreeCache): Promise<Uint8Array[]> {
   if (batch.proof) return batch.proof;
   const key = `${batch.id}:${toHex(batch.root)}`;
   let tree = trees?.get(key);
