@@ -49,6 +49,10 @@ export interface SubscriptionConfig {
   retryMs: number;
   /** VELLUM_SUBSCRIPTION_MAX_PER_OWNER: most subscriptions per client (default 100). */
   maxPerOwner: number;
+  /** VELLUM_SUBSCRIPTION_PAYLOAD_MAX: largest notification body in bytes; larger ones leave the resources out (default 1 MiB). */
+  payloadMax: number;
+  /** VELLUM_SUBSCRIPTION_SOCKETS_MAX: most open subscription websockets (default 10,000). */
+  socketsMax: number;
 }
 
 export interface ExportConfig {
@@ -213,6 +217,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxFailures: integer(env, 'VELLUM_SUBSCRIPTION_MAX_FAILURES', 10, 1, 1000),
       retryMs: integer(env, 'VELLUM_SUBSCRIPTION_RETRY_MS', 1000, 1, 3_600_000),
       maxPerOwner: integer(env, 'VELLUM_SUBSCRIPTION_MAX_PER_OWNER', 100, 1, 100_000),
+      payloadMax: integer(env, 'VELLUM_SUBSCRIPTION_PAYLOAD_MAX', 1_048_576, 1024, 67_108_864),
+      socketsMax: integer(env, 'VELLUM_SUBSCRIPTION_SOCKETS_MAX', 10_000, 1, 1_000_000),
     },
     export: {
       fileMax: integer(env, 'VELLUM_EXPORT_FILE_MAX', 100_000, 1, 10_000_000),

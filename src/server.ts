@@ -32,6 +32,10 @@ import { ExportRunner } from './fhir/bulk/runner.ts';
 import { ExportFiles, isRecipientKey } from './fhir/bulk/files.ts';
 import { startExportWorker } from './fhir/bulk/worker.ts';
 import { SubscriptionService } from './fhir/subscriptions/service.ts';
+import { SubscriptionSockets, websocketUrl } from './fhir/subscriptions/websocket.ts';
+
+/** Key purpose of the subscription websocket's binding tokens. */
+const SUBSCRIPTION_TOKEN_PURPOSE = 'vellum/v1/subscription-binding-token';
 import type { JWK } from 'jose';
 import { startAuditWorker } from './fhir/audit-worker.ts';
 import { WriteGate } from './storage/write-gate.ts';
@@ -156,6 +160,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     maxFailures: config.subscriptions.maxFailures,
     retryMs: config.subscriptions.retryMs,
     maxPerOwner: config.subscriptions.maxPerOwner,
+    payloadMax: config.subscriptions.payloadMax,
     audit: (input) => audit?.record(input) ?? Promise.resolve(),
     onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code, name: (err as Error)?.name } }, 'subscription delivery failed; will retry'),
   });
@@ -494,6 +499,16 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       return key as JWK | undefined;
     },
   };
+  // The subscription websocket (subscriptions/websocket.ts), on the same port as the API.
+  const subscriptionSockets = new SubscriptionSockets({
+    services: () => services,
+    subscriptions,
+    path: `${new URL(config.baseUrl).pathname.replace(/\/+$/, '')}/websocket`,
+    tokenKey: deriveKey(masterKey, SUBSCRIPTION_TOKEN_PURPOSE),
+    maxSockets: config.subscriptions.socketsMax,
+  });
+  app.server.on('upgrade', subscriptionSockets.upgrade);
+  services.subscriptionSockets = { url: websocketUrl(config.baseUrl), bindingToken: (ids) => subscriptionSockets.bindingToken(ids) };
   await app.register(fhirPlugin, {
     prefix: '/fhir',
     services,
@@ -513,6 +528,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       if (closed) return;
       closed = true;
       closing = true;
+      await subscriptionSockets.close();
       await app.close();
       await subscriptions.close();
       await exportRunner.close();

@@ -57,6 +57,7 @@ export interface AccessServices {
 function scopeInteraction(route: Route, request: FhirRequest): Interaction | undefined {
   switch (route.interaction) {
     case 'capabilities':
+    case 'topics': // the SubscriptionTopics the server publishes: public, like the CapabilityStatement
     case 'transaction': // every entry is checked on its own
       return undefined;
     case 'read':

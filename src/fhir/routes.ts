@@ -20,6 +20,8 @@ import { validate } from './operations/validate.ts';
 import { verify, verifySweep } from './operations/verify.ts';
 import { everything } from './operations/everything.ts';
 import { exportCancel, exportFile, exportKickOff, exportStatus } from './bulk/export.ts';
+import { bindingToken, subscriptionEvents, subscriptionStatus } from './subscriptions/operations.ts';
+import { readTopic, searchTopics } from './subscriptions/topics.ts';
 import { approve, grantRequest, grantSigned, registerWallet, revocationRequest, revokeApproval, revokeSigned } from './operations/consent.ts';
 
 export type Handler = (services: FhirServices, request: FhirRequest, context: WriteContext) => Promise<FhirResponse>;
@@ -59,6 +61,10 @@ export function fhirRoutes(statement: Record<string, unknown>, options: RouteOpt
     { method: 'POST', path: '/:type/$export', interaction: 'operation', handler: exportKickOff },
     { method: 'GET', path: '/:type/:id/$export', interaction: 'operation', handler: exportKickOff },
     { method: 'POST', path: '/:type/:id/$export', interaction: 'operation', handler: exportKickOff },
+    // The SubscriptionTopics Vellum publishes (built in, public like the CapabilityStatement).
+    { method: 'GET', path: '/SubscriptionTopic', interaction: 'topics', handler: searchTopics },
+    { method: 'GET', path: '/SubscriptionTopic/:id', interaction: 'topics', handler: readTopic },
+    { method: 'GET', path: '/:type/$status', interaction: 'operation', handler: subscriptionStatus },
     { method: 'GET', path: '/:type', interaction: 'search-type', handler: search },
     { method: 'POST', path: '/:type', interaction: 'create', handler: create },
     { method: 'PUT', path: '/:type', interaction: 'conditional-update', handler: conditionalUpdate },
@@ -73,6 +79,10 @@ export function fhirRoutes(statement: Record<string, unknown>, options: RouteOpt
     { method: 'DELETE', path: '/:type/:id', interaction: 'delete', handler: deleteInteraction },
     { method: 'GET', path: '/:type/:id/_history', interaction: 'history-instance', handler: history },
     { method: 'GET', path: '/:type/:id/$everything', interaction: 'operation', handler: everything },
+    { method: 'GET', path: '/:type/:id/$status', interaction: 'operation', handler: subscriptionStatus },
+    { method: 'GET', path: '/:type/:id/$events', interaction: 'operation', handler: subscriptionEvents },
+    { method: 'GET', path: '/:type/:id/$get-ws-binding-token', interaction: 'operation', handler: bindingToken },
+    { method: 'POST', path: '/:type/:id/$get-ws-binding-token', interaction: 'operation', handler: bindingToken },
     { method: 'POST', path: '/:type/:id/$approve', interaction: 'operation', handler: approve },
     { method: 'POST', path: '/:type/:id/$revoke-approval', interaction: 'operation', handler: revokeApproval },
     { method: 'POST', path: '/:type/:id/$register-wallet', interaction: 'operation', handler: registerWallet },

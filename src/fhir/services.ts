@@ -14,6 +14,7 @@ import type { Principal } from './auth/verify.ts';
 import type { ConsentService } from './consent/service.ts';
 import type { MappingContext } from './consent/mapping.ts';
 import type { BulkServices } from './bulk/export.ts';
+import type { SubscriptionService } from './subscriptions/service.ts';
 
 /** The anchor pipeline as the FHIR layer sees it (absent when anchoring is off). */
 export interface AnchoringServices {
@@ -44,8 +45,10 @@ export interface FhirServices {
   access?: AccessServices;
   /** MAC key of page cursors (interactions/paging.ts); a random per-process key when absent. */
   cursorKey?: Uint8Array;
-  /** Subscriptions (subscriptions/service.ts): whether one is another owner's. */
-  subscriptions?: { hidden(principal: Principal | undefined, id: string): boolean; othersExist(principal: Principal | undefined): boolean };
+  /** Subscriptions (subscriptions/service.ts): whose each one is, `$status`, `$events`, approval events. */
+  subscriptions?: Pick<SubscriptionService, 'hidden' | 'othersExist' | 'status' | 'events' | 'parsed' | 'emitApproval'>;
+  /** The subscription websocket (subscriptions/websocket.ts): its URL and binding tokens. */
+  subscriptionSockets?: { url: string; bindingToken(ids: readonly string[]): { token: string; expires: number } };
   /** Bulk Data export (bulk/export.ts). */
   bulk?: BulkServices;
   /** Present when consent is enforced (authorization and the chain on): consent/service.ts. */

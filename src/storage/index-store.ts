@@ -210,14 +210,24 @@ export interface EventFilter {
   subscription: string;
   type: string;
   where: readonly IndexClause[];
+  /** The interactions that are events (a topic's `supportedInteraction`); all when absent. */
+  interactions?: readonly EventInteraction[];
 }
 
-/** A subscription's event: its number (1, 2, … per subscription) and the version it is about. */
+/** What a version did: created its resource (again, after a deletion), updated it, deleted it. */
+export type EventInteraction = 'create' | 'update' | 'delete';
+
+/**
+ * A subscription's event: its number in the outbox (1, 2, … per subscription), the version it is
+ * about, and — once delivered — its number as notified (`notified`: 1, 2, … over the events that
+ * were sent; an event the owner may not see at delivery is passed over and gets none).
+ */
 export interface SubscriptionEvent {
   number: number;
   seq: number;
   /** When the version committed (ms). */
   at: number;
+  notified?: number;
 }
 
 /** A subscription's delivery state, kept beside its events. */
@@ -232,6 +242,8 @@ export interface SubscriptionState {
   retryAt: number;
   /** Whether the endpoint answered the handshake. */
   handshake: boolean;
+  /** Events notified so far (`events-since-subscription-start`). */
+  notified: number;
 }
 
 /** Subscriptions' events and delivery state, in the index (storage/sqlite/sqlite-index.ts). */
@@ -243,7 +255,15 @@ export interface SubscriptionStore {
   /** How many events the subscription has had. */
   eventCount(subscription: string): Promise<number>;
   state(subscription: string): Promise<SubscriptionState | undefined>;
-  putState(state: SubscriptionState): Promise<void>;
+  /** Save the state, and in the same transaction the notified numbers of the events just sent. */
+  putState(state: SubscriptionState, notified?: readonly { number: number; notified: number }[]): Promise<void>;
+  /** Notified events with numbers in [from, to], oldest first (`$events`). */
+  notifiedEvents(subscription: string, from: number, to: number, limit: number): Promise<SubscriptionEvent[]>;
+  /**
+   * Events that are not a version's own (a practitioner approved on chain): one event of version
+   * `seq` for each subscription, numbered in its sequence, in one transaction.
+   */
+  emit(subscriptions: readonly string[], seq: number, at: number): Promise<void>;
   /** Forget a subscription's events and state (it was deleted). */
   remove(subscription: string): Promise<void>;
 }

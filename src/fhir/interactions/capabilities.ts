@@ -8,12 +8,16 @@ import type { FhirRequest, FhirResponse } from '../request.ts';
 import { supportedIncludes } from '../search/include.ts';
 import type { FhirServices } from '../services.ts';
 import { TOTAL_POLICY } from './search.ts';
+import { TOPICS } from '../subscriptions/topics.ts';
+import { websocketUrl } from '../subscriptions/websocket.ts';
 
 export const SOFTWARE_VERSION = '0.1.0';
 
 const TYPE_INTERACTIONS = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'];
 
 const VELLUM_OPERATION = 'https://vellum.dev/fhir/OperationDefinition';
+
+const BACKPORT = 'http://hl7.org/fhir/uv/subscriptions-backport';
 
 /** Operations of one resource type, beside those of every type. */
 const BULK_OPERATION = 'http://hl7.org/fhir/uv/bulkdata/OperationDefinition';
@@ -23,6 +27,12 @@ const TYPE_OPERATIONS: Record<string, { name: string; definition: string }[]> = 
     { name: 'export', definition: `${BULK_OPERATION}/patient-export` },
   ],
   Group: [{ name: 'export', definition: `${BULK_OPERATION}/group-export` }],
+  // Subscriptions R5 Backport IG (subscriptions/operations.ts).
+  Subscription: [
+    { name: 'status', definition: `${BACKPORT}/OperationDefinition/backport-subscription-status` },
+    { name: 'events', definition: `${BACKPORT}/OperationDefinition/backport-subscription-events` },
+    { name: 'get-ws-binding-token', definition: `${BACKPORT}/OperationDefinition/backport-subscription-get-ws-binding-token` },
+  ],
 };
 
 /** The consent operations (operations/consent.ts), by resource type: listed when consent is enforced. */
@@ -68,6 +78,13 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
     ...supportedIncludes(services.registry, type),
     searchParam: supportedParams(type),
     operation: [...operations, ...(TYPE_OPERATIONS[type] ?? [])],
+    // The topics a topic-based Subscription can name (Subscriptions R5 Backport IG).
+    ...(type === 'Subscription'
+      ? {
+          supportedProfile: [`${BACKPORT}/StructureDefinition/backport-subscription`],
+          extension: TOPICS.map((topic) => ({ url: `${BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical`, valueCanonical: topic.url })),
+        }
+      : {}),
   }));
   return {
     resourceType: 'CapabilityStatement',
@@ -75,8 +92,8 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
     date: '2026-11-22',
     publisher: 'Vellum',
     kind: 'instance',
-    // Bulk Data Access 2.0 (bulk/export.ts).
-    instantiates: ['http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data'],
+    // Bulk Data Access 2.0 (bulk/export.ts), topic-based subscriptions (subscriptions/).
+    instantiates: ['http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data', `${BACKPORT}/CapabilityStatement/backport-subscription-server-r4`],
     software: { name: 'Vellum', version: SOFTWARE_VERSION },
     implementation: { description: 'Vellum FHIR R4 server', url: services.baseUrl },
     fhirVersion: '4.0.1',
@@ -85,6 +102,8 @@ export function buildCapabilityStatement(services: FhirServices, supportedParams
     rest: [
       {
         mode: 'server',
+        // Where R4 websocket subscriptions bind (subscriptions/websocket.ts).
+        extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket', valueUri: websocketUrl(services.baseUrl) }],
         resource,
         // POST [base] with a batch or transaction Bundle (interactions/bundle.ts); GET [base]?_type=….
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'search-system' }, { code: 'history-system' }],

@@ -83,6 +83,8 @@ function approval(approve: boolean) {
     try {
       const mined = approve ? await service.chain.approve(service.keyOf(reference), emergency) : await service.chain.revokeApproval(service.keyOf(reference));
       await service.syncTo(mined.blockNumber).catch(() => undefined);
+      // The topics practitioner-approved / practitioner-approval-revoked (subscriptions/topics.ts).
+      await services.subscriptions?.emitApproval(reference, approve).catch(() => undefined);
       return {
         status: 200,
         resource: parameters({ actor: reference, approved: approve, ...(approve ? { emergency } : {}), transaction: mined.txHash, block: mined.blockNumber }),

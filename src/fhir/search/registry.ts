@@ -89,6 +89,22 @@ interface RawSearchParameter {
   component?: { definition: string; expression: string }[];
 }
 
+/**
+ * Search parameters Vellum defines beyond R4: `Observation?interpretation=` (R4 has none for
+ * Observation.interpretation), which the "critical result" subscription topic queries.
+ */
+const VELLUM_PARAMETERS: readonly RawSearchParameter[] = [
+  {
+    id: 'vellum-Observation-interpretation',
+    url: 'https://vellum.dev/fhir/SearchParameter/Observation-interpretation',
+    code: 'interpretation',
+    type: 'token',
+    description: 'The interpretation of the observation (high, low, critical…)',
+    base: ['Observation'],
+    expression: 'Observation.interpretation',
+  },
+];
+
 /** Medplum additions in its R4 file that R4 (4.0.1) does not define. */
 const NON_R4_PARAMETERS = new Set(['DetectedIssue-status', 'DeviceDefinition-classification', 'ServiceRequest-order-detail']);
 
@@ -108,7 +124,7 @@ export function createSearchRegistry(resourceTypes: readonly string[]): SearchRe
   for (const type of resourceTypes) byType.set(type, new Map());
 
   const byUrl = new Map(bundle.entry.map(({ resource: sp }) => [sp.url, sp]));
-  for (const { resource: sp } of bundle.entry) {
+  for (const sp of [...bundle.entry.map((e) => e.resource), ...VELLUM_PARAMETERS]) {
     if (NON_R4_PARAMETERS.has(sp.id)) continue;
     for (const base of sp.base) {
       if (ABSTRACT_BASES.has(base)) {

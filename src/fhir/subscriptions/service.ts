@@ -1,23 +1,27 @@
 /**
- * R4 Subscriptions (http://hl7.org/fhir/R4/subscription.html), delivered at least once, in order,
- * and only as their owner may see.
+ * Subscriptions — R4 (http://hl7.org/fhir/R4/subscription.html) and topic-based (Subscriptions R5
+ * Backport IG) — delivered at least once, in order, and only as their owner may see.
  *
  * - **Writes** (`writeStep`): a client's Subscription is checked (validate.ts) and may only say
  *   `requested` or `off` — `active` and `error` are the server's to set. It belongs to the client
  *   (and user) whose token created it: others, administrators excepted, find no such resource
  *   (access.ts asks `hidden`), and a client has at most `maxPerOwner` of them.
- * - **Events**: every active or requested Subscription is a filter the index evaluates inside the
- *   commit of each version of its type (storage `EventFilter`): the version and its event are
- *   committed together — a restart continues where delivery stopped, and nothing is sent for a
- *   write that did not commit. Events are numbered 1, 2, … per subscription.
- * - **Delivery** (rest-hook): a handshake first (an empty POST); a 2xx makes the subscription
- *   `active` (a version the server writes). Then each event in order: decided for the owner at
- *   delivery time exactly as a search match is (scopes, compartment, consent — a consent revoked
- *   between the write and the delivery stops it: the event is passed over, nothing is sent), and
- *   POSTed with the resource (`channel.payload`) or empty, with the channel's headers. A failure is
- *   retried with exponential backoff; after `maxFailures` in a row the subscription is set to
- *   `error` with the reason. `end` is honoured: the subscription is set to `off`. Every delivery
- *   attempt is an AuditEvent (destination, event number, outcome — never the payload).
+ * - **Events**: every active or requested Subscription of a resource trigger is a filter the index
+ *   evaluates inside the commit of each version of its type (storage `EventFilter`): the version
+ *   and its event are committed together — a restart continues where delivery stopped, and nothing
+ *   is sent for a write that did not commit. Event triggers (a practitioner approved on chain) are
+ *   emitted once the chain has answered (`emitApproval`).
+ * - **Delivery**: a rest-hook first gets a handshake (an empty POST, or the Backport handshake
+ *   bundle); a 2xx makes the subscription `active` (a version the server writes). A websocket
+ *   subscription is active at once and delivers while a socket is bound (websocket.ts). Then each
+ *   event in order: decided for the owner at delivery time exactly as a search match is (scopes,
+ *   compartment, consent — a consent revoked between the write and the delivery stops it: the
+ *   event is passed over, nothing is sent and it gets no number), and sent — R4: the resource or
+ *   an empty POST, `ping {id}` on a websocket; topic-based: a notification bundle of up to
+ *   `max-count` events numbered 1, 2, … (notification.ts), heartbeats between. A failure is retried
+ *   with exponential backoff; after `maxFailures` in a row the subscription is set to `error` with
+ *   the reason. `end` is honoured: the subscription is set to `off`. Every attempt is an
+ *   AuditEvent (destination, event numbers, outcome — never the payload).
  */
 import dns from 'node:dns/promises';
 import type { SubscriptionState } from '../../storage/index-store.ts';
@@ -31,7 +35,10 @@ import type { FhirServices } from '../services.ts';
 import type { WriteContext, WriteStep, Writer } from '../writer.ts';
 import { Rounds } from '../rounds.ts';
 import { principalOf, storePrincipal, type StoredPrincipal } from '../bulk/job.ts';
-import { hostPort, isInternalAddress, parseSubscription, type ParsedSubscription, type SubscriptionPolicy } from './validate.ts';
+import { hostPort, isInternalAddress, parseSubscription, type ParsedSubscription, type PayloadContent, type SubscriptionPolicy } from './validate.ts';
+import { decideByRows } from '../../storage/event-match.ts';
+import type { SubscriptionEvent, VersionRecord } from '../../storage/index-store.ts';
+import { notificationBundle, subscriptionStatus, type NotificationType, type NotifiedEvent } from './notification.ts';
 
 export interface SubscriptionOptions {
   services: () => FhirServices;
@@ -43,6 +50,8 @@ export interface SubscriptionOptions {
   retryMs: number;
   /** Most subscriptions per owner (VELLUM_SUBSCRIPTION_MAX_PER_OWNER). */
   maxPerOwner: number;
+  /** Largest notification body (VELLUM_SUBSCRIPTION_PAYLOAD_MAX): above it, resources are left out (id-only). */
+  payloadMax: number;
   audit?: (input: AuditInput) => Promise<void>;
   onError?: (err: unknown) => void;
   now?: () => number;
@@ -51,8 +60,12 @@ export interface SubscriptionOptions {
 /** The agent of the versions the server writes itself (status changes). */
 export const SUBSCRIPTION_AGENT = 'Vellum subscriptions';
 const MAX_BACKOFF_MS = 5 * 60_000;
-const DELIVERY_TIMEOUT_MS = 10_000;
 const EVENT_BATCH = 50;
+
+/** A bound websocket as the dispatcher uses it (websocket.ts): send text, resolve whether it went out. */
+export interface BoundSocket {
+  send(text: string): Promise<boolean>;
+}
 
 /** The owner key of a caller: its client, and its user when one stands behind the token. */
 export function ownerKey(principal: Principal | StoredPrincipal | undefined): string {
@@ -68,6 +81,10 @@ export class SubscriptionService {
   readonly #owners = new Map<string, string>();
   /** Subscriptions deleted since the start (not counted against their owner's limit). */
   readonly #deleted = new Set<string>();
+  /** Websockets bound to each subscription (websocket.ts). */
+  readonly #sockets = new Map<string, Set<BoundSocket>>();
+  /** When something was last sent to each subscription (heartbeats are due a period after). */
+  readonly #lastSent = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   readonly #rounds: Rounds;
   #closed = false;
@@ -130,7 +147,111 @@ export class SubscriptionService {
   }
 
   #filters(): void {
-    this.#o.services().repository.index.subscriptions.setFilters([...this.#live.values()].map((s) => ({ subscription: s.id, type: s.type, where: s.where })));
+    this.#o.services().repository.index.subscriptions.setFilters(
+      [...this.#live.values()]
+        .filter((s) => !s.topic?.event)
+        .map((s) => ({ subscription: s.id, type: s.type, where: s.where, ...(s.interactions ? { interactions: s.interactions } : {}) })),
+    );
+  }
+
+  /** A live subscription as parsed (websocket.ts binds to it). */
+  live(id: string): ParsedSubscription | undefined {
+    return this.#live.get(id);
+  }
+
+  /** The owner key of subscription `id` (undefined when unknown). */
+  ownerOf(id: string): string | undefined {
+    return this.#owners.get(id);
+  }
+
+  /**
+   * Bind a websocket to a live websocket subscription: the dispatcher sends to it from now on
+   * (the Backport handshake first). Returns the function that unbinds it.
+   */
+  bind(id: string, socket: BoundSocket): () => void {
+    let set = this.#sockets.get(id);
+    if (!set) this.#sockets.set(id, (set = new Set()));
+    set.add(socket);
+    const sub = this.#live.get(id);
+    if (sub?.topic) void this.#handshakeSocket(sub, socket);
+    this.kick();
+    return () => {
+      set.delete(socket);
+      if (set.size === 0 && this.#sockets.get(id) === set) this.#sockets.delete(id);
+    };
+  }
+
+  /** Open websockets bound to subscriptions (bench and /metrics). */
+  boundSockets(): number {
+    let n = 0;
+    for (const set of this.#sockets.values()) n += set.size;
+    return n;
+  }
+
+  /** What a stored Subscription is, for `$status` and `$events` (live or not: off and error ones too). */
+  parsed(resource: FhirResource): ParsedSubscription {
+    return this.#live.get(String(resource.id)) ?? parseSubscription(this.#o.services(), resource, this.#o.policy);
+  }
+
+  /** `$status`: the SubscriptionStatus of a stored Subscription (type query-status). */
+  async status(resource: FhirResource): Promise<Record<string, unknown>> {
+    const sub = this.parsed(resource);
+    const state = await this.#o.services().repository.index.subscriptions.state(sub.id);
+    const error = typeof resource.error === 'string' ? resource.error : undefined;
+    return subscriptionStatus(
+      {
+        baseUrl: this.#o.services().baseUrl,
+        subscription: sub.id,
+        topic: sub.topic?.url ?? sub.criteria,
+        status: String(resource.status),
+        type: 'query-status',
+        eventsSinceStart: state?.notified ?? 0,
+        ...(error ? { error } : {}),
+      },
+      [],
+      sub.content,
+    );
+  }
+
+  /**
+   * `$events`: the notified events numbered `from`..`to` (at most `limit`), decided again for the
+   * owner now — an event the owner may no longer see is left out.
+   */
+  async events(resource: FhirResource, from: number, to: number, limit: number, content: PayloadContent): Promise<Record<string, unknown>> {
+    const sub = this.parsed(resource);
+    const store = this.#o.services().repository.index.subscriptions;
+    const state = await store.state(sub.id);
+    const owner = state?.owner as StoredPrincipal | undefined;
+    const shown: NotifiedEvent[] = [];
+    for (const event of await store.notifiedEvents(sub.id, from, to, limit)) {
+      const decided = await this.#decide({ ...sub, content, payload: content === 'full-resource' }, owner, event);
+      if (decided) shown.push({ ...decided, number: event.notified! });
+    }
+    return this.#bundle(sub, 'query-event', shown, state?.notified ?? 0, content, String(resource.status));
+  }
+
+  async #handshakeSocket(sub: ParsedSubscription, socket: BoundSocket): Promise<void> {
+    const state = await this.#o.services().repository.index.subscriptions.state(sub.id);
+    const text = JSON.stringify(this.#bundle(sub, 'handshake', [], state?.notified ?? 0));
+    await socket.send(text);
+  }
+
+  /**
+   * An approval or its revocation on the consent registry (operations/consent.ts): an event for
+   * every live subscription to the matching topic, about the actor's current version.
+   */
+  async emitApproval(reference: string, approved: boolean): Promise<void> {
+    const [type, id] = reference.split('/') as [string, string];
+    const event = approved ? 'approved' : 'approval-revoked';
+    const ids = [...this.#live.values()]
+      .filter((s) => s.topic?.event === event && (s.where.length ? s.type === type && decideByRows(s.where, id, []) !== false : s.topic.resources.includes(type)))
+      .map((s) => s.id);
+    if (ids.length === 0) return;
+    const index = this.#o.services().repository.index;
+    const record = await index.current(type, id);
+    if (!record || record.deleted) return;
+    await index.subscriptions.emit(ids, record.seq, this.#now());
+    this.kick();
   }
 
   /** The write step of Subscriptions: checks before, tracking after. */
@@ -182,6 +303,7 @@ export class SubscriptionService {
               failures: 0,
               retryAt: 0,
               handshake: false,
+              notified: state?.notified ?? 0,
             });
             if (!this.#owners.has(record.id)) this.#owners.set(record.id, ownerKey(owner as StoredPrincipal | undefined));
           }
@@ -241,46 +363,127 @@ export class SubscriptionService {
     }
   }
 
-  /** Handshake or deliver pending events of one subscription; returns when to try again (a retry). */
+  /** Handshake, deliver pending events or a heartbeat, for one subscription; returns when to come back (a retry, a heartbeat). */
   async #deliver(sub: ParsedSubscription): Promise<number | undefined> {
     const services = this.#o.services();
     const store = services.repository.index.subscriptions;
-    const state: SubscriptionState = (await store.state(sub.id)) ?? { id: sub.id, owner: undefined, delivered: 0, failures: 0, retryAt: 0, handshake: false };
+    const state: SubscriptionState = (await store.state(sub.id)) ?? { id: sub.id, owner: undefined, delivered: 0, failures: 0, retryAt: 0, handshake: false, notified: 0 };
     if (state.retryAt > this.#now()) return state.retryAt;
     const owner = state.owner as StoredPrincipal | undefined;
     if (!state.handshake) {
-      const outcome = await this.#post(sub, undefined, owner, 0);
-      if (!outcome.ok) return this.#failed(sub, state, outcome.reason);
-      await store.putState({ ...state, handshake: true, failures: 0, retryAt: 0 });
-      await this.#setStatus(sub.id, 'active');
+      // A websocket has no endpoint to ask: it is active at once, and the handshake goes to each socket as it binds.
+      if (sub.channel === 'rest-hook') {
+        const body = sub.topic ? JSON.stringify(this.#bundle(sub, 'handshake', [], state.notified)) : undefined;
+        const outcome = await this.#send(sub, body, owner, 'event=0&type=handshake');
+        if (!outcome.ok) return this.#failed(sub, state, outcome.reason);
+      }
       state.handshake = true;
       state.failures = 0;
+      state.retryAt = 0;
+      await store.putState(state);
+      await this.#setStatus(sub.id, 'active');
     }
+    if (sub.channel === 'websocket' && !this.#sockets.has(sub.id)) return undefined;
     for (;;) {
       const events = await store.events(sub.id, state.delivered, EVENT_BATCH);
-      if (events.length === 0) return undefined;
-      for (const event of events) {
-        if (this.#closed || !this.#live.has(sub.id)) return undefined;
-        const payload = await this.#payload(sub, owner, event.seq);
-        if (payload !== null) {
-          const outcome = await this.#post(sub, payload, owner, event.number);
-          if (!outcome.ok) return this.#failed(sub, state, outcome.reason);
+      if (events.length === 0) return this.#heartbeat(sub, state, owner);
+      let batch: { event: SubscriptionEvent; shown: NotifiedEvent }[] = [];
+      let through = state.delivered;
+      const flush = async (): Promise<boolean> => {
+        if (batch.length === 0) {
+          if (through !== state.delivered) {
+            // Passed over: what failed before is no longer to be sent.
+            state.delivered = through;
+            state.failures = 0;
+            state.retryAt = 0;
+            await store.putState(state);
+          }
+          return true;
         }
-        state.delivered = event.number;
+        const numbered = batch.map(({ shown }, i) => ({ ...shown, number: state.notified + i + 1 }));
+        const first = numbered[0]!.number;
+        const last = numbered[numbered.length - 1]!.number;
+        const outcome = await this.#send(sub, this.#eventBody(sub, numbered, state.notified + numbered.length), owner, `event=${first === last ? first : `${first}-${last}`}`);
+        if (!outcome.ok) {
+          // No socket took it: it waits for the next bind, not counted as a failure.
+          if (!outcome.unbound) await this.#failed(sub, state, outcome.reason);
+          return false;
+        }
+        const marks = batch.map(({ event }, i) => ({ number: event.number, notified: numbered[i]!.number }));
+        state.delivered = through;
+        state.notified += batch.length;
         state.failures = 0;
         state.retryAt = 0;
-        await store.putState(state);
+        await store.putState(state, marks);
+        batch = [];
+        return true;
+      };
+      for (const event of events) {
+        if (this.#closed || !this.#live.has(sub.id)) return undefined;
+        const shown = await this.#decide(sub, owner, event);
+        through = event.number;
+        if (shown) batch.push({ event, shown });
+        if (batch.length >= sub.maxCount && !(await flush())) return state.retryAt || undefined;
       }
+      if (!(await flush())) return state.retryAt || undefined;
     }
   }
 
-  /**
-   * What to send for an event: the resource (payload on), '' (an empty notification), or null when
-   * the owner may not see it now — decided as a search match is.
-   */
-  async #payload(sub: ParsedSubscription, owner: StoredPrincipal | undefined, seq: number): Promise<string | null> {
+  /** A heartbeat when one is due (topic-based subscriptions that asked for them); returns when the next is. */
+  async #heartbeat(sub: ParsedSubscription, state: SubscriptionState, owner: StoredPrincipal | undefined): Promise<number | undefined> {
+    if (!sub.heartbeatMs || !sub.topic) return undefined;
+    const now = this.#now();
+    const last = this.#lastSent.get(sub.id);
+    if (last === undefined) {
+      // Counted from the start (or the subscription's arrival): a period of quiet before the first.
+      this.#lastSent.set(sub.id, now);
+      return now + sub.heartbeatMs;
+    }
+    if (now < last + sub.heartbeatMs) return last + sub.heartbeatMs;
+    if (sub.channel === 'websocket' && !this.#sockets.has(sub.id)) return undefined;
+    const outcome = await this.#send(sub, JSON.stringify(this.#bundle(sub, 'heartbeat', [], state.notified)), owner, 'event=0&type=heartbeat');
+    if (!outcome.ok) return outcome.unbound ? undefined : this.#failed(sub, state, outcome.reason);
+    return this.#now() + sub.heartbeatMs;
+  }
+
+  #bundle(
+    sub: ParsedSubscription,
+    type: NotificationType,
+    events: readonly NotifiedEvent[],
+    eventsSinceStart: number,
+    content = sub.content,
+    status = 'active',
+  ): Record<string, unknown> {
     const services = this.#o.services();
-    const record = await services.repository.index.versionBySeq(seq);
+    return notificationBundle(
+      { baseUrl: services.baseUrl, subscription: sub.id, topic: sub.topic?.url ?? sub.criteria, status, type, eventsSinceStart },
+      events,
+      content,
+    );
+  }
+
+  /** The body of a notification of `events`: a bundle (topic-based), the resource or nothing (R4), `ping {id}` (R4 websocket). */
+  #eventBody(sub: ParsedSubscription, events: readonly NotifiedEvent[], eventsSinceStart: number): string | undefined {
+    if (sub.topic) {
+      const body = JSON.stringify(this.#bundle(sub, 'event-notification', events, eventsSinceStart));
+      // Too large for the limit: the resources are left out, their references stay (the receiver reads them).
+      if (body.length <= this.#o.payloadMax || sub.content !== 'full-resource') return body;
+      return JSON.stringify(this.#bundle(sub, 'event-notification', events, eventsSinceStart, 'id-only'));
+    }
+    if (sub.channel === 'websocket') return `ping ${sub.id}`;
+    const resource = events[0]?.resource;
+    if (!sub.payload || !resource) return undefined;
+    const body = JSON.stringify(resource);
+    return body.length <= this.#o.payloadMax ? body : undefined;
+  }
+
+  /**
+   * Whether the owner may see an event now — decided as a search match is — and what it shows:
+   * null when it is passed over.
+   */
+  async #decide(sub: ParsedSubscription, owner: StoredPrincipal | undefined, event: SubscriptionEvent): Promise<NotifiedEvent | null> {
+    const services = this.#o.services();
+    const record = await services.repository.index.versionBySeq(event.seq);
     if (!record) return null;
     const principal = owner ? principalOf(owner) : undefined;
     // The owner's scopes first, as the guard decides a search (a token without Observation read
@@ -289,42 +492,61 @@ export class SubscriptionService {
     if (principal && services.access && !decide(principal, 'search', record.type).allowed) return null;
     const base: FhirRequest = { method: 'GET', query: [], headers: {}, baseUrl: services.baseUrl, consentLog: [], ...(principal ? { principal } : {}) };
     const request = principal && services.access ? await matchingRequest(services, base, record.type, 'search') : base;
+    const raised = sub.topic?.event !== undefined;
+    const shown: NotifiedEvent = { number: event.number, at: event.at, record, ...(raised ? { raised } : {}) };
     if (record.deleted) {
       // A deletion carries no data: decided on the key scope of the version it deleted.
       const before = await services.repository.index.version(record.type, record.id, record.versionId - 1);
-      return before && visible(services, request, { ...record, keyScope: before.keyScope ?? SHARED_SCOPE }) ? '' : null;
+      return before && visible(services, request, { ...record, keyScope: before.keyScope ?? SHARED_SCOPE }) ? shown : null;
     }
-    const [shown] = await screenRecords(services, request, [record]);
-    if (!shown) return null;
-    if (!sub.payload) return '';
-    const resource = shown.resource ?? (await services.loadResource(record));
-    return resource ? JSON.stringify(resource) : null;
+    const [screened] = await screenRecords(services, request, [record]);
+    if (!screened) return null;
+    const wanted = sub.topic ? sub.content === 'full-resource' : sub.payload;
+    if (!wanted) return shown;
+    const resource = (screened.resource as FhirResource | undefined) ?? (await services.loadResource(record));
+    return resource ? { ...shown, resource } : null;
   }
 
-  /** POST to the endpoint; an AuditEvent records the attempt. */
-  async #post(sub: ParsedSubscription, body: string | undefined, owner: StoredPrincipal | undefined, event: number): Promise<{ ok: true } | { ok: false; reason: string }> {
-    const url = new URL(sub.endpoint);
+  /** Send a notification (POST to the endpoint, or to every bound websocket); an AuditEvent records the attempt. */
+  async #send(
+    sub: ParsedSubscription,
+    body: string | undefined,
+    owner: StoredPrincipal | undefined,
+    what: string,
+  ): Promise<{ ok: true } | { ok: false; reason: string; unbound?: boolean }> {
     let status = 0;
     let reason = '';
-    try {
-      if (!this.#o.policy.allow.has(hostPort(url))) {
-        const addresses = await dns.lookup(url.hostname, { all: true });
-        if (addresses.some((a) => isInternalAddress(a.address))) throw Object.assign(new Error('internal'), { code: 'VLM_SUB_ENDPOINT_REFUSED' });
+    let destination = 'websocket';
+    if (sub.channel === 'websocket') {
+      const sockets = [...(this.#sockets.get(sub.id) ?? [])];
+      const sent = await Promise.all(sockets.map((socket) => socket.send(body ?? '')));
+      // Nobody listening (any more): nothing was sent and nothing is lost — the event waits for a bind.
+      if (!sent.some(Boolean)) return { ok: false, reason: 'no websocket is bound', unbound: true };
+      status = 200;
+    } else {
+      const url = new URL(sub.endpoint);
+      destination = hostPort(url);
+      try {
+        if (!this.#o.policy.allow.has(hostPort(url))) {
+          const addresses = await dns.lookup(url.hostname, { all: true });
+          if (addresses.some((a) => isInternalAddress(a.address))) throw Object.assign(new Error('internal'), { code: 'VLM_SUB_ENDPOINT_REFUSED' });
+        }
+        const response = await fetch(url, {
+          method: 'POST',
+          redirect: 'manual',
+          headers: { ...Object.fromEntries(sub.headers), ...(body ? { 'content-type': 'application/fhir+json' } : {}) },
+          ...(body ? { body } : {}),
+          signal: AbortSignal.timeout(sub.timeoutMs),
+        });
+        await response.arrayBuffer().catch(() => undefined);
+        status = response.status;
+        if (status < 200 || status > 299) reason = `the endpoint answered HTTP ${status}`;
+      } catch (err) {
+        const code = (err as { code?: string; cause?: { code?: string } }).code ?? (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+        reason = code === 'VLM_SUB_ENDPOINT_REFUSED' ? 'the endpoint resolves to an internal address' : `the endpoint could not be reached (${code})`;
       }
-      const response = await fetch(url, {
-        method: 'POST',
-        redirect: 'manual',
-        headers: { ...Object.fromEntries(sub.headers), ...(body ? { 'content-type': 'application/fhir+json' } : {}) },
-        ...(body ? { body } : {}),
-        signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
-      });
-      await response.arrayBuffer().catch(() => undefined);
-      status = response.status;
-      if (status < 200 || status > 299) reason = `the endpoint answered HTTP ${status}`;
-    } catch (err) {
-      const code = (err as { code?: string; cause?: { code?: string } }).code ?? (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      reason = code === 'VLM_SUB_ENDPOINT_REFUSED' ? 'the endpoint resolves to an internal address' : `the endpoint could not be reached (${code})`;
     }
+    if (!reason) this.#lastSent.set(sub.id, this.#now());
     await this.#o
       .audit?.({
         interaction: 'operation',
@@ -333,7 +555,7 @@ export class SubscriptionService {
         operation: '$notify',
         resourceType: 'Subscription',
         id: sub.id,
-        query: `destination=${encodeURIComponent(hostPort(url))}&event=${event}${event === 0 ? '&type=handshake' : ''}&outcome=${reason ? 'failed' : 'delivered'}`,
+        query: `destination=${encodeURIComponent(destination)}&${what}&outcome=${reason ? 'failed' : 'delivered'}`,
         ...(owner ? { principal: principalOf(owner) } : {}),
       })
       .catch((err) => this.#o.onError?.(err));

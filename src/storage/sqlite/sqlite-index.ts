@@ -13,6 +13,7 @@ import type {
   CurrentResource,
   CurrentResourcesQuery,
   EventFilter,
+  EventInteraction,
   ExportJobRow,
   ExportJobStore,
   HistoryQuery,
@@ -31,6 +32,7 @@ import type {
   WriteMethod,
 } from '../index-store.ts';
 import type { IndexQuery } from '../search-types.ts';
+import { decideByRows } from '../event-match.ts';
 import { WalSync, autoCheckpointPages } from './wal-sync.ts';
 import { SEARCH_DDL, SearchSql } from './search-sql.ts';
 
@@ -103,6 +105,7 @@ CREATE TABLE IF NOT EXISTS subscription_events (
   number INTEGER NOT NULL,
   seq INTEGER NOT NULL,
   at INTEGER NOT NULL,
+  notified INTEGER,
   PRIMARY KEY (subscription, number)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription_state (
@@ -112,7 +115,8 @@ CREATE TABLE IF NOT EXISTS subscription_state (
   delivered INTEGER NOT NULL DEFAULT 0,
   failures INTEGER NOT NULL DEFAULT 0,
   retry_at INTEGER NOT NULL DEFAULT 0,
-  handshake INTEGER NOT NULL DEFAULT 0
+  handshake INTEGER NOT NULL DEFAULT 0,
+  notified INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,
@@ -176,7 +180,7 @@ export class SqliteIndexStore implements IndexStore {
   readonly dataKeys: DataKeyStore;
   readonly exportJobs: ExportJobStore;
   readonly subscriptions: SubscriptionStore;
-  #filters: readonly EventFilter[] = [];
+  #filtersByType = new Map<string, EventFilter[]>();
   #db: DatabaseSync;
   #statements = new Map<string, StatementSync>();
   #closed = false;
@@ -212,8 +216,22 @@ export class SqliteIndexStore implements IndexStore {
         return stmt(sql);
       },
       (filters) => {
-        this.#filters = filters;
+        const byType = new Map<string, EventFilter[]>();
+        for (const filter of filters) byType.set(filter.type, [...(byType.get(filter.type) ?? []), filter]);
+        this.#filtersByType = byType;
       },
+      (work) => {
+        this.#check();
+        this.#db.exec('BEGIN IMMEDIATE');
+        try {
+          work();
+          this.#db.exec('COMMIT');
+        } catch (err) {
+          this.#db.exec('ROLLBACK');
+          throw err;
+        }
+      },
+      (subscriptions, seq, at) => this.#events(subscriptions, seq, at),
     );
   }
 
@@ -239,6 +257,13 @@ export class SqliteIndexStore implements IndexStore {
       // Databases made before manifest locators existed gain the column (NULL: no locator).
       const leafColumns = db.prepare('PRAGMA table_info(anchor_leaves)').all() as { name: string }[];
       if (!leafColumns.some((c) => c.name === 'locator')) db.exec('ALTER TABLE anchor_leaves ADD COLUMN locator TEXT');
+      // Databases made before notified numbers existed gain them (events delivered then: none).
+      const eventColumns = db.prepare('PRAGMA table_info(subscription_events)').all() as { name: string }[];
+      if (!eventColumns.some((c) => c.name === 'notified')) {
+        db.exec('ALTER TABLE subscription_events ADD COLUMN notified INTEGER');
+        db.exec('ALTER TABLE subscription_state ADD COLUMN notified INTEGER NOT NULL DEFAULT 0');
+      }
+      db.exec('CREATE INDEX IF NOT EXISTS subscription_events_notified ON subscription_events (subscription, notified) WHERE notified IS NOT NULL');
       const row = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
       if (!row) db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
       else if (row.value !== SCHEMA_VERSION) {
@@ -374,7 +399,7 @@ export class SqliteIndexStore implements IndexStore {
           );
         }
         // Subscriptions: a deletion is an event for the filters the version it deletes matches (before it goes).
-        const deletedMatches = w.deleted && existing && existing.deleted === 0 ? this.#matching(w.type, w.id) : [];
+        const deletedMatches = w.deleted && existing && existing.deleted === 0 ? this.#matching(w, 'delete') : [];
         let rid: number;
         if (existing) {
           rid = Number(existing.rid);
@@ -406,7 +431,7 @@ export class SqliteIndexStore implements IndexStore {
         const seq = Number(inserted.lastInsertRowid);
         if (existing) this.#search.deleteRows(rid);
         if (!w.deleted) this.#search.insertRows(rid, w.searchRows);
-        this.#events(w.deleted ? deletedMatches : this.#matching(w.type, w.id), seq, w.lastUpdated);
+        this.#events(w.deleted ? deletedMatches : this.#matching(w, created ? 'create' : 'update'), seq, w.lastUpdated);
         records.push({
           seq: Number(inserted.lastInsertRowid),
           type: w.type,
@@ -433,14 +458,26 @@ export class SqliteIndexStore implements IndexStore {
     await this.#wal?.sync();
   }
 
-  /** Inside a commit: the subscriptions whose filters the current rows of `type/id` match. */
-  #matching(type: string, id: string): string[] {
+  /**
+   * Inside a commit: the subscriptions whose filters the current rows of `w` match (for a
+   * deletion: the rows of the version it deletes, still in place). What the rows just written
+   * decide on their own (tokens, references, ids: `decideByRows`) costs no query.
+   */
+  #matching(w: IndexWrite, interaction: EventInteraction): string[] {
     const out: string[] = [];
-    for (const filter of this.#filters) {
-      if (filter.type !== type) continue;
+    const filters = this.#filtersByType.get(w.type);
+    if (!filters) return out;
+    for (const filter of filters) {
+      if (filter.interactions && !filter.interactions.includes(interaction)) continue;
+      const decided = interaction === 'delete' ? undefined : decideByRows(filter.where, w.id, w.searchRows);
+      if (decided === false) continue;
+      if (decided === true) {
+        out.push(filter.subscription);
+        continue;
+      }
       const hits = this.#search.search({
-        resourceType: type,
-        where: [...filter.where, { negate: false, anyOf: [{ kind: 'id', id }] }],
+        resourceType: w.type,
+        where: [...filter.where, { negate: false, anyOf: [{ kind: 'id', id: w.id }] }],
         sort: [],
         count: 1,
         offset: 0,
@@ -454,10 +491,10 @@ export class SqliteIndexStore implements IndexStore {
   /** Inside a commit: an event of version `seq` for each subscription, numbered in its own sequence. */
   #events(subscriptions: readonly string[], seq: number, at: number): void {
     for (const subscription of subscriptions) {
-      const filter = { subscription };
-      this.#prepare('INSERT INTO subscription_state (id, events) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET events = events + 1').run(filter.subscription);
-      const { events } = this.#prepare('SELECT events FROM subscription_state WHERE id = ?').get(filter.subscription) as { events: number };
-      this.#prepare('INSERT INTO subscription_events (subscription, number, seq, at) VALUES (?, ?, ?, ?)').run(filter.subscription, events, seq, at);
+      const { events } = this.#prepare(
+        'INSERT INTO subscription_state (id, events) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET events = events + 1 RETURNING events',
+      ).get(subscription) as { events: number };
+      this.#prepare('INSERT INTO subscription_events (subscription, number, seq, at) VALUES (?, ?, ?, ?)').run(subscription, events, seq, at);
     }
   }
 
@@ -777,9 +814,18 @@ class SqliteExportJobs implements ExportJobStore {
 class SqliteSubscriptions implements SubscriptionStore {
   readonly #stmt: (sql: string) => StatementSync;
   readonly #setFilters: (filters: readonly EventFilter[]) => void;
-  constructor(stmt: (sql: string) => StatementSync, setFilters: (filters: readonly EventFilter[]) => void) {
+  readonly #transaction: (work: () => void) => void;
+  readonly #events: (subscriptions: readonly string[], seq: number, at: number) => void;
+  constructor(
+    stmt: (sql: string) => StatementSync,
+    setFilters: (filters: readonly EventFilter[]) => void,
+    transaction: (work: () => void) => void,
+    events: (subscriptions: readonly string[], seq: number, at: number) => void,
+  ) {
     this.#stmt = stmt;
     this.#setFilters = setFilters;
+    this.#transaction = transaction;
+    this.#events = events;
   }
 
   setFilters(filters: readonly EventFilter[]): void {
@@ -787,12 +833,19 @@ class SqliteSubscriptions implements SubscriptionStore {
   }
 
   async events(subscription: string, afterNumber: number, limit: number): Promise<SubscriptionEvent[]> {
-    const rows = this.#stmt('SELECT number, seq, at FROM subscription_events WHERE subscription = ? AND number > ? ORDER BY number LIMIT ?').all(
+    const rows = this.#stmt('SELECT number, seq, at, notified FROM subscription_events WHERE subscription = ? AND number > ? ORDER BY number LIMIT ?').all(
       subscription,
       afterNumber,
       limit,
-    ) as { number: number; seq: number; at: number }[];
-    return rows.map((r) => ({ number: Number(r.number), seq: Number(r.seq), at: Number(r.at) }));
+    ) as unknown as EventRow[];
+    return rows.map(toEvent);
+  }
+
+  async notifiedEvents(subscription: string, from: number, to: number, limit: number): Promise<SubscriptionEvent[]> {
+    const rows = this.#stmt(
+      'SELECT number, seq, at, notified FROM subscription_events WHERE subscription = ? AND notified BETWEEN ? AND ? ORDER BY notified LIMIT ?',
+    ).all(subscription, from, to, limit) as unknown as EventRow[];
+    return rows.map(toEvent);
   }
 
   async eventCount(subscription: string): Promise<number> {
@@ -801,8 +854,8 @@ class SqliteSubscriptions implements SubscriptionStore {
   }
 
   async state(subscription: string): Promise<SubscriptionState | undefined> {
-    const row = this.#stmt('SELECT id, owner, delivered, failures, retry_at, handshake FROM subscription_state WHERE id = ?').get(subscription) as
-      | { id: string; owner: string | null; delivered: number; failures: number; retry_at: number; handshake: number }
+    const row = this.#stmt('SELECT id, owner, delivered, failures, retry_at, handshake, notified FROM subscription_state WHERE id = ?').get(subscription) as
+      | { id: string; owner: string | null; delivered: number; failures: number; retry_at: number; handshake: number; notified: number }
       | undefined;
     if (!row) return undefined;
     return {
@@ -812,19 +865,42 @@ class SqliteSubscriptions implements SubscriptionStore {
       failures: Number(row.failures),
       retryAt: Number(row.retry_at),
       handshake: row.handshake === 1,
+      notified: Number(row.notified),
     };
   }
 
-  async putState(state: SubscriptionState): Promise<void> {
-    this.#stmt(
-      `INSERT INTO subscription_state (id, owner, delivered, failures, retry_at, handshake) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, delivered = excluded.delivered, failures = excluded.failures,
-       retry_at = excluded.retry_at, handshake = excluded.handshake`,
-    ).run(state.id, state.owner === undefined ? null : JSON.stringify(state.owner), state.delivered, state.failures, state.retryAt, state.handshake ? 1 : 0);
+  async putState(state: SubscriptionState, notified: readonly { number: number; notified: number }[] = []): Promise<void> {
+    this.#transaction(() => {
+      this.#stmt(
+        `INSERT INTO subscription_state (id, owner, delivered, failures, retry_at, handshake, notified) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, delivered = excluded.delivered, failures = excluded.failures,
+         retry_at = excluded.retry_at, handshake = excluded.handshake, notified = excluded.notified`,
+      ).run(state.id, state.owner === undefined ? null : JSON.stringify(state.owner), state.delivered, state.failures, state.retryAt, state.handshake ? 1 : 0, state.notified);
+      for (const event of notified) {
+        this.#stmt('UPDATE subscription_events SET notified = ? WHERE subscription = ? AND number = ?').run(event.notified, state.id, event.number);
+      }
+    });
+  }
+
+  async emit(subscriptions: readonly string[], seq: number, at: number): Promise<void> {
+    if (subscriptions.length) this.#transaction(() => this.#events(subscriptions, seq, at));
   }
 
   async remove(subscription: string): Promise<void> {
-    this.#stmt('DELETE FROM subscription_events WHERE subscription = ?').run(subscription);
-    this.#stmt('DELETE FROM subscription_state WHERE id = ?').run(subscription);
+    this.#transaction(() => {
+      this.#stmt('DELETE FROM subscription_events WHERE subscription = ?').run(subscription);
+      this.#stmt('DELETE FROM subscription_state WHERE id = ?').run(subscription);
+    });
   }
+}
+
+interface EventRow {
+  number: number;
+  seq: number;
+  at: number;
+  notified: number | null;
+}
+
+function toEvent(row: EventRow): SubscriptionEvent {
+  return { number: Number(row.number), seq: Number(row.seq), at: Number(row.at), ...(row.notified !== null ? { notified: Number(row.notified) } : {}) };
 }
