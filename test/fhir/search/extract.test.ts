@@ -27,7 +27,7 @@ function rowsOf(rows: SearchRow[], param: string): SearchRow[] {
 
 const day = (d: string) => ({ low: Date.parse(`${d}T00:00:00.000Z`), high: Date.parse(`${d}T23:59:59.999Z`) });
 
-t.test('registry: exactly the official R4 SearchParameters, narrowed per type', async (t) => {
+t.test('registry: exactly the official R4 SearchParameters (and Vellum own), narrowed per type', async (t) => {
   const official = JSON.parse(fs.readFileSync(path.resolve(EXAMPLES, '../r4-definitions/search-parameters.json'), 'utf8')) as {
     entry: { resource: { url: string; code: string; base: string[] } }[];
   };
@@ -40,7 +40,21 @@ t.test('registry: exactly the official R4 SearchParameters, narrowed per type', 
   }
   const actual = new Set<string>();
   for (const type of R4_RESOURCE_TYPES) for (const p of registry.forType(type)) actual.add(`${type} ${p.code} ${p.url}`);
-  t.same([...actual].filter((x) => !expected.has(x)), [], 'no parameter beyond R4');
+  t.same(
+    [...actual].filter((x) => !expected.has(x)),
+    ['Observation interpretation https://vellum.dev/fhir/SearchParameter/Observation-interpretation'],
+    "no parameter beyond R4 but Vellum's Observation interpretation (the critical-result topic queries it)",
+  );
+  const interpretation = extractor.extract({
+    resourceType: 'Observation',
+    status: 'final',
+    code: { text: 'heart rate' },
+    interpretation: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: 'HH' }] }],
+  });
+  t.ok(
+    interpretation.some((r) => r.kind === 'token' && r.param === 'interpretation' && r.code === 'HH'),
+    'Observation.interpretation is indexed',
+  );
   t.same([...expected].filter((x) => !actual.has(x)), [], 'every R4 parameter');
 
   const patient = registry.get('Observation', 'patient')!;
