@@ -3,7 +3,9 @@
  * server, audit trail, chain and consent registry, all defaults): enrol a practitioner, approve it,
  * grant with a FHIR Consent, read, revoke, and the next read is denied; then the same with a
  * patient-signed EIP-712 revocation relayed through Vellum; and the AuditEvents of it all are
- * searchable and verify against the chain.
+ * searchable and verify against the chain. Meanwhile the practitioner subscribes a rest-hook to the
+ * patient's critical results (README, Subscriptions): notified while the consent permits, not for
+ * the one written while it was revoked.
  */
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -12,6 +14,7 @@ import { Wallet } from 'ethers';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import t from 'tap';
 import { startProcessServer } from '../helpers/process-server.ts';
+import { receiver } from '../fhir/subscriptions/harness.ts';
 
 const PATIENT_PRIVACY = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] };
 
@@ -40,7 +43,8 @@ const codeOf = (res: { json: any }) => res.json?.issue?.[0]?.details?.coding?.[0
 const param = (res: { json: any }, name: string) => res.json?.parameter?.find((p: any) => p.name === name);
 
 t.test('consent walk-through (docs/consent.md)', async (t) => {
-  const s = await startProcessServer(t, { env: { VELLUM_ANCHOR_INTERVAL_MS: '100' } });
+  const hook = await receiver(t);
+  const s = await startProcessServer(t, { env: { VELLUM_ANCHOR_INTERVAL_MS: '100', VELLUM_SUBSCRIPTION_ENDPOINTS_ALLOW: `127.0.0.1:${hook.port}` } });
   const admin = JSON.parse(fs.readFileSync(path.join(s.dataDir, 'admin-client.json'), 'utf8'));
   const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
   const adminRes = await fetch(admin.token_url, {
@@ -74,7 +78,7 @@ t.test('consent walk-through (docs/consent.md)', async (t) => {
       client_name: 'Dr Ada',
       token_endpoint_auth_method: 'private_key_jwt',
       grant_types: ['client_credentials'],
-      scope: 'system/*.rs',
+      scope: 'system/*.rs system/Subscription.cru',
       jwks: { keys: [jwk] },
       fhir_user: 'Practitioner/dr-ada',
     },
@@ -91,7 +95,7 @@ t.test('consent walk-through (docs/consent.md)', async (t) => {
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: form({
       grant_type: 'client_credentials',
-      scope: 'system/*.rs',
+      scope: 'system/*.rs system/Subscription.cru',
       purpose_of_use: 'TREAT',
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
       client_assertion: assertion,
@@ -110,8 +114,50 @@ t.test('consent walk-through (docs/consent.md)', async (t) => {
   read = await s.fhir('GET', 'Observation/obs-1', undefined, asDr);
   t.equal(read.status, 200);
 
+  // Dr Ada subscribes a rest-hook to pat-1's critical results; one is written and notified.
+  const critical = (id: string) => ({
+    resourceType: 'Observation',
+    id,
+    status: 'final',
+    code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+    subject: { reference: 'Patient/pat-1' },
+    valueQuantity: { value: 190, unit: '/min' },
+    interpretation: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: 'HH' }] }],
+  });
+  const backport = 'http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition';
+  const subscribed = await s.fhir(
+    'PUT',
+    'Subscription/ada-critical',
+    {
+      resourceType: 'Subscription',
+      id: 'ada-critical',
+      status: 'requested',
+      reason: 'critical results of my patient',
+      criteria: 'https://vellum.dev/fhir/SubscriptionTopic/critical-result',
+      _criteria: { extension: [{ url: `${backport}/backport-filter-criteria`, valueString: 'Observation?patient=Patient/pat-1' }] },
+      channel: {
+        type: 'rest-hook',
+        endpoint: hook.url('ada'),
+        payload: 'application/fhir+json',
+        _payload: { extension: [{ url: `${backport}/backport-payload-content`, valueCode: 'full-resource' }] },
+      },
+    },
+    asDr,
+  );
+  t.equal(subscribed.status, 201, subscribed.text);
+  await hook.until('ada', 1);
+  t.equal((await s.fhir('PUT', 'Observation/crit-1', critical('crit-1'), asAdmin)).status, 201);
+  await hook.until('ada', 2);
+  const focusOf = (n: number) => {
+    const bundle = JSON.parse(hook.at('ada')[n]!.body);
+    const event = bundle.entry[0].resource.parameter.find((p: any) => p.name === 'notification-event');
+    return [event.part.find((p: any) => p.name === 'event-number').valueString, bundle.entry[1]?.resource?.id];
+  };
+  t.same(focusOf(1), ['1', 'crit-1'], 'the critical result is notified, with the Observation');
+
   // Revoke: the very next read is denied.
   t.equal((await s.fhir('PUT', 'Consent/c-1', consent('c-1', 'inactive'), asAdmin)).status, 200);
+  t.equal((await s.fhir('PUT', 'Observation/crit-2', critical('crit-2'), asAdmin)).status, 201, 'a critical result while revoked');
   read = await s.fhir('GET', 'Observation/obs-1', undefined, asDr);
   t.equal(read.status, 403);
   t.equal(codeOf(read), 'VLM_CONSENT_NONE');
@@ -127,6 +173,10 @@ t.test('consent walk-through (docs/consent.md)', async (t) => {
   t.equal(registered.status, 200, registered.text);
   t.equal((await s.fhir('PUT', 'Consent/c-2', consent('c-2', 'active'), asAdmin)).status, 201);
   t.equal((await s.fhir('GET', 'Observation/obs-1', undefined, asDr)).status, 200);
+  // Granted again: the next critical result is notified as event 2 — the one written while revoked was passed over.
+  t.equal((await s.fhir('PUT', 'Observation/crit-3', critical('crit-3'), asAdmin)).status, 201);
+  await hook.until('ada', 3);
+  t.same(focusOf(2), ['2', 'crit-3'], 'nothing was sent for the critical result written while the consent was revoked');
   const request = await s.fhir('GET', 'Consent/c-2/$revocation-request', undefined, asAdmin);
   t.equal(request.status, 200, request.text);
   const td = JSON.parse(param(request, 'typedData').valueString);
