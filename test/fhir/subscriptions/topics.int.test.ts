@@ -181,9 +181,9 @@ t.test('critical results for one patient: handshake, notification bundles number
   t.equal((await s.fhir('GET', 'Observation/high/$status')).status, 404, '$status is for Subscriptions');
 });
 
-t.test('id-only and empty payloads, several events per bundle, deletions, heartbeats', async (t) => {
+t.test('id-only and empty payloads, the payload limit, several events per bundle, deletions, heartbeats', async (t) => {
   const hook = await receiver(t);
-  const s = await server(t, hook.port);
+  const s = await server(t, hook.port, { VELLUM_SUBSCRIPTION_PAYLOAD_MAX: '4096' });
   await s.fhir('PUT', 'Subscription/ids', topicSubscription('ids', 'observation', hook.url('ids'), { content: 'id-only' }));
   await s.fhir('PUT', 'Subscription/empty', topicSubscription('empty', 'encounter', hook.url('empty'), { content: 'empty' }));
   await hook.until('ids', 1);
@@ -202,6 +202,27 @@ t.test('id-only and empty payloads, several events per bundle, deletions, heartb
   const empty = JSON.parse(hook.at('empty')[1]!.body);
   t.equal(empty.entry.length, 1, 'empty: the status alone');
   t.same(statusOf(empty).events, [{ number: '1', focus: undefined }], 'empty: the event number, no focus');
+
+  // Above VELLUM_SUBSCRIPTION_PAYLOAD_MAX, a full-resource notification goes without its resource.
+  await s.fhir('PUT', 'Subscription/full', topicSubscription('full', 'medication-request', hook.url('full')));
+  await hook.until('full', 1);
+  const prescription = (id: string, note: string) => ({
+    resourceType: 'MedicationRequest',
+    id,
+    status: 'active',
+    intent: 'order',
+    medicationCodeableConcept: { text: 'amoxicillin' },
+    subject: { reference: 'Patient/p1' },
+    note: [{ text: note }],
+  });
+  await s.fhir('PUT', 'MedicationRequest/small', prescription('small', 'short'));
+  await s.fhir('PUT', 'MedicationRequest/large', prescription('large', 'x'.repeat(5000)));
+  await hook.until('full', 3);
+  const [small, large] = bundles(hook.at('full')).slice(1);
+  t.equal(small.entry[1].resource.id, 'small', 'within the limit: the resource');
+  t.notOk(large.entry[1].resource, 'above the limit: no resource');
+  t.equal(large.entry[1].fullUrl, 'http://127.0.0.1:8080/fhir/MedicationRequest/large', 'above the limit: its reference, to read');
+  t.ok(hook.at('full')[2]!.body.length <= 4096, 'the notification is within the limit');
 
   // max-count 3: events written while the receiver fails arrive together, in order.
   const batched = topicSubscription('batched', 'observation', hook.url('batched'), {
