@@ -27,7 +27,9 @@
  *    been read; latency = that − the create's response received (negative when the notification
  *    came first). a. over the writes of 1b (8 clients: deliveries queue behind the writes), then,
  *    once every delivery of 1b arrived (or the deadline passed), b. `--latency-writes` (300) writes
- *    from one client, one after the other, on the same server. Every expected delivery
+ *    from one client, one after the other, on the same server, then c. `--paced-writes` (100) from
+ *    one client at `--paced-rate` (10) writes/s (below what delivery keeps up with: the latency
+ *    of one notification rather than of a queue). Every expected delivery
  *    (`--matching` per write) is waited for, up to `--deadline-s` (400 s) after the last write;
  *    missing, duplicate and misdirected deliveries are counted.
  * 3. Websockets, on another fresh server: `--ws-subscriptions` (100) websocket subscriptions in
@@ -35,7 +37,7 @@
  *    CapabilityStatement names (`capabilitystatement-websocket`), `--open-concurrency` (50)
  *    handshakes at a time, each bound to one subscription (`bind <id>` → `bound <id>`, socket j
  *    to subscription j mod subscriptions). Then `--ws-events` (50) matching Observations written
- *    by one client one after the other; each socket must get `ping <id>` once per event of its
+ *    by one client, `--ws-rate` (10) a second (0: one after the other); each socket must get `ping <id>` once per event of its
  *    subscription (the k-th ping is the k-th event: R4 delivers in order, one event a ping). Per
  *    event: response received → the last of its pings (every socket of every matching
  *    subscription). The server's RSS (median over 1 s) before the sockets open, once they are
@@ -43,7 +45,7 @@
  *
  * Writes bench/results/subscriptions.json and bench/results/subscriptions.md and prints them.
  * Options: --writes N, --clients N, --subscriptions N, --matching N, --warmup N, --latency-writes N,
- * --rounds N, --deadline-s S, --sockets N, --ws-subscriptions N, --ws-events N,
+ * --paced-writes N, --paced-rate N, --rounds N, --deadline-s S, --sockets N, --ws-subscriptions N, --ws-events N, --ws-rate N,
  * --open-concurrency N, --skip-writes, --skip-ws, --auth off, --audit off, --chain off (override the
  * README defaults: VELLUM_AUTH, VELLUM_AUDIT, VELLUM_CHAIN).
  * `npm run bench:subscriptions -- --writes 600 --sockets 200`
@@ -66,11 +68,14 @@ const { values: opts } = parseArgs({
     matching: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '200' },
     'latency-writes': { type: 'string', default: '300' },
+    'paced-writes': { type: 'string', default: '100' },
+    'paced-rate': { type: 'string', default: '10' },
     rounds: { type: 'string', default: '1' },
     'deadline-s': { type: 'string', default: '400' },
     sockets: { type: 'string', default: '1000' },
     'ws-subscriptions': { type: 'string', default: '100' },
     'ws-events': { type: 'string', default: '50' },
+    'ws-rate': { type: 'string', default: '10' },
     'open-concurrency': { type: 'string', default: '50' },
     'skip-writes': { type: 'boolean', default: false },
     'skip-ws': { type: 'boolean', default: false },
@@ -94,11 +99,15 @@ const SUBSCRIPTIONS = count('subscriptions');
 const MATCHING = count('matching');
 const WARMUP = count('warmup', 0);
 const LATENCY_WRITES = count('latency-writes', 0);
+const PACED_WRITES = count('paced-writes', 0);
+const PACED_RATE = count('paced-rate');
 const ROUNDS = count('rounds');
 const DEADLINE_MS = count('deadline-s') * 1000;
 const SOCKETS = count('sockets');
 const WS_SUBSCRIPTIONS = count('ws-subscriptions');
 const WS_EVENTS = count('ws-events');
+/** Events written per second (0: one after the other, as fast as they are answered). */
+const WS_RATE = count('ws-rate', 0);
 const OPEN_CONCURRENCY = count('open-concurrency');
 if (SUBSCRIPTIONS % MATCHING || WS_SUBSCRIPTIONS % MATCHING) throw new Error('--subscriptions and --ws-subscriptions must be multiples of --matching');
 const AIMS = { throughput_ratio: 0.9, delivered_p95_ms: 250 };
@@ -280,7 +289,7 @@ interface WriteRun {
  * `n` `POST Observation` from `clients` clients; write i is for group `groupOf(i)` (its code,
  * Patient/p<group>), or the warm-up code and Patient/pw when `groupOf` gives -1.
  */
-async function writeObservations(server: BenchServer, n: number, clients: number, groupOf: (i: number) => number): Promise<WriteRun> {
+async function writeObservations(server: BenchServer, n: number, clients: number, groupOf: (i: number) => number, perSecond?: number): Promise<WriteRun> {
   const writes: Write[] = [];
   const headers = { accept: FHIR_JSON, 'content-type': FHIR_JSON, ...auth(server) };
   let errors = 0;
@@ -289,6 +298,8 @@ async function writeObservations(server: BenchServer, n: number, clients: number
   await pool(n, clients, async (i) => {
     const group = groupOf(i);
     const body = group < 0 ? observation('bench-warmup', 'pw', i) : observation(codeOf(group), `p${group}`, i);
+    // Paced: write i is not sent before its time.
+    if (perSecond) await sleep(started + (i * 1000) / perSecond - performance.now());
     const sent = performance.now();
     try {
       const res = await fetch(`${server.origin}/fhir/Observation`, { method: 'POST', headers, body });
@@ -501,6 +512,12 @@ async function throughputRun(round: number, mode: 'none' | 'rest-hook', receiver
         console.log(`  ${quiet.writes.length} creates from 1 client: ${quiet.creates_per_s}/s (request p50 ${quiet.request.p50_ms} ms)`);
         result.deliveries.push(await deliveries('1 client, one write after the other', receiver, quiet, subscribed.ids, 1));
       }
+      if (PACED_WRITES) {
+        receiver.reset();
+        const paced = await writeObservations(server, PACED_WRITES, 1, (i) => i % groups, PACED_RATE);
+        console.log(`  ${paced.writes.length} creates from 1 client at ${PACED_RATE}/s (request p50 ${paced.request.p50_ms} ms)`);
+        result.deliveries.push(await deliveries(`1 client, ${PACED_RATE} writes/s (${PACED_RATE * MATCHING} notifications/s)`, receiver, paced, subscribed.ids, 1));
+      }
     }
     result.rss_after_mib = mib(rssKiB(pid));
     return result;
@@ -619,9 +636,9 @@ async function websocketRun(receiver: Receiver): Promise<WebsocketRun> {
     const rssBound = await rssMedian(pid);
     console.log(`  ${sockets.length} sockets open and ${boundCount} bound in ${openS} s (${openErrors} failed); server RSS ${mib(rssBefore)} → ${mib(rssBound)} MiB`);
 
-    // Events: one client, one after the other; event i for group i mod groups.
+    // Events: one client, one after the other (at WS_RATE a second); event i for group i mod groups.
     const groups = WS_SUBSCRIPTIONS / MATCHING;
-    const run = await writeObservations(server, WS_EVENTS, 1, (i) => i % groups);
+    const run = await writeObservations(server, WS_EVENTS, 1, (i) => i % groups, WS_RATE || undefined);
     const byGroup: Write[][] = Array.from({ length: groups }, () => []);
     for (const w of [...run.writes].sort((a, b) => a.i - b.i)) byGroup[w.group]!.push(w);
     const expectedOf = (s: Socket) => byGroup[s.group]!.length;
@@ -770,7 +787,7 @@ function markdown(result: {
       '### Websockets',
       '',
       `${w.subscriptions} R4 websocket subscriptions (${MATCHING} matching each event), ${w.sockets_requested} sockets (\`ws\`, ${OPEN_CONCURRENCY} handshakes at a time) to ${w.url.replace(/:\d+\//, ':PORT/')} (from the CapabilityStatement), each \`bind <id>\` with the owner's token; ` +
-        `${w.events} matching Observations written one after the other by one client. Ping latency: ping read − create response received; per event: the last of its ${w.pings_per_event} pings (${w.event_all_pinged.n} of ${w.events_watched} events with every ping). RSS: server, median over 1 s.`,
+        `${w.events} matching Observations written by one client, ${WS_RATE ? `${WS_RATE} a second` : 'one after the other'}. Ping latency: ping read − create response received; per event: the last of its ${w.pings_per_event} pings (${w.event_all_pinged.n} of ${w.events_watched} events with every ping). RSS: server, median over 1 s.`,
       '',
       '| sockets open / bound / held at the end | opened in s | pings received / expected | missing | extra | other messages | per event, all pinged p50 / p95 / max ms | per ping p50 / p95 ms | server RSS before → bound → after events (MiB) |',
       '|---|---:|---:|---:|---:|---:|---:|---:|---|',
@@ -799,11 +816,14 @@ async function main(): Promise<void> {
       matching: MATCHING,
       warmup: WARMUP,
       latency_writes: LATENCY_WRITES,
+      paced_writes: PACED_WRITES,
+      paced_rate: PACED_RATE,
       rounds: ROUNDS,
       deadline_s: DEADLINE_MS / 1000,
       sockets: SOCKETS,
       ws_subscriptions: WS_SUBSCRIPTIONS,
       ws_events: WS_EVENTS,
+      ws_rate: WS_RATE,
       open_concurrency: OPEN_CONCURRENCY,
     },
     aims: AIMS,

@@ -250,6 +250,8 @@ export interface SubscriptionState {
 export interface SubscriptionStore {
   /** Replace the filters every commit evaluates. */
   setFilters(filters: readonly EventFilter[]): void;
+  /** The subscriptions that got events since the last call (a hint: the dispatcher visits them first). */
+  takeDirty(): Set<string>;
   /** Events after `afterNumber`, oldest first. */
   events(subscription: string, afterNumber: number, limit: number): Promise<SubscriptionEvent[]>;
   /** How many events the subscription has had. */

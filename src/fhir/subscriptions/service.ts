@@ -86,6 +86,9 @@ export class SubscriptionService {
   /** When something was last sent to each subscription (heartbeats are due a period after). */
   readonly #lastSent = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
+  #timerAt = 0;
+  /** Whether the next round visits every live subscription (else: those with new events). */
+  #full = true;
   readonly #rounds: Rounds;
   #closed = false;
 
@@ -310,14 +313,19 @@ export class SubscriptionService {
           if (resource) this.#track(resource);
         }
         if (changed) this.#filters();
-        this.kick();
+        // Other writes: only the subscriptions that got events need a visit.
+        this.kick(changed);
       },
     };
   }
 
-  /** Deliver what is pending (coalesced). */
-  kick(): void {
+  /**
+   * Deliver what is pending (coalesced): `full` visits every live subscription (timers, starts,
+   * subscription changes, binds); otherwise only those that got events since the last round.
+   */
+  kick(full = true): void {
     if (this.#live.size === 0 && !this.#rounds.running) return;
+    if (full) this.#full = true;
     this.#rounds.kick();
   }
 
@@ -333,12 +341,20 @@ export class SubscriptionService {
     await this.#rounds.close();
   }
 
-  /** One pass over the live subscriptions; schedules the next for retries and ends. */
+  /** One pass over the live subscriptions (or those with new events); schedules the next for retries, heartbeats and ends. */
   async #round(): Promise<void> {
+    const full = this.#full;
+    this.#full = false;
+    const dirty = this.#o.services().repository.index.subscriptions.takeDirty();
     const now = this.#now();
     let next = Number.POSITIVE_INFINITY;
+    if (full && this.#timer) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
     for (const sub of [...this.#live.values()]) {
       if (this.#closed) return;
+      if (!full && !dirty.has(sub.id)) continue;
       if (sub.end !== undefined && sub.end <= now) {
         await this.#setStatus(sub.id, 'off');
         continue;
@@ -356,11 +372,19 @@ export class SubscriptionService {
       }
       if (wait !== undefined) next = Math.min(next, wait);
     }
+    if (Number.isFinite(next)) this.#schedule(next);
+  }
+
+  /** A full round at `at` (ms), unless one is already due sooner. */
+  #schedule(at: number): void {
+    if (this.#timer && this.#timerAt <= at) return;
     if (this.#timer) clearTimeout(this.#timer);
-    if (Number.isFinite(next)) {
-      this.#timer = setTimeout(() => this.kick(), Math.max(10, Math.min(next - this.#now(), 2_147_483_000)));
-      this.#timer.unref();
-    }
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.kick();
+    }, Math.max(10, Math.min(at - this.#now(), 2_147_483_000)));
+    this.#timer.unref();
   }
 
   /** Handshake, deliver pending events or a heartbeat, for one subscription; returns when to come back (a retry, a heartbeat). */

@@ -495,6 +495,7 @@ export class SqliteIndexStore implements IndexStore {
         'INSERT INTO subscription_state (id, events) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET events = events + 1 RETURNING events',
       ).get(subscription) as { events: number };
       this.#prepare('INSERT INTO subscription_events (subscription, number, seq, at) VALUES (?, ?, ?, ?)').run(subscription, events, seq, at);
+      (this.subscriptions as SqliteSubscriptions).dirty.add(subscription);
     }
   }
 
@@ -830,6 +831,15 @@ class SqliteSubscriptions implements SubscriptionStore {
 
   setFilters(filters: readonly EventFilter[]): void {
     this.#setFilters([...filters]);
+  }
+
+  /** Filled by every event written (inside commits and `emit`); a rolled-back one leaves a harmless extra. */
+  readonly dirty = new Set<string>();
+
+  takeDirty(): Set<string> {
+    const taken = new Set(this.dirty);
+    this.dirty.clear();
+    return taken;
   }
 
   async events(subscription: string, afterNumber: number, limit: number): Promise<SubscriptionEvent[]> {
