@@ -23,7 +23,9 @@
  *   the reason. `end` is honoured: the subscription is set to `off`. Every attempt is an
  *   AuditEvent (destination, event numbers, outcome — never the payload).
  */
-import dns from 'node:dns/promises';
+import dns from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
 import type { SubscriptionState } from '../../storage/index-store.ts';
 import { SHARED_SCOPE } from '../../storage/keys.ts';
 import { matchingRequest, screenRecords, visible } from '../access.ts';
@@ -61,6 +63,9 @@ export interface SubscriptionOptions {
 export const SUBSCRIPTION_AGENT = 'Vellum subscriptions';
 const MAX_BACKOFF_MS = 5 * 60_000;
 const EVENT_BATCH = 50;
+const VERSION_CACHE = 256;
+/** Subscriptions delivered at once. */
+const DELIVERY_CONCURRENCY = 16;
 
 /** A bound websocket as the dispatcher uses it (websocket.ts): send text, resolve whether it went out. */
 export interface BoundSocket {
@@ -81,6 +86,7 @@ export class SubscriptionService {
   readonly #owners = new Map<string, string>();
   /** Subscriptions deleted since the start (not counted against their owner's limit). */
   readonly #deleted = new Set<string>();
+  readonly #versions = new Map<number, { record: VersionRecord; resource: FhirResource }>();
   /** Websockets bound to each subscription (websocket.ts). */
   readonly #sockets = new Map<string, Set<BoundSocket>>();
   /** When something was last sent to each subscription (heartbeats are due a period after). */
@@ -352,12 +358,11 @@ export class SubscriptionService {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    for (const sub of [...this.#live.values()]) {
+    const visit = async (sub: ParsedSubscription): Promise<void> => {
       if (this.#closed) return;
-      if (!full && !dirty.has(sub.id)) continue;
       if (sub.end !== undefined && sub.end <= now) {
         await this.#setStatus(sub.id, 'off');
-        continue;
+        return;
       }
       if (sub.end !== undefined) next = Math.min(next, sub.end);
       let wait: number | undefined;
@@ -371,7 +376,13 @@ export class SubscriptionService {
         wait = this.#now() + this.#o.retryMs;
       }
       if (wait !== undefined) next = Math.min(next, wait);
-    }
+    };
+    // Subscriptions are delivered side by side (each one's events in order): a slow endpoint holds up only its own.
+    const queue = [...this.#live.values()].filter((sub) => full || dirty.has(sub.id));
+    const worker = async () => {
+      for (let sub = queue.shift(); sub; sub = queue.shift()) await visit(sub);
+    };
+    await Promise.all(Array.from({ length: Math.min(DELIVERY_CONCURRENCY, queue.length) }, worker));
     if (Number.isFinite(next)) this.#schedule(next);
   }
 
@@ -411,6 +422,10 @@ export class SubscriptionService {
     for (;;) {
       const events = await store.events(sub.id, state.delivered, EVENT_BATCH);
       if (events.length === 0) return this.#heartbeat(sub, state, owner);
+      // What was sent (or passed over) is saved once per batch of events, and before a failure is
+      // counted: a stop in between sends those events again (at least once), with the same numbers.
+      const marks: { number: number; notified: number }[] = [];
+      const save = () => store.putState(state, marks.splice(0));
       let batch: { event: SubscriptionEvent; shown: NotifiedEvent }[] = [];
       let through = state.delivered;
       const flush = async (): Promise<boolean> => {
@@ -420,7 +435,6 @@ export class SubscriptionService {
             state.delivered = through;
             state.failures = 0;
             state.retryAt = 0;
-            await store.putState(state);
           }
           return true;
         }
@@ -429,27 +443,32 @@ export class SubscriptionService {
         const last = numbered[numbered.length - 1]!.number;
         const outcome = await this.#send(sub, this.#eventBody(sub, numbered, state.notified + numbered.length), owner, `event=${first === last ? first : `${first}-${last}`}`);
         if (!outcome.ok) {
+          await save();
           // No socket took it: it waits for the next bind, not counted as a failure.
           if (!outcome.unbound) await this.#failed(sub, state, outcome.reason);
           return false;
         }
-        const marks = batch.map(({ event }, i) => ({ number: event.number, notified: numbered[i]!.number }));
+        marks.push(...batch.map(({ event }, i) => ({ number: event.number, notified: numbered[i]!.number })));
         state.delivered = through;
         state.notified += batch.length;
         state.failures = 0;
         state.retryAt = 0;
-        await store.putState(state, marks);
         batch = [];
         return true;
       };
-      for (const event of events) {
-        if (this.#closed || !this.#live.has(sub.id)) return undefined;
-        const shown = await this.#decide(sub, owner, event);
-        through = event.number;
-        if (shown) batch.push({ event, shown });
-        if (batch.length >= sub.maxCount && !(await flush())) return state.retryAt || undefined;
+      try {
+        for (const event of events) {
+          if (this.#closed || !this.#live.has(sub.id)) return undefined;
+          const shown = await this.#decide(sub, owner, event);
+          through = event.number;
+          if (shown) batch.push({ event, shown });
+          if (batch.length >= sub.maxCount && !(await flush())) return state.retryAt || undefined;
+        }
+        if (!(await flush())) return state.retryAt || undefined;
+      } finally {
+        // Also when deciding an event failed (the consent registry does not answer): what went out stays out.
+        if (marks.length || state.delivered !== (await store.state(sub.id))?.delivered) await save();
       }
-      if (!(await flush())) return state.retryAt || undefined;
     }
   }
 
@@ -507,7 +526,8 @@ export class SubscriptionService {
    */
   async #decide(sub: ParsedSubscription, owner: StoredPrincipal | undefined, event: SubscriptionEvent): Promise<NotifiedEvent | null> {
     const services = this.#o.services();
-    const record = await services.repository.index.versionBySeq(event.seq);
+    const cached = this.#versions.get(event.seq);
+    const record = cached?.record ?? (await services.repository.index.versionBySeq(event.seq));
     if (!record) return null;
     const principal = owner ? principalOf(owner) : undefined;
     // The owner's scopes first, as the guard decides a search (a token without Observation read
@@ -527,8 +547,16 @@ export class SubscriptionService {
     if (!screened) return null;
     const wanted = sub.topic ? sub.content === 'full-resource' : sub.payload;
     if (!wanted) return shown;
-    const resource = (screened.resource as FhirResource | undefined) ?? (await services.loadResource(record));
+    const resource = (screened.resource as FhirResource | undefined) ?? cached?.resource ?? (await services.loadResource(record));
+    if (resource) this.#remember(event.seq, record, resource);
     return resource ? { ...shown, resource } : null;
+  }
+
+  /** Versions (and resources) just notified: the subscriptions matching one write each need it (a version never changes). */
+  #remember(seq: number, record: VersionRecord, resource: FhirResource): void {
+    this.#versions.delete(seq);
+    this.#versions.set(seq, { record, resource });
+    if (this.#versions.size > VERSION_CACHE) this.#versions.delete(this.#versions.keys().next().value!);
   }
 
   /** Send a notification (POST to the endpoint, or to every bound websocket); an AuditEvent records the attempt. */
@@ -551,19 +579,7 @@ export class SubscriptionService {
       const url = new URL(sub.endpoint);
       destination = hostPort(url);
       try {
-        if (!this.#o.policy.allow.has(hostPort(url))) {
-          const addresses = await dns.lookup(url.hostname, { all: true });
-          if (addresses.some((a) => isInternalAddress(a.address))) throw Object.assign(new Error('internal'), { code: 'VLM_SUB_ENDPOINT_REFUSED' });
-        }
-        const response = await fetch(url, {
-          method: 'POST',
-          redirect: 'manual',
-          headers: { ...Object.fromEntries(sub.headers), ...(body ? { 'content-type': 'application/fhir+json' } : {}) },
-          ...(body ? { body } : {}),
-          signal: AbortSignal.timeout(sub.timeoutMs),
-        });
-        await response.arrayBuffer().catch(() => undefined);
-        status = response.status;
+        status = await post(url, sub.headers, body, sub.timeoutMs, this.#o.policy.allow.has(destination));
         if (status < 200 || status > 299) reason = `the endpoint answered HTTP ${status}`;
       } catch (err) {
         const code = (err as { code?: string; cause?: { code?: string } }).code ?? (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
@@ -616,6 +632,51 @@ export class SubscriptionService {
       );
     });
   }
+}
+
+/** Keep-alive connections to endpoints (notifications come in runs). */
+const AGENTS = { http: new http.Agent({ keepAlive: true, maxSockets: 4 }), https: new https.Agent({ keepAlive: true, maxSockets: 4 }) };
+
+/**
+ * The name's addresses, refused when one is internal (unless the endpoint is allowed): checked on
+ * the addresses the connection is made to, so a name cannot resolve one way for the check and
+ * another for the request.
+ */
+function publicLookup(hostname: string, options: dns.LookupOptions, callback: (err: NodeJS.ErrnoException | null, address: string | dns.LookupAddress[], family?: number) => void): void {
+  dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
+    if (err) return callback(err, []);
+    if (addresses.some((a) => isInternalAddress(a.address))) return callback(Object.assign(new Error('internal address'), { code: 'VLM_SUB_ENDPOINT_REFUSED' }), []);
+    if (options.all) return callback(null, addresses);
+    callback(null, addresses[0]!.address, addresses[0]!.family);
+  });
+}
+
+/** POST a notification; resolves with the HTTP status (redirects are not followed). */
+function post(url: URL, headers: readonly [string, string][], body: string | undefined, timeoutMs: number, allowed: boolean): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const secure = url.protocol === 'https:';
+    const request = (secure ? https : http).request(
+      url,
+      {
+        method: 'POST',
+        agent: secure ? AGENTS.https : AGENTS.http,
+        headers: {
+          ...Object.fromEntries(headers),
+          ...(body ? { 'content-type': 'application/fhir+json' } : {}),
+          'content-length': String(body ? Buffer.byteLength(body) : 0),
+        },
+        signal: AbortSignal.timeout(timeoutMs),
+        ...(allowed ? {} : { lookup: publicLookup }),
+      },
+      (response) => {
+        response.resume();
+        response.on('end', () => resolve(response.statusCode ?? 0));
+        response.on('error', reject);
+      },
+    );
+    request.on('error', reject);
+    request.end(body);
+  });
 }
 
 function isSystem(context: WriteContext): boolean {
