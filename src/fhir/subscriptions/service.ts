@@ -587,7 +587,8 @@ export class SubscriptionService {
       }
     }
     if (!reason) this.#lastSent.set(sub.id, this.#now());
-    await this.#o
+    // Queued, not waited for: its fsync is shared with the next ones, and the next event need not wait on it.
+    void this.#o
       .audit?.({
         interaction: 'operation',
         method: 'POST',
