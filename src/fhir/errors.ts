@@ -71,9 +71,32 @@ const CATEGORY: Record<StorageErrorCategory, { status: number; code: IssueCode }
 /** Storage codes that mean stored data was altered (tampering or corruption), reported as VLM_INTEGRITY. */
 const INTEGRITY_CODES = new Set(['VLM_BLOB_CORRUPT', 'VLM_CIPHER_BINDING']);
 
-/** Turn any thrown value into a FhirError; `fault` is true when the details belong in the log only. */
-export function toFhirError(err: unknown): { error: FhirError; fault: boolean } {
+/** SQLite's result code for a full disk (SQLITE_FULL). */
+const SQLITE_FULL = 13;
+
+/** Whether an error — or one it wraps — says the disk is full: ENOSPC from the file system, SQLITE_FULL from SQLite. */
+export function isStorageFull(err: unknown): boolean {
+  for (let e = err as { code?: unknown; errcode?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
+    if (typeof e !== 'object') return false;
+    if (e.code === 'ENOSPC' || e.errcode === SQLITE_FULL || (typeof e.errcode === 'number' && (e.errcode & 0xff) === SQLITE_FULL)) return true;
+    if (typeof e.message === 'string' && /database or disk is full|no space left on device|ENOSPC/i.test(e.message)) return true;
+  }
+  return false;
+}
+
+/**
+ * Turn any thrown value into a FhirError; `fault` is true when the details belong in the log only;
+ * `full` when the disk is full (507 VLM_STORAGE_FULL: the caller logs the cause once, not per request).
+ */
+export function toFhirError(err: unknown): { error: FhirError; fault: boolean; full?: boolean } {
   if (err instanceof FhirError) return { error: err, fault: err.status >= 500 };
+  if (isStorageFull(err)) {
+    return {
+      error: fhirError(507, 'transient', 'VLM_STORAGE_FULL', 'The server is out of storage space; nothing was changed. Try again later.'),
+      fault: false,
+      full: true,
+    };
+  }
   if (isStorageError(err)) {
     if (INTEGRITY_CODES.has(err.code)) {
       // Stored data failed its content address or its envelope binding: never serve it.

@@ -66,10 +66,17 @@ export interface FhirPluginOptions {
   audit?: AuditTrail;
 }
 
+/** Servers whose disk was found full, until a write succeeds again: the cause is logged once per episode. */
+const storageFull = new WeakSet<object>();
+
 /** Send an error as an OperationOutcome (faults are logged with details, answered generically). */
 export function sendError(reply: FastifyReply, request: FastifyRequest, err: unknown): FastifyReply {
-  const { error, fault } = toFhirError(err);
+  const { error, fault, full } = toFhirError(err);
   if (fault) request.log.error({ err }, 'request failed');
+  if (full && !storageFull.has(request.server)) {
+    storageFull.add(request.server);
+    request.log.error({ err }, 'storage is full: requests that write are answered 507 VLM_STORAGE_FULL until space is freed');
+  }
   reply.code(error.status);
   for (const [name, value] of Object.entries(error.headers)) reply.header(name, value);
   return reply.type('application/fhir+json; charset=utf-8').send(JSON.stringify(operationOutcome(error.issues)));
@@ -235,6 +242,7 @@ export async function fhirPlugin(app: FastifyInstance, options: FhirPluginOption
           const response = breakGlassLabel(request, await route.handler(services, request, writeContext));
           await waitForAnchors(request, writeContext.committed!);
           await audited(auditInputs(interaction, req, request, principal, response));
+          if (WRITES.has(route.interaction) && storageFull.delete(app)) app.log.info('storage has space again: writes succeed');
           return send(reply, request, response, responseType, shape, req.method === 'HEAD');
         } catch (err) {
           await auditFailure(req, interaction, err, fhirRequest, principal);

@@ -87,6 +87,8 @@ export class SubscriptionService {
   /** Subscriptions deleted since the start (not counted against their owner's limit). */
   readonly #deleted = new Set<string>();
   readonly #versions = new Map<number, { record: VersionRecord; resource: FhirResource }>();
+  /** Bumped by every client write and deletion of a subscription: a delivery that began before it is stale. */
+  readonly #generations = new Map<string, number>();
   /** Websockets bound to each subscription (websocket.ts). */
   readonly #sockets = new Map<string, Set<BoundSocket>>();
   /** When something was last sent to each subscription (heartbeats are due a period after). */
@@ -161,6 +163,10 @@ export class SubscriptionService {
         .filter((s) => !s.topic?.event)
         .map((s) => ({ subscription: s.id, type: s.type, where: s.where, ...(s.interactions ? { interactions: s.interactions } : {}) })),
     );
+  }
+
+  #generation(id: string): number {
+    return this.#generations.get(id) ?? 0;
   }
 
   /** A live subscription as parsed (websocket.ts binds to it). */
@@ -293,6 +299,7 @@ export class SubscriptionService {
         for (const { record, resource } of written) {
           if (record.type !== 'Subscription') continue;
           changed = true;
+          if (record.deleted || !isSystem(context)) this.#generations.set(record.id, this.#generation(record.id) + 1);
           if (record.deleted) {
             this.#live.delete(record.id);
             // Its owner is kept: its history (the deletion included) stays its owner's.
@@ -402,6 +409,10 @@ export class SubscriptionService {
   async #deliver(sub: ParsedSubscription): Promise<number | undefined> {
     const services = this.#o.services();
     const store = services.repository.index.subscriptions;
+    // A client's write or deletion of the subscription while this runs makes this delivery stale:
+    // it stops, and saves nothing over what the write set (a new handshake, or no state at all).
+    const generation = this.#generation(sub.id);
+    const current = () => !this.#closed && this.#live.has(sub.id) && this.#generation(sub.id) === generation;
     const state: SubscriptionState = (await store.state(sub.id)) ?? { id: sub.id, owner: undefined, delivered: 0, failures: 0, retryAt: 0, handshake: false, notified: 0 };
     if (state.retryAt > this.#now()) return state.retryAt;
     const owner = state.owner as StoredPrincipal | undefined;
@@ -410,6 +421,7 @@ export class SubscriptionService {
       if (sub.channel === 'rest-hook') {
         const body = sub.topic ? JSON.stringify(this.#bundle(sub, 'handshake', [], state.notified)) : undefined;
         const outcome = await this.#send(sub, body, owner, 'event=0&type=handshake');
+        if (!current()) return undefined;
         if (!outcome.ok) return this.#failed(sub, state, outcome.reason);
       }
       state.handshake = true;
@@ -421,11 +433,14 @@ export class SubscriptionService {
     if (sub.channel === 'websocket' && !this.#sockets.has(sub.id)) return undefined;
     for (;;) {
       const events = await store.events(sub.id, state.delivered, EVENT_BATCH);
-      if (events.length === 0) return this.#heartbeat(sub, state, owner);
+      if (events.length === 0) return this.#heartbeat(sub, state, owner, current);
       // What was sent (or passed over) is saved once per batch of events, and before a failure is
       // counted: a stop in between sends those events again (at least once), with the same numbers.
       const marks: { number: number; notified: number }[] = [];
-      const save = () => store.putState(state, marks.splice(0));
+      const save = async () => {
+        const sent = marks.splice(0);
+        if (current()) await store.putState(state, sent);
+      };
       let batch: { event: SubscriptionEvent; shown: NotifiedEvent }[] = [];
       let through = state.delivered;
       const flush = async (): Promise<boolean> => {
@@ -442,6 +457,7 @@ export class SubscriptionService {
         const first = numbered[0]!.number;
         const last = numbered[numbered.length - 1]!.number;
         const outcome = await this.#send(sub, this.#eventBody(sub, numbered, state.notified + numbered.length), owner, `event=${first === last ? first : `${first}-${last}`}`);
+        if (!current()) return false;
         if (!outcome.ok) {
           await save();
           // No socket took it: it waits for the next bind, not counted as a failure.
@@ -458,7 +474,7 @@ export class SubscriptionService {
       };
       try {
         for (const event of events) {
-          if (this.#closed || !this.#live.has(sub.id)) return undefined;
+          if (!current()) return undefined;
           const shown = await this.#decide(sub, owner, event);
           through = event.number;
           if (shown) batch.push({ event, shown });
@@ -467,13 +483,13 @@ export class SubscriptionService {
         if (!(await flush())) return state.retryAt || undefined;
       } finally {
         // Also when deciding an event failed (the consent registry does not answer): what went out stays out.
-        if (marks.length || state.delivered !== (await store.state(sub.id))?.delivered) await save();
+        if (current() && (marks.length || state.delivered !== (await store.state(sub.id))?.delivered)) await save();
       }
     }
   }
 
   /** A heartbeat when one is due (topic-based subscriptions that asked for them); returns when the next is. */
-  async #heartbeat(sub: ParsedSubscription, state: SubscriptionState, owner: StoredPrincipal | undefined): Promise<number | undefined> {
+  async #heartbeat(sub: ParsedSubscription, state: SubscriptionState, owner: StoredPrincipal | undefined, current: () => boolean): Promise<number | undefined> {
     if (!sub.heartbeatMs || !sub.topic) return undefined;
     const now = this.#now();
     const last = this.#lastSent.get(sub.id);
@@ -485,6 +501,7 @@ export class SubscriptionService {
     if (now < last + sub.heartbeatMs) return last + sub.heartbeatMs;
     if (sub.channel === 'websocket' && !this.#sockets.has(sub.id)) return undefined;
     const outcome = await this.#send(sub, JSON.stringify(this.#bundle(sub, 'heartbeat', [], state.notified)), owner, 'event=0&type=heartbeat');
+    if (!current()) return undefined;
     if (!outcome.ok) return outcome.unbound ? undefined : this.#failed(sub, state, outcome.reason);
     return this.#now() + sub.heartbeatMs;
   }

@@ -11,6 +11,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import type { SubscriptionService } from '../../../src/fhir/subscriptions/service.ts';
 import { startTestServer, vellumCodes, type TestServer } from '../../helpers/server.ts';
+import { eventually, within } from './harness.ts';
 
 interface Received {
   body: string;
@@ -189,4 +190,61 @@ t.test('events committed before a stop are delivered after the restart', async (
   await second.fhir('PUT', 'Observation/o3', heartRate('o3', 63));
   await hook.until(4);
   t.same(hook.received.slice(1).map((r) => JSON.parse(r.body).id), ['o1', 'o2', 'o3'], 'resumed in order, nothing lost');
+});
+
+t.test('a subscription written or deleted while one of its notifications is in flight: the write wins', async (t) => {
+  // A receiver that holds every notification with a body until released.
+  const arrived: string[] = [];
+  const held: (() => void)[] = [];
+  let heldNow!: () => void;
+  let holding = new Promise<void>((resolve) => (heldNow = resolve));
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8').on('data', (c: string) => (body += c));
+    req.on('end', () => {
+      arrived.push(`${req.url} ${body ? JSON.parse(body).id : 'handshake'}`);
+      if (!body) return void res.writeHead(200).end();
+      held.push(() => res.writeHead(200).end());
+      heldNow();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))));
+  const port = (server.address() as { port: number }).port;
+  const s = await startTestServer(t, { VELLUM_SUBSCRIPTION_ENDPOINTS_ALLOW: `127.0.0.1:${port}`, VELLUM_SUBSCRIPTION_RETRY_MS: '10' });
+  const at = (p: string) => subscription('hr', `http://127.0.0.1:${port}${p}`);
+  const active = () => eventually(s, 'Subscription/hr active', async () => ((await s.fhir('GET', 'Subscription/hr')).json?.status === 'active' ? true : undefined));
+  const release = async () => {
+    for (const r of held.splice(0)) r();
+    holding = new Promise<void>((resolve) => (heldNow = resolve));
+  };
+
+  // Updated (a new endpoint) while a notification to the old one is held: the new endpoint gets its handshake.
+  await s.fhir('PUT', 'Subscription/hr', at('/old'));
+  await active();
+  await s.fhir('PUT', 'Observation/o1', heartRate('o1', 61));
+  await within(holding, 'a held notification');
+  t.equal((await s.fhir('PUT', 'Subscription/hr', at('/new'))).status, 200, 'updated while o1 is in flight');
+  await release();
+  await active();
+  t.ok(arrived.includes('/new handshake'), 'the new endpoint was asked for its handshake');
+  await within(holding, 'a held notification');
+  await release();
+  await subscriptionsOf(s).settle();
+  t.equal(arrived.filter((a) => a === '/new o1').length, 1, 'o1 is sent again, to the new endpoint (at least once)');
+
+  // Deleted while a notification is held, then created again under the same id: nothing of the old one's state remains.
+  await s.fhir('PUT', 'Observation/o2', heartRate('o2', 62));
+  await within(holding, 'a held notification');
+  t.equal((await s.fhir('DELETE', 'Subscription/hr')).status, 204);
+  await release();
+  await subscriptionsOf(s).settle();
+  t.equal((await s.fhir('PUT', 'Subscription/hr', at('/again'))).status, 201, 'created again');
+  await active();
+  await s.fhir('PUT', 'Observation/o3', heartRate('o3', 63));
+  await within(holding, 'a held notification');
+  await release();
+  await subscriptionsOf(s).settle();
+  t.same(arrived.filter((a) => a.startsWith('/again')), ['/again handshake', '/again o3'], 'the re-created subscription gets its first event');
+  t.match(await s.services.repository.index.subscriptions.state('hr'), { delivered: 1 }, 'its state starts afresh');
 });
