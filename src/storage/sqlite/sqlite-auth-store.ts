@@ -144,7 +144,7 @@ export class SqliteAuthStore implements AuthStore {
       const row = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
       if (!row) db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
       else if (row.value !== SCHEMA_VERSION) {
-        db.exec('ROLLBACK');
+        if (db.isTransaction) db.exec('ROLLBACK');
         throw storageError('VLM_AUTH_STORE_SCHEMA', 'fault', `auth store schema version ${row.value} is not ${SCHEMA_VERSION}`);
       }
       db.exec('COMMIT');

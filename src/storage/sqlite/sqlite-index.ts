@@ -227,7 +227,7 @@ export class SqliteIndexStore implements IndexStore {
           work();
           this.#db.exec('COMMIT');
         } catch (err) {
-          this.#db.exec('ROLLBACK');
+          if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
           throw err;
         }
       },
@@ -267,7 +267,7 @@ export class SqliteIndexStore implements IndexStore {
       const row = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
       if (!row) db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
       else if (row.value !== SCHEMA_VERSION) {
-        db.exec('ROLLBACK');
+        if (db.isTransaction) db.exec('ROLLBACK');
         throw storageError('VLM_INDEX_SCHEMA', 'fault', `index schema version ${row.value} is not ${SCHEMA_VERSION}`);
       }
       db.exec('COMMIT');
@@ -447,7 +447,7 @@ export class SqliteIndexStore implements IndexStore {
       }
       db.exec('COMMIT');
     } catch (err) {
-      db.exec('ROLLBACK');
+      if (db.isTransaction) db.exec('ROLLBACK');
       if ((err as { name?: string }).name === 'StorageError') throw err;
       throw storageError('VLM_INDEX_COMMIT', 'fault', 'index commit failed', err);
     }
@@ -593,7 +593,7 @@ export class SqliteIndexStore implements IndexStore {
       }
       db.exec('COMMIT');
     } catch (err) {
-      db.exec('ROLLBACK');
+      if (db.isTransaction) db.exec('ROLLBACK');
       throw storageError('VLM_INDEX_COMMIT', 'fault', 'search rows replacement failed', err);
     }
     return replaced;
@@ -624,7 +624,7 @@ export class SqliteIndexStore implements IndexStore {
       db.exec('COMMIT');
       return { ...batch, id };
     } catch (err) {
-      db.exec('ROLLBACK');
+      if (db.isTransaction) db.exec('ROLLBACK');
       throw err;
     }
   }
