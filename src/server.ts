@@ -152,6 +152,8 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     actorsOf: async (principal: Principal) => (services.consent ? services.consent.actorsOf(principal) : []),
   };
   const consentStep = consentWriteStep(consentWriteDeps);
+  // Requests being answered (the subscription dispatcher yields to them).
+  let requestsInFlight = 0;
   // R4 Subscriptions: checked on write, matched inside each commit, delivered from the outbox (subscriptions/service.ts).
   const subscriptions: SubscriptionService = new SubscriptionService({
     services: () => services,
@@ -161,6 +163,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     retryMs: config.subscriptions.retryMs,
     maxPerOwner: config.subscriptions.maxPerOwner,
     payloadMax: config.subscriptions.payloadMax,
+    busy: () => requestsInFlight > 0,
     audit: (input) => audit?.record(input) ?? Promise.resolve(),
     onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code, name: (err as Error)?.name } }, 'subscription delivery failed; will retry'),
   });
@@ -250,6 +253,8 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   });
   let closing = false;
   app.addHook('onRequest', async (request, reply) => {
+    requestsInFlight++;
+    reply.raw.once('close', () => requestsInFlight--);
     if (closing) {
       reply.header('Connection', 'close');
       return sendError(reply, request, fhirError(503, 'transient', 'VLM_SHUTTING_DOWN', 'The server is shutting down'));

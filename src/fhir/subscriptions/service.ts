@@ -54,6 +54,8 @@ export interface SubscriptionOptions {
   maxPerOwner: number;
   /** Largest notification body (VELLUM_SUBSCRIPTION_PAYLOAD_MAX): above it, resources are left out (id-only). */
   payloadMax: number;
+  /** Whether requests are being answered: delivery then yields to them (`#pace`). */
+  busy?: () => boolean;
   audit?: (input: AuditInput) => Promise<void>;
   onError?: (err: unknown) => void;
   now?: () => number;
@@ -64,6 +66,13 @@ export const SUBSCRIPTION_AGENT = 'Vellum subscriptions';
 const MAX_BACKOFF_MS = 5 * 60_000;
 const EVENT_BATCH = 50;
 const VERSION_CACHE = 256;
+/**
+ * While requests are in flight, delivery works in slices of SLICE_MS and rests REST_MS between
+ * them: notifications take about a tenth of the time from requests (a write burst is not slowed by
+ * the notifications it causes; they catch up when it ends), and never stop.
+ */
+const SLICE_MS = 5;
+const REST_MS = 45;
 /** Subscriptions delivered at once. */
 const DELIVERY_CONCURRENCY = 16;
 
@@ -95,6 +104,8 @@ export class SubscriptionService {
   readonly #lastSent = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   #timerAt = 0;
+  /** When the current delivery slice began (while requests are in flight). */
+  #sliceStart: number | undefined;
   /** Whether the next round visits every live subscription (else: those with new events). */
   #full = true;
   readonly #rounds: Rounds;
@@ -163,6 +174,22 @@ export class SubscriptionService {
         .filter((s) => !s.topic?.event)
         .map((s) => ({ subscription: s.id, type: s.type, where: s.where, ...(s.interactions ? { interactions: s.interactions } : {}) })),
     );
+  }
+
+  /** Yield to requests in flight: a rest of REST_MS after every SLICE_MS of delivery. */
+  async #pace(): Promise<void> {
+    if (!this.#o.busy?.()) {
+      this.#sliceStart = undefined;
+      return;
+    }
+    const now = performance.now();
+    if (this.#sliceStart === undefined) {
+      this.#sliceStart = now;
+      return;
+    }
+    if (now - this.#sliceStart < SLICE_MS) return;
+    await new Promise((resolve) => setTimeout(resolve, REST_MS));
+    this.#sliceStart = performance.now();
   }
 
   #generation(id: string): number {
@@ -387,7 +414,10 @@ export class SubscriptionService {
     // Subscriptions are delivered side by side (each one's events in order): a slow endpoint holds up only its own.
     const queue = [...this.#live.values()].filter((sub) => full || dirty.has(sub.id));
     const worker = async () => {
-      for (let sub = queue.shift(); sub; sub = queue.shift()) await visit(sub);
+      for (let sub = queue.shift(); sub; sub = queue.shift()) {
+        await this.#pace();
+        await visit(sub);
+      }
     };
     await Promise.all(Array.from({ length: Math.min(DELIVERY_CONCURRENCY, queue.length) }, worker));
     if (Number.isFinite(next)) this.#schedule(next);
@@ -437,7 +467,9 @@ export class SubscriptionService {
       // What was sent (or passed over) is saved once per batch of events, and before a failure is
       // counted: a stop in between sends those events again (at least once), with the same numbers.
       const marks: { number: number; notified: number }[] = [];
+      const delivered: [number, number][] = [];
       const save = async () => {
+        this.#auditDelivered(sub, owner, delivered);
         const sent = marks.splice(0);
         if (current()) await store.putState(state, sent);
       };
@@ -456,7 +488,10 @@ export class SubscriptionService {
         const numbered = batch.map(({ shown }, i) => ({ ...shown, number: state.notified + i + 1 }));
         const first = numbered[0]!.number;
         const last = numbered[numbered.length - 1]!.number;
-        const outcome = await this.#send(sub, this.#eventBody(sub, numbered, state.notified + numbered.length), owner, `event=${first === last ? first : `${first}-${last}`}`);
+        const outcome = await this.#send(sub, this.#eventBody(sub, numbered, state.notified + numbered.length), owner, `event=${first === last ? first : `${first}-${last}`}`, {
+          into: delivered,
+          range: [first, last],
+        });
         if (!current()) return false;
         if (!outcome.ok) {
           await save();
@@ -474,6 +509,7 @@ export class SubscriptionService {
       };
       try {
         for (const event of events) {
+          await this.#pace();
           if (!current()) return undefined;
           const shown = await this.#decide(sub, owner, event);
           through = event.number;
@@ -484,6 +520,7 @@ export class SubscriptionService {
       } finally {
         // Also when deciding an event failed (the consent registry does not answer): what went out stays out.
         if (current() && (marks.length || state.delivered !== (await store.state(sub.id))?.delivered)) await save();
+        else this.#auditDelivered(sub, owner, delivered);
       }
     }
   }
@@ -582,6 +619,7 @@ export class SubscriptionService {
     body: string | undefined,
     owner: StoredPrincipal | undefined,
     what: string,
+    collect?: { into: [number, number][]; range: [number, number] },
   ): Promise<{ ok: true } | { ok: false; reason: string; unbound?: boolean }> {
     let status = 0;
     let reason = '';
@@ -604,20 +642,44 @@ export class SubscriptionService {
       }
     }
     if (!reason) this.#lastSent.set(sub.id, this.#now());
-    // Queued, not waited for: its fsync is shared with the next ones, and the next event need not wait on it.
+    // Events delivered in a run are audited together (#auditDelivered); failures at once.
+    if (!reason && collect) collect.into.push(collect.range);
+    else this.#audit(sub, owner, status || 502, `destination=${encodeURIComponent(destination)}&${what}&outcome=${reason ? 'failed' : 'delivered'}`);
+    return reason ? { ok: false, reason } : { ok: true };
+  }
+
+  /** The AuditEvent of a notification (queued, not waited for: its fsync is shared with the next ones). */
+  #audit(sub: ParsedSubscription, owner: StoredPrincipal | undefined, status: number, query: string): void {
     void this.#o
       .audit?.({
         interaction: 'operation',
         method: 'POST',
-        status: status || 502,
+        status,
         operation: '$notify',
         resourceType: 'Subscription',
         id: sub.id,
-        query: `destination=${encodeURIComponent(destination)}&${what}&outcome=${reason ? 'failed' : 'delivered'}`,
+        query,
         ...(owner ? { principal: principalOf(owner) } : {}),
       })
       .catch((err) => this.#o.onError?.(err));
-    return reason ? { ok: false, reason } : { ok: true };
+  }
+
+  /**
+   * One AuditEvent for the events a run delivered to one destination (`event=1-12,14`): under load
+   * a subscription's notifications come in runs, and an AuditEvent each would cost the server more
+   * than the notifications themselves.
+   */
+  #auditDelivered(sub: ParsedSubscription, owner: StoredPrincipal | undefined, ranges: [number, number][]): void {
+    if (ranges.length === 0) return;
+    const merged: [number, number][] = [];
+    for (const [first, last] of ranges.splice(0)) {
+      const previous = merged[merged.length - 1];
+      if (previous && previous[1] + 1 === first) previous[1] = last;
+      else merged.push([first, last]);
+    }
+    const events = merged.map(([first, last]) => (first === last ? `${first}` : `${first}-${last}`)).join(',');
+    const destination = sub.channel === 'websocket' ? 'websocket' : hostPort(new URL(sub.endpoint));
+    this.#audit(sub, owner, 200, `destination=${encodeURIComponent(destination)}&event=${events}&outcome=delivered`);
   }
 
   /** A failed attempt: back off, or give up into `error` after `maxFailures` in a row. */
