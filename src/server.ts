@@ -163,7 +163,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     retryMs: config.subscriptions.retryMs,
     maxPerOwner: config.subscriptions.maxPerOwner,
     payloadMax: config.subscriptions.payloadMax,
-    busy: () => requestsInFlight > 0,
+    busy: () => requestsInFlight > 1,
     audit: (input) => audit?.record(input) ?? Promise.resolve(),
     onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code, name: (err as Error)?.name } }, 'subscription delivery failed; will retry'),
   });

@@ -72,7 +72,7 @@ const VERSION_CACHE = 256;
  * the notifications it causes; they catch up when it ends), and never stop.
  */
 const SLICE_MS = 5;
-const REST_MS = 45;
+const REST_MS = 95;
 /** Subscriptions delivered at once. */
 const DELIVERY_CONCURRENCY = 16;
 
