@@ -82,10 +82,17 @@ export function verifyBlock(cid: string | CID, bytes: Uint8Array): boolean {
  * same block find the same key. Raises StorageError `VLM_BLOB_CID_INVALID` (invalid).
  */
 export function canonicalCid(cid: string): string {
+  const key = cidKey(cid);
+  if (key === undefined) throw storageError('VLM_BLOB_CID_INVALID', 'invalid', 'not a valid CID string');
+  return key;
+}
+
+/** The canonical CIDv1 string of `cid`, or undefined when it is not a CID (a store's `has` answers false). */
+export function cidKey(cid: string): string | undefined {
   try {
     return CID.parse(cid).toV1().toString();
-  } catch (err) {
-    throw storageError('VLM_BLOB_CID_INVALID', 'invalid', 'not a valid CID string', err);
+  } catch {
+    return undefined;
   }
 }
 

@@ -36,7 +36,7 @@ import { create, type KuboRPCClient } from 'kubo-rpc-client';
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import type { AbortOptions, BlobStore } from './blob-store.ts';
-import { canonicalCid, cidForBytes, verifyBlock, type Block } from './cid.ts';
+import { canonicalCid, cidForBytes, cidKey, verifyBlock, type Block } from './cid.ts';
 import { isStorageError, StorageError, storageError } from './errors.ts';
 
 /** Deadline of one request (add, cat, block get/put, pin add, refs) unless configured. */
@@ -192,12 +192,8 @@ export class KuboBlobStore implements BlobStore {
   /** True when `cid` is pinned (recursively) on the node; false for strings that are not CIDs. */
   async has(cid: string, options?: AbortOptions): Promise<boolean> {
     this.#check(options);
-    let key: string;
-    try {
-      key = canonicalCid(cid);
-    } catch {
-      return false;
-    }
+    const key = cidKey(cid);
+    if (key === undefined) return false;
     return this.#pinned(key, options);
   }
 

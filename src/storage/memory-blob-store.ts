@@ -3,7 +3,7 @@
  * For unit tests of the layers above; nothing survives the process.
  */
 import type { AbortOptions, BlobStore } from './blob-store.ts';
-import { assembleBlob, canonicalCid, cidForBytes } from './cid.ts';
+import { assembleBlob, cidForBytes, cidKey } from './cid.ts';
 import { storageError } from './errors.ts';
 
 /** A BlobStore holding its blocks in a Map (copies in, copies out). */
@@ -33,12 +33,8 @@ export class MemoryBlobStore implements BlobStore {
   /** True when the blob's root block is present (`false` for strings that are not CIDs). */
   async has(cid: string, options?: AbortOptions): Promise<boolean> {
     this.#check(options);
-    let key: string;
-    try {
-      key = canonicalCid(cid);
-    } catch {
-      return false;
-    }
+    const key = cidKey(cid);
+    if (key === undefined) return false;
     return this.#blocks.has(key);
   }
 

@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { AbortOptions, BlobStore } from '../blob-store.ts';
-import { assembleBlob, canonicalCid, cidForBytes } from '../cid.ts';
+import { assembleBlob, cidForBytes, cidKey } from '../cid.ts';
 import { storageError } from '../errors.ts';
 import { WalSync, autoCheckpointPages } from './wal-sync.ts';
 
@@ -127,12 +127,8 @@ export class SqliteBlobStore implements BlobStore {
   /** True when the blob's root block is stored (`false` for strings that are not CIDs). */
   async has(cid: string, options?: AbortOptions): Promise<boolean> {
     this.#check(options);
-    let key: string;
-    try {
-      key = canonicalCid(cid);
-    } catch {
-      return false;
-    }
+    const key = cidKey(cid);
+    if (key === undefined) return false;
     return this.#has.get(key) !== undefined;
   }
 
