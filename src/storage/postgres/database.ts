@@ -3,8 +3,9 @@
  * default): a connection pool from `pg`, and the schema as numbered migrations applied in order,
  * once, under an advisory lock (several nodes may start at once), each in its own transaction.
  *
- * Stores on PostgreSQL so far: blocks (pg-blob-store.ts). The index, auth store, audit queue,
- * export jobs and subscription outbox are SQLite-only for now.
+ * Stores on PostgreSQL so far: blocks (pg-blob-store.ts) and the authorization server's store
+ * (pg-auth-store.ts). The index, audit queue, export jobs and subscription outbox are SQLite-only
+ * for now.
  */
 import pg from 'pg';
 import { storageError } from '../errors.ts';
@@ -31,6 +32,49 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: `CREATE TABLE blocks (
       cid   TEXT PRIMARY KEY,
       bytes BYTEA NOT NULL
+    )`,
+  },
+  {
+    version: 2,
+    name: 'auth',
+    sql: `CREATE TABLE auth_clients (
+      client_id TEXT PRIMARY KEY,
+      record JSONB NOT NULL,
+      admin BOOLEAN NOT NULL,
+      created_at BIGINT NOT NULL
+    );
+    CREATE TABLE auth_users (
+      id TEXT PRIMARY KEY,
+      username TEXT NOT NULL UNIQUE,
+      record JSONB NOT NULL
+    );
+    CREATE TABLE auth_used_jtis (
+      client_id TEXT NOT NULL,
+      jti TEXT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      PRIMARY KEY (client_id, jti)
+    );
+    CREATE INDEX auth_used_jtis_expiry ON auth_used_jtis (expires_at);
+    CREATE TABLE auth_codes (
+      code_hash TEXT PRIMARY KEY,
+      record JSONB NOT NULL,
+      expires_at BIGINT NOT NULL,
+      used_at BIGINT
+    );
+    CREATE INDEX auth_codes_expiry ON auth_codes (expires_at);
+    CREATE TABLE auth_refresh_tokens (
+      token_hash TEXT PRIMARY KEY,
+      family TEXT NOT NULL,
+      record JSONB NOT NULL,
+      expires_at BIGINT NOT NULL,
+      used_at BIGINT,
+      revoked BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX auth_refresh_tokens_family ON auth_refresh_tokens (family);
+    CREATE INDEX auth_refresh_tokens_expiry ON auth_refresh_tokens (expires_at);
+    CREATE TABLE auth_secrets (
+      name TEXT PRIMARY KEY,
+      value BYTEA NOT NULL
     )`,
   },
 ];
