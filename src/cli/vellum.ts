@@ -12,6 +12,8 @@
  *   could not be read, 2 usage.
  *
  * - `vellum export|import|sync …` — Bulk Data exchange (src/cli/bulk.ts).
+ * - `vellum migrate [--database postgres://…] [--json]` — apply the PostgreSQL schema migrations
+ *   (src/cli/migrate.ts). Exit 0 done, 1 the database refused, 2 usage.
  *
  * Every command returns its exit code; nothing here calls `process.exit`, so commands can be
  * run in-process by tests.
@@ -38,6 +40,8 @@ Commands:
       Load ndjson files into a running Vellum through its write path (resumable, idempotent).
   sync --from <fhir base> [source credentials] [--to <fhir base>] [--once | --every <s>]
       Keep a Vellum in step with a Bulk Data server (export _since, verify, import, delete).
+  migrate [--database postgres://…] [--json]
+      Apply the PostgreSQL schema migrations not yet applied (URL default: VELLUM_DATABASE_URL).
 
 Run "vellum <command> --help" for a command's options.
 `;
@@ -56,6 +60,8 @@ export async function main(argv: string[], io: Io): Promise<number> {
         return await (await import('./rebuild.ts')).runRebuild(rest, io);
       case 'reindex':
         return await (await import('./reindex.ts')).runReindex(rest, io);
+      case 'migrate':
+        return await (await import('./migrate.ts')).runMigrate(rest, io);
       case 'export':
       case 'import':
       case 'sync':
