@@ -266,7 +266,9 @@ export interface SubscriptionStore {
    * `seq` for each subscription, numbered in its sequence, in one transaction.
    */
   emit(subscriptions: readonly string[], seq: number, at: number): Promise<void>;
-  /** Forget a subscription's events and state (it was deleted). */
+  /** The owner of every subscription that has one, deleted subscriptions included. */
+  owners(): Promise<Map<string, unknown>>;
+  /** Forget a subscription's events and delivery state (it was deleted); its owner is kept. */
   remove(subscription: string): Promise<void>;
 }
 

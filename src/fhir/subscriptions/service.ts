@@ -26,6 +26,7 @@
 import dns from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
+import net from 'node:net';
 import type { SubscriptionState } from '../../storage/index-store.ts';
 import { SHARED_SCOPE } from '../../storage/keys.ts';
 import { matchingRequest, screenRecords, visible } from '../access.ts';
@@ -124,12 +125,17 @@ export class SubscriptionService {
   async start(): Promise<void> {
     const services = this.#o.services();
     const index = services.repository.index;
+    // Every subscription's owner, deleted ones too (their history stays their owner's).
+    for (const [id, owner] of await index.subscriptions.owners()) {
+      this.#owners.set(id, ownerKey(owner as StoredPrincipal));
+      this.#deleted.add(id);
+    }
     for (let afterRid = 0; ; ) {
       const page = await index.currentResources({ afterRid, limit: 500, types: ['Subscription'] });
       for (const { record } of page) {
         const resource = await services.loadResource(record).catch(() => undefined);
         const state = await index.subscriptions.state(record.id);
-        if (state?.owner) this.#owners.set(record.id, ownerKey(state.owner as StoredPrincipal));
+        this.#deleted.delete(record.id);
         // A start retries at once what was waiting for a retry.
         if (state && state.retryAt > 0) await index.subscriptions.putState({ ...state, retryAt: 0 });
         if (resource) this.#track(resource);
@@ -411,7 +417,9 @@ export class SubscriptionService {
       }
       if (wait !== undefined) next = Math.min(next, wait);
     };
-    // Subscriptions are delivered side by side (each one's events in order): a slow endpoint holds up only its own.
+    // Subscriptions are delivered side by side (each one's events in order). A round ends when its
+    // slowest subscription is done: an endpoint that answers just inside its timeout delays the
+    // next round's notifications of the others (docs/subscriptions.md, "Not yet").
     const queue = [...this.#live.values()].filter((sub) => full || dirty.has(sub.id));
     const worker = async () => {
       for (let sub = queue.shift(); sub; sub = queue.shift()) {
@@ -452,13 +460,13 @@ export class SubscriptionService {
         const body = sub.topic ? JSON.stringify(this.#bundle(sub, 'handshake', [], state.notified)) : undefined;
         const outcome = await this.#send(sub, body, owner, 'event=0&type=handshake');
         if (!current()) return undefined;
-        if (!outcome.ok) return this.#failed(sub, state, outcome.reason);
+        if (!outcome.ok) return this.#failed(sub, state, outcome.reason, generation);
       }
       state.handshake = true;
       state.failures = 0;
       state.retryAt = 0;
       await store.putState(state);
-      await this.#setStatus(sub.id, 'active');
+      await this.#setStatus(sub.id, 'active', undefined, generation);
     }
     if (sub.channel === 'websocket' && !this.#sockets.has(sub.id)) return undefined;
     for (;;) {
@@ -496,7 +504,7 @@ export class SubscriptionService {
         if (!outcome.ok) {
           await save();
           // No socket took it: it waits for the next bind, not counted as a failure.
-          if (!outcome.unbound) await this.#failed(sub, state, outcome.reason);
+          if (!outcome.unbound) await this.#failed(sub, state, outcome.reason, generation);
           return false;
         }
         marks.push(...batch.map(({ event }, i) => ({ number: event.number, notified: numbered[i]!.number })));
@@ -683,12 +691,12 @@ export class SubscriptionService {
   }
 
   /** A failed attempt: back off, or give up into `error` after `maxFailures` in a row. */
-  async #failed(sub: ParsedSubscription, state: SubscriptionState, reason: string): Promise<number | undefined> {
+  async #failed(sub: ParsedSubscription, state: SubscriptionState, reason: string, generation = this.#generation(sub.id)): Promise<number | undefined> {
     const store = this.#o.services().repository.index.subscriptions;
     state.failures += 1;
     if (state.failures >= this.#o.maxFailures) {
       await store.putState({ ...state, retryAt: 0 });
-      await this.#setStatus(sub.id, 'error', `${reason}; ${state.failures} attempts failed in a row`);
+      await this.#setStatus(sub.id, 'error', `${reason}; ${state.failures} attempts failed in a row`, generation);
       return undefined;
     }
     state.retryAt = this.#now() + Math.min(this.#o.retryMs * 2 ** (state.failures - 1), MAX_BACKOFF_MS);
@@ -697,10 +705,13 @@ export class SubscriptionService {
   }
 
   /** Write the subscription's new status (and error) as a version of its own. */
-  async #setStatus(id: string, status: 'active' | 'error' | 'off', error?: string): Promise<void> {
+  async #setStatus(id: string, status: 'active' | 'error' | 'off', error?: string, generation?: number): Promise<void> {
     const services = this.#o.services();
     const writer = this.#o.writer();
     await writer.exclusive(async () => {
+      // A client's write since the delivery began (its afterCommit ran inside an earlier exclusive
+      // section) wins: the server does not write over it (turning an `off` back on, an `error` over a fix).
+      if (generation !== undefined && this.#generation(id) !== generation) return;
       const current = await services.repository.index.current('Subscription', id);
       if (!current || current.deleted) return;
       const resource = await services.loadResource(current);
@@ -734,6 +745,11 @@ function publicLookup(hostname: string, options: dns.LookupOptions, callback: (e
 /** POST a notification; resolves with the HTTP status (redirects are not followed). */
 function post(url: URL, headers: readonly [string, string][], body: string | undefined, timeoutMs: number, allowed: boolean): Promise<number> {
   return new Promise((resolve, reject) => {
+    // An address written as such is never looked up: checked here instead.
+    const literal = url.hostname.replace(/^\[|\]$/g, '');
+    if (!allowed && net.isIP(literal) && isInternalAddress(literal)) {
+      return reject(Object.assign(new Error('internal address'), { code: 'VLM_SUB_ENDPOINT_REFUSED' }));
+    }
     const secure = url.protocol === 'https:';
     const request = (secure ? https : http).request(
       url,

@@ -87,12 +87,34 @@ export function isInternalAddress(address: string): boolean {
     return a === 127 || a === 10 || a === 0 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 169 && b === 254) || (a === 100 && b >= 64 && b <= 127);
   }
   if (net.isIPv6(host)) {
-    const h = host.toLowerCase();
-    if (h === '::1' || h === '::') return true;
-    if (h.startsWith('::ffff:')) return isInternalAddress(h.slice(7));
-    return /^f[cd]/.test(h) || /^fe[89ab]/.test(h);
+    const words = ipv6Words(host);
+    // IPv4 inside IPv6 — mapped (::ffff:a.b.c.d, as URL parsing writes it: ::ffff:7f00:1), compatible
+    // (::a.b.c.d) or NAT64 (64:ff9b::/96): decided as that IPv4 address.
+    const embedded =
+      (words.slice(0, 5).every((w) => w === 0) && (words[5] === 0xffff || words[5] === 0)) ||
+      (words[0] === 0x64 && words[1] === 0xff9b && words.slice(2, 6).every((w) => w === 0));
+    if (embedded && (words[6] !== 0 || words[7]! > 1)) {
+      return isInternalAddress(`${words[6]! >> 8}.${words[6]! & 0xff}.${words[7]! >> 8}.${words[7]! & 0xff}`);
+    }
+    if (words.slice(0, 7).every((w) => w === 0) && words[7]! <= 1) return true; // :: and ::1
+    return (words[0]! & 0xfe00) === 0xfc00 || (words[0]! & 0xffc0) === 0xfe80; // unique local, link-local
   }
   return host.toLowerCase() === 'localhost' || host.toLowerCase().endsWith('.localhost');
+}
+
+/** The eight 16-bit words of an IPv6 address (`::` expanded, a dotted IPv4 tail converted). */
+function ipv6Words(address: string): number[] {
+  let h = address.toLowerCase().split('%')[0]!;
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(h);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    h = `${h.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = h.includes('::') ? h.split('::') : [h, undefined];
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const fill = tail === undefined ? [] : Array.from({ length: 8 - left.length - right.length }, () => '0');
+  return [...left, ...fill, ...right].map((w) => parseInt(w || '0', 16));
 }
 
 /** Check a rest-hook endpoint against the policy; returns the URL. */

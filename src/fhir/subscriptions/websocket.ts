@@ -114,8 +114,9 @@ export class SubscriptionSockets {
 
   #accept(ws: WebSocket, principal: Principal | undefined): void {
     const unbinders = new Map<string, () => void>();
-    const alive = { yes: true };
-    (ws as WebSocket & { vellumAlive?: { yes: boolean } }).vellumAlive = alive;
+    // `bound`: how many subscriptions it is bound to — a socket bound to none is closed at the second ping round.
+    const alive = { yes: true, idle: 0, bound: () => unbinders.size };
+    (ws as WebSocket & { vellumAlive?: typeof alive }).vellumAlive = alive;
     ws.on('pong', () => {
       alive.yes = true;
     });
@@ -134,7 +135,7 @@ export class SubscriptionSockets {
       }
       if (unbinders.has(id)) return;
       if (unbinders.size >= MAX_BOUND_PER_SOCKET) {
-        ws.send(`error ${id} too-many`);
+        ws.send(`error ${id.slice(0, 64)} too-many`);
         return;
       }
       ws.send(`bound ${id}`);
@@ -182,9 +183,15 @@ export class SubscriptionSockets {
 
   #ping(): void {
     for (const ws of this.#wss.clients) {
-      const alive = (ws as WebSocket & { vellumAlive?: { yes: boolean } }).vellumAlive;
+      const alive = (ws as WebSocket & { vellumAlive?: { yes: boolean; idle: number; bound: () => number } }).vellumAlive;
       if (alive && !alive.yes) {
         ws.terminate();
+        continue;
+      }
+      // Bound to nothing for a whole ping period: it holds a slot of VELLUM_SUBSCRIPTION_SOCKETS_MAX for nobody.
+      if (alive) alive.idle = alive.bound() === 0 ? alive.idle + 1 : 0;
+      if (alive && alive.idle >= 2) {
+        ws.close(1008, 'bound to no subscription');
         continue;
       }
       if (alive) alive.yes = false;

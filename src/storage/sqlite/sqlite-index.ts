@@ -906,10 +906,17 @@ class SqliteSubscriptions implements SubscriptionStore {
     if (subscriptions.length) this.#transaction(() => this.#events(subscriptions, seq, at));
   }
 
+  async owners(): Promise<Map<string, unknown>> {
+    const rows = this.#stmt('SELECT id, owner FROM subscription_state WHERE owner IS NOT NULL').all() as { id: string; owner: string }[];
+    return new Map(rows.map((r) => [r.id, JSON.parse(r.owner) as unknown]));
+  }
+
   async remove(subscription: string): Promise<void> {
     this.#transaction(() => {
       this.#stmt('DELETE FROM subscription_events WHERE subscription = ?').run(subscription);
-      this.#stmt('DELETE FROM subscription_state WHERE id = ?').run(subscription);
+      this.#stmt(
+        'UPDATE subscription_state SET events = 0, delivered = 0, failures = 0, retry_at = 0, handshake = 0, notified = 0 WHERE id = ?',
+      ).run(subscription);
     });
   }
 }

@@ -346,3 +346,26 @@ t.test('consent at delivery: a revoked consent stops the patient’s notificatio
   t.equal(read.status, 404, 'another client: 404 after the restart');
   t.same(vellumCodes(read.body), ['VLM_FHIR_NOT_FOUND']);
 });
+
+t.test('a deleted Subscription stays its owner’s, across a restart', async (t) => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-sub-owner-'));
+  t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+  const env = { VELLUM_DATA_DIR: dataDir, VELLUM_AUDIT: 'off' };
+  const first = await authServer(t, env);
+  const scope = 'system/Subscription.cruds system/*.rs';
+  const a = await backendToken(first.h, scope);
+  const b = await backendToken(first.h, scope);
+  const gone = subscription('gone', 'https://example.org/hook', HEART_RATE, { channel: { type: 'rest-hook', endpoint: 'https://example.org/hook', header: ['Authorization: Bearer a-secret'] } });
+  t.equal((await as(first.s, a.token, 'PUT', 'Subscription/gone', gone)).status, 201);
+  t.equal((await as(first.s, a.token, 'DELETE', 'Subscription/gone')).status, 204);
+  await first.s.close();
+
+  const again = await authServer(t, env);
+  const history = await as(again.s, b.token, 'GET', 'Subscription/gone/_history');
+  t.equal(history.status, 404, "another client finds no history of it after the restart");
+  t.notOk(history.text.includes('a-secret'), 'nothing of it');
+  t.equal((await as(again.s, b.token, 'GET', 'Subscription/gone/_history/1')).status, 404, 'nor a version');
+  t.equal((await as(again.s, b.token, 'PUT', 'Subscription/gone', gone)).status, 404, 'nor may it take the id over');
+  t.equal((await as(again.s, a.token, 'GET', 'Subscription/gone/_history')).status, 200, 'its owner still reads its history');
+  t.equal((await as(again.s, a.token, 'PUT', 'Subscription/gone', gone)).status, 201, 'and may create it again');
+});
