@@ -476,10 +476,12 @@ export class SubscriptionService {
       // counted: a stop in between sends those events again (at least once), with the same numbers.
       const marks: { number: number; notified: number }[] = [];
       const delivered: [number, number][] = [];
+      let saved = state.delivered;
       const save = async () => {
         this.#auditDelivered(sub, owner, delivered);
         const sent = marks.splice(0);
         if (current()) await store.putState(state, sent);
+        saved = state.delivered;
       };
       let batch: { event: SubscriptionEvent; shown: NotifiedEvent }[] = [];
       let through = state.delivered;
@@ -527,7 +529,7 @@ export class SubscriptionService {
         if (!(await flush())) return state.retryAt || undefined;
       } finally {
         // Also when deciding an event failed (the consent registry does not answer): what went out stays out.
-        if (current() && (marks.length || state.delivered !== (await store.state(sub.id))?.delivered)) await save();
+        if (current() && (marks.length || state.delivered !== saved)) await save();
         else this.#auditDelivered(sub, owner, delivered);
       }
     }

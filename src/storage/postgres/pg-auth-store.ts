@@ -8,25 +8,17 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { AuthorizationCodeRecord, AuthStore, ClientRecord, Redeemed, RefreshTokenRecord, UserRecord } from '../auth-store.ts';
 import { storageError } from '../errors.ts';
+import { PgStore } from './pg-store.ts';
 
 /** Redeemed codes are kept this long after expiry, so a replay is recognised as one (and revokes). */
 const REPLAY_MEMORY_SECONDS = 3600;
 const UNIQUE_VIOLATION = '23505';
 
-export class PgAuthStore implements AuthStore {
-  readonly #pool: pg.Pool;
-  readonly #ownsPool: boolean;
-  #closed = false;
-
-  constructor(pool: pg.Pool, options: { ownsPool?: boolean } = {}) {
-    this.#pool = pool;
-    this.#ownsPool = options.ownsPool ?? false;
-  }
-
+export class PgAuthStore extends PgStore implements AuthStore {
   async #query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
-    if (this.#closed) throw storageError('VLM_AUTH_STORE_CLOSED', 'unavailable', 'the auth store is closed');
+    if (this.closed) throw storageError('VLM_AUTH_STORE_CLOSED', 'unavailable', 'the auth store is closed');
     try {
-      return await this.#pool.query<R>(sql, params);
+      return await this.pool.query<R>(sql, params);
     } catch (err) {
       if ((err as { code?: string }).code === UNIQUE_VIOLATION) throw err;
       throw storageError('VLM_AUTH_STORE_UNAVAILABLE', 'unavailable', 'the auth store (PostgreSQL) did not answer', err);
@@ -123,9 +115,4 @@ export class PgAuthStore implements AuthStore {
     return new Uint8Array(rows[0]!.value);
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#ownsPool) await this.#pool.end();
-  }
 }

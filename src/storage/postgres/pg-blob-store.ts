@@ -7,6 +7,7 @@ import type pg from 'pg';
 import type { AbortOptions, BlobStore } from '../blob-store.ts';
 import { assembleBlob, cidForBytes, cidKey } from '../cid.ts';
 import { storageError } from '../errors.ts';
+import { PgStore } from './pg-store.ts';
 
 /** Blocks fetched per query while iterating `blocks()`. */
 const PAGE_SIZE = 64;
@@ -14,17 +15,7 @@ const PAGE_SIZE = 64;
 const UPSERT = `INSERT INTO blocks (cid, bytes) SELECT * FROM unnest($1::text[], $2::bytea[])
   ON CONFLICT (cid) DO UPDATE SET bytes = excluded.bytes WHERE blocks.bytes IS DISTINCT FROM excluded.bytes`;
 
-export class PgBlobStore implements BlobStore {
-  readonly #pool: pg.Pool;
-  readonly #ownsPool: boolean;
-  #closed = false;
-
-  /** A store on `pool` (migrated); `ownsPool`: `close()` ends the pool too. */
-  constructor(pool: pg.Pool, options: { ownsPool?: boolean } = {}) {
-    this.#pool = pool;
-    this.#ownsPool = options.ownsPool ?? false;
-  }
-
+export class PgBlobStore extends PgStore implements BlobStore {
   async put(bytes: Uint8Array, options?: AbortOptions): Promise<string> {
     return (await this.putMany([bytes], options))[0]!;
   }
@@ -47,7 +38,7 @@ export class PgBlobStore implements BlobStore {
       }
     }
     try {
-      await this.#pool.query(UPSERT, [cids, contents]);
+      await this.pool.query(UPSERT, [cids, contents]);
     } catch (err) {
       throw storageError('VLM_BLOB_WRITE', 'unavailable', `cannot store ${blobs.length} blob(s)`, err);
     }
@@ -84,12 +75,6 @@ export class PgBlobStore implements BlobStore {
     // Durable on commit.
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#ownsPool) await this.#pool.end();
-  }
-
   async #readBlock(cid: string): Promise<Uint8Array | undefined> {
     const { rows } = await this.#query('SELECT bytes FROM blocks WHERE cid = $1', [cid]);
     const bytes = (rows[0] as { bytes?: Buffer } | undefined)?.bytes;
@@ -98,14 +83,14 @@ export class PgBlobStore implements BlobStore {
 
   async #query(sql: string, params: unknown[]): Promise<pg.QueryResult> {
     try {
-      return await this.#pool.query(sql, params);
+      return await this.pool.query(sql, params);
     } catch (err) {
       throw storageError('VLM_BLOB_READ', 'unavailable', 'cannot read blocks from PostgreSQL', err);
     }
   }
 
   #check(options: AbortOptions | undefined): void {
-    if (this.#closed) throw storageError('VLM_BLOB_CLOSED', 'unavailable', 'blob store is closed');
+    if (this.closed) throw storageError('VLM_BLOB_CLOSED', 'unavailable', 'blob store is closed');
     const signal = options?.signal;
     if (signal?.aborted) throw storageError('VLM_BLOB_ABORTED', 'unavailable', 'blob store operation aborted', signal.reason);
   }
