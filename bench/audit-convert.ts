@@ -70,7 +70,7 @@ console.log(
 );
 
 // 2. The converter: drain everything queued.
-const converter = await openAuditConverter({ databasePath, queuePath, masterKey, baseUrl, anchoring }, (err) => {
+const converter = await openAuditConverter({ storage: { databasePath }, queuePath, masterKey, baseUrl, anchoring }, (err) => {
   throw err;
 });
 t0 = performance.now();

@@ -17,6 +17,10 @@ export interface Config {
   logLevel: string;
   /** Kubo / IPFS Cluster RPC API (VELLUM_IPFS_URL); absent = the embedded block store. */
   ipfsUrl: string | undefined;
+  /** PostgreSQL for the index, blocks and auth store (VELLUM_DATABASE_URL); absent = the embedded SQLite file. */
+  databaseUrl: string | undefined;
+  /** Most connections of this node's PostgreSQL pool (VELLUM_DATABASE_POOL_MAX, default 10). */
+  databasePoolMax: number;
   /** Most entries a batch or transaction Bundle may carry (VELLUM_BUNDLE_MAX_ENTRIES); more → 413. */
   bundleMaxEntries: number;
   chain: ChainConfig;
@@ -170,6 +174,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
     if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new ConfigError('VELLUM_IPFS_URL', 'must be an http(s) URL');
   }
+  const databaseUrl = env.VELLUM_DATABASE_URL?.trim() || undefined;
+  if (databaseUrl) {
+    let url: URL | undefined;
+    try {
+      url = new URL(databaseUrl);
+    } catch {
+      url = undefined;
+    }
+    // The URL carries the password: the message never quotes it.
+    if (!url || (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:')) throw new ConfigError('VELLUM_DATABASE_URL', 'must be a postgres:// URL');
+  }
   const auditRaw = (env.VELLUM_AUDIT ?? 'on').trim();
   if (auditRaw !== 'on' && auditRaw !== 'off') throw new ConfigError('VELLUM_AUDIT', 'must be on or off');
   const durability = (env.VELLUM_AUDIT_DURABILITY ?? 'fsync').trim();
@@ -198,6 +213,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     masterKey,
     logLevel,
     ipfsUrl,
+    databaseUrl,
+    databasePoolMax: integer(env, 'VELLUM_DATABASE_POOL_MAX', 10, 1, 1_000),
     bundleMaxEntries,
     chain,
     auth,

@@ -46,10 +46,8 @@ import { JweCipher } from './storage/jwe-cipher.ts';
 import { KEY_PURPOSE, deriveKey, keyScoper, loadMasterKey } from './storage/keys.ts';
 import { Repository } from './storage/repository.ts';
 import type { ReferenceRow } from './storage/search-types.ts';
-import { SqliteBlobStore } from './storage/sqlite/sqlite-blob-store.ts';
-import type { BlobStore } from './storage/blob-store.ts';
-import { KuboBlobStore } from './storage/kubo-blob-store.ts';
-import { SqliteIndexStore } from './storage/sqlite/sqlite-index.ts';
+import { openStorage, type StorageLocation } from './storage/open.ts';
+import { PgAuthStore } from './storage/postgres/pg-auth-store.ts';
 import { SqliteAuditQueue } from './storage/sqlite/audit-queue.ts';
 
 export interface Vellum {
@@ -67,19 +65,20 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   const masterKey = await loadMasterKey({ env: config.masterKey, keyFile: path.join(config.dataDir, 'master.key') });
   // Blocks and index share one SQLite file (one WAL): a block always reaches disk before the index
   // row that points at it, and one group fsync makes both durable.
-  const databasePath = path.join(config.dataDir, 'vellum.db');
+  // The embedded SQLite file, or PostgreSQL (VELLUM_DATABASE_URL); blocks beside the index unless
+  // VELLUM_IPFS_URL names a Kubo / IPFS Cluster (storage/open.ts).
+  const storageLocation: StorageLocation = {
+    databasePath: path.join(config.dataDir, 'vellum.db'),
+    ...(config.databaseUrl ? { databaseUrl: config.databaseUrl, databasePoolMax: config.databasePoolMax } : {}),
+    ...(config.ipfsUrl ? { ipfsUrl: config.ipfsUrl } : {}),
+  };
   // With the audit converter thread (it writes the same file every round), checkpoints are its job
   // (audit-worker.ts): a checkpoint inside a request's commit would copy and fsync the log on the
   // request thread. Without it, these connections checkpoint as the log grows.
-  const checkpointElsewhere = config.audit ? { autoCheckpoint: 0 } : {};
-  const index = SqliteIndexStore.open(databasePath, checkpointElsewhere);
-  // Production: Kubo / IPFS Cluster (puts are pinned and durable on return; same CIDs).
-  const blobs: BlobStore = config.ipfsUrl
-    ? await KuboBlobStore.open({ url: config.ipfsUrl })
-    : SqliteBlobStore.open(databasePath, { groupCommit: true, ...checkpointElsewhere });
+  const { index, blobs, pool } = await openStorage(storageLocation, { groupCommit: true, ...(config.audit ? { autoCheckpoint: 0 } : {}) });
   // The audit converter thread writes the same file: both take turns at the gate (write-gate.ts),
-  // so the request thread never sleeps in SQLite's busy handler.
-  const writeGate = config.audit ? new WriteGate({ priority: true }) : undefined;
+  // so the request thread never sleeps in SQLite's busy handler. PostgreSQL needs no gate.
+  const writeGate = config.audit && !pool ? new WriteGate({ priority: true }) : undefined;
   const repository = new Repository({
     blobs,
     index,
@@ -299,6 +298,7 @@ export async function createVellum(config: Config, options: { logger?: boolean }
       ? await openEmbeddedAuth({
           dataDir: config.dataDir,
           config: config.auth,
+          ...(pool ? { store: new PgAuthStore(pool) } : {}),
           log: { info: (obj, msg) => app.log.info(obj, msg) },
           patientExists: async (id) => {
             const record = await index.current('Patient', id);
@@ -442,12 +442,11 @@ export async function createVellum(config: Config, options: { logger?: boolean }
         queue: auditQueue,
         converter: startAuditWorker(
           {
-            databasePath,
+            storage: storageLocation,
             queuePath: path.join(config.dataDir, 'audit-queue.db'),
             masterKey,
             baseUrl: config.baseUrl,
             anchoring: ledger !== undefined,
-            ...(config.ipfsUrl ? { ipfsUrl: config.ipfsUrl } : {}),
             batchDelayMs: config.auditBatchMs,
             ...(writeGate ? { writeGate: writeGate.buffer } : {}),
           },
@@ -472,11 +471,10 @@ export async function createVellum(config: Config, options: { logger?: boolean }
   // Bulk Data export: jobs in the index, files under the data dir, run between requests (bulk/runner.ts).
   const exportFiles = new ExportFiles(path.join(config.dataDir, 'exports'), deriveKey(masterKey, KEY_PURPOSE.exportFiles));
   const exportEncoder = startExportWorker({
-    databasePath,
+    storage: storageLocation,
     exportsDir: path.join(config.dataDir, 'exports'),
     masterKey,
     anchoring: ledger !== undefined,
-    ...(config.ipfsUrl ? { ipfsUrl: config.ipfsUrl } : {}),
   });
   const exportRunner = new ExportRunner({
     services: () => services,

@@ -255,14 +255,14 @@ async function replay(ctx: ReplayContext): Promise<RebuildReport> {
       } catch (err) {
         throw new RebuildError('VLM_REBUILD_LOCATOR', `batch ${receipt.batchId} leaf ${leafIndex}: the locator does not open under this master key`, at, { cause: err });
       }
-      if (!index.dataKeys.getWrappedKey(locator.keyScope)) {
+      if (!(await index.dataKeys.getWrappedKey(locator.keyScope))) {
         const wrapped = await fetchBlob(locator.keyCid, 'data key', at);
         try {
           unwrapDataKey(masterKey, locator.keyScope, wrapped);
         } catch (err) {
           throw new RebuildError('VLM_REBUILD_KEY', `batch ${receipt.batchId} leaf ${leafIndex}: the data key does not unwrap for its scope`, at, { cause: err });
         }
-        index.dataKeys.putWrappedKeyIfAbsent(locator.keyScope, wrapped);
+        await index.dataKeys.putWrappedKeyIfAbsent(locator.keyScope, wrapped);
       }
       const envelope = await fetchBlob(entry.cid, 'envelope', at);
       const { resource, salt, lastUpdated } = await openVersion(cipher, envelope, locator, decoder, at);

@@ -13,25 +13,23 @@ import { MessagePort, Worker, parentPort, workerData } from 'node:worker_threads
 import { AuditTrail, type AuditConverter } from './audit.ts';
 import { Writer } from './writer.ts';
 import { keccakReady } from '../chain/keccak.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
 import { JweCipher } from '../storage/jwe-cipher.ts';
 import { KEY_PURPOSE, deriveKey, keyScoper } from '../storage/keys.ts';
-import { KuboBlobStore } from '../storage/kubo-blob-store.ts';
 import { Repository } from '../storage/repository.ts';
 import { WriteGate } from '../storage/write-gate.ts';
 import type { ReferenceRow } from '../storage/search-types.ts';
 import { SqliteAuditQueue } from '../storage/sqlite/audit-queue.ts';
-import { SqliteBlobStore } from '../storage/sqlite/sqlite-blob-store.ts';
-import { SqliteIndexStore } from '../storage/sqlite/sqlite-index.ts';
+import { openStorage, type StorageLocation } from '../storage/open.ts';
 
 export interface AuditWorkerData {
-  databasePath: string;
+  /** Where index and blocks are (the thread opens its own connections: a small pool on PostgreSQL). */
+  storage: StorageLocation;
+  /** This node's audit queue (a SQLite file in its data dir, whatever holds the index). */
   queuePath: string;
   masterKey: Uint8Array;
   baseUrl: string;
   /** Queue leaves for anchoring (the ledger is on). */
   anchoring: boolean;
-  ipfsUrl?: string;
   /** How long records wait before a conversion round (audit.ts BATCH_DELAY_MS by default). */
   batchDelayMs?: number;
   /** The request thread's write gate on the same database (storage/write-gate.ts). */
@@ -141,8 +139,8 @@ export async function openAuditConverter(data: AuditWorkerData, onError: (err: u
   // The WebAssembly keccak starts asynchronously; records left queued are converted at once, so
   // wait for it rather than hash the first batches with the (slower, identical) JavaScript one.
   await keccakReady;
-  const index = SqliteIndexStore.open(data.databasePath);
-  const blobs: BlobStore = data.ipfsUrl ? await KuboBlobStore.open({ url: data.ipfsUrl }) : SqliteBlobStore.open(data.databasePath, { groupCommit: true });
+  const storage = await openStorage({ ...data.storage, databasePoolMax: 2 }, { groupCommit: true });
+  const { index, blobs } = storage;
   const masterKey = new Uint8Array(data.masterKey);
   const repository = new Repository({
     blobs,
@@ -175,7 +173,7 @@ export async function openAuditConverter(data: AuditWorkerData, onError: (err: u
     ...(data.batchDelayMs !== undefined ? { batchDelayMs: data.batchDelayMs } : {}),
     // The request thread's connections leave checkpoints to this thread (server.ts): one per round,
     // passive (writers go on), so the log is copied and fsynced off the request thread.
-    afterRound: () => index.checkpoint(),
+    afterRound: () => storage.checkpoint(),
     onError,
   });
   return {

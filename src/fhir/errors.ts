@@ -78,7 +78,8 @@ const SQLITE_FULL = 13;
 export function isStorageFull(err: unknown): boolean {
   for (let e = err as { code?: unknown; errcode?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
     if (typeof e !== 'object') return false;
-    if (e.code === 'ENOSPC' || e.errcode === SQLITE_FULL || (typeof e.errcode === 'number' && (e.errcode & 0xff) === SQLITE_FULL)) return true;
+    // PostgreSQL's SQLSTATE 53100 (disk_full).
+    if (e.code === 'ENOSPC' || e.code === '53100' || e.errcode === SQLITE_FULL || (typeof e.errcode === 'number' && (e.errcode & 0xff) === SQLITE_FULL)) return true;
     if (typeof e.message === 'string' && /database or disk is full|no space left on device|ENOSPC/i.test(e.message)) return true;
   }
   return false;

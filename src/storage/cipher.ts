@@ -23,10 +23,13 @@ export interface Cipher {
   open(envelope: Uint8Array, binding: EnvelopeBinding, options?: AbortOptions): Promise<Uint8Array>;
 }
 
-/** Where wrapped (master-key-encrypted) data keys are kept; the index database in production. */
+/**
+ * Where wrapped (master-key-encrypted) data keys are kept; the index database in production.
+ * Embedded stores answer at once, a database server's asynchronously: callers await either.
+ */
 export interface DataKeyStore {
-  getWrappedKey(scope: string): Uint8Array | undefined;
+  getWrappedKey(scope: string): Uint8Array | undefined | Promise<Uint8Array | undefined>;
   /** Store the wrapped key for `scope` if none exists yet; returns the one that is stored. */
-  putWrappedKeyIfAbsent(scope: string, wrapped: Uint8Array): Uint8Array;
-  deleteWrappedKey(scope: string): void;
+  putWrappedKeyIfAbsent(scope: string, wrapped: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  deleteWrappedKey(scope: string): void | Promise<void>;
 }

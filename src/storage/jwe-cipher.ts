@@ -103,7 +103,7 @@ export class JweCipher implements Cipher {
   async seal(plaintext: Uint8Array, binding: EnvelopeBinding, options?: AbortOptions): Promise<Uint8Array> {
     checkAbort(options);
     const bnd = this.#bindingTag(binding);
-    const kek = this.#dataKey(binding.keyScope, true);
+    const kek = await this.#dataKey(binding.keyScope, true);
     checkAbort(options);
     // Fixed member order; the encoded form is what GCM authenticates, so it is built once here.
     const header = Buffer.from(JSON.stringify({ alg: ENVELOPE_ALG, enc: ENVELOPE_ENC, [BINDING_HEADER]: bnd }), 'utf8').toString('base64url');
@@ -155,7 +155,7 @@ export class JweCipher implements Cipher {
     const expected = this.#bindingTag(binding);
     // Key first: with the wrong master key the binding tag cannot match either, and
     // "cannot unwrap" is the accurate diagnosis.
-    const kek = this.#dataKey(binding.keyScope, false);
+    const kek = await this.#dataKey(binding.keyScope, false);
     const actual = header[BINDING_HEADER];
     if (typeof actual !== 'string' || !sameString(actual, expected)) {
       throw bindingError('envelope was sealed for another resource version');
@@ -182,8 +182,8 @@ export class JweCipher implements Cipher {
   }
 
   /** Crypto-shred a scope: delete its wrapped data key from the store and forget the cached key. */
-  shred(scope: string): void {
-    this.#store.deleteWrappedKey(scope);
+  async shred(scope: string): Promise<void> {
+    await this.#store.deleteWrappedKey(scope);
     this.#cache.delete(scope);
   }
 
@@ -241,14 +241,14 @@ export class JweCipher implements Cipher {
    * consulted on every call (one point lookup) so a key shredded elsewhere, e.g. by another API
    * node, stops working here at once; the unwrap is cached.
    */
-  #dataKey(scope: string, create: boolean): KeyObject {
-    let wrapped = this.#store.getWrappedKey(scope);
+  async #dataKey(scope: string, create: boolean): Promise<KeyObject> {
+    let wrapped = await this.#store.getWrappedKey(scope);
     if (wrapped === undefined) {
       this.#cache.delete(scope);
       if (!create) throw storageError('VLM_CIPHER_KEY_SHREDDED', 'gone', 'the data key of this key scope has been deleted');
       const fresh = randomBytes(DATA_KEY_BYTES);
       // If another writer got there first, its key wins and ours is discarded.
-      wrapped = this.#store.putWrappedKeyIfAbsent(scope, wrapDataKey(this.#wrapKey, scope, fresh));
+      wrapped = await this.#store.putWrappedKeyIfAbsent(scope, wrapDataKey(this.#wrapKey, scope, fresh));
       fresh.fill(0);
     }
     const cached = this.#cache.get(scope);

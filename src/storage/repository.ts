@@ -154,7 +154,7 @@ export class Repository {
    * its CID. Content-addressed, so publishing again is a no-op; remembered per process.
    */
   async #publishKey(scope: string, options?: AbortOptions): Promise<string> {
-    const wrapped = this.index.dataKeys.getWrappedKey(scope);
+    const wrapped = await this.index.dataKeys.getWrappedKey(scope);
     if (!wrapped) throw storageError('VLM_KEY_MISSING', 'fault', 'the data key of a scope in use is missing');
     // Compared, not just looked up: a shredded scope that comes back has a new key.
     const known = this.#keyBlocks.get(scope);

@@ -17,7 +17,7 @@ t.test('a crashed converter thread is restarted, and settle never hangs', async 
   const converter = startAuditWorker(
     {
       // A directory where a database file is expected: opening it fails in the thread.
-      databasePath: dir,
+      storage: { databasePath: dir },
       queuePath: path.join(dir, 'missing', 'queue.db'),
       masterKey: new Uint8Array(32).fill(7),
       baseUrl: 'http://vellum.test/fhir',

@@ -47,19 +47,36 @@ async function startCluster(): Promise<string> {
 
 /** The URL of a fresh, empty database (dropped when `t` ends). */
 export async function freshDatabase(t: Test): Promise<string> {
+  const { url, drop } = await createDatabase();
+  t.teardown(drop);
+  return url;
+}
+
+/** A fresh, empty database and how to drop it (for callers that must close their pools first). */
+export async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const admin = process.env.VELLUM_TEST_DATABASE_URL ?? (await (cluster ??= startCluster()));
   const name = `vellum_test_${process.pid}_${++databases}`;
   const client = new pg.Client({ connectionString: admin });
   await client.connect();
   await client.query(`CREATE DATABASE ${name}`);
   await client.end();
-  t.teardown(async () => {
-    const c = new pg.Client({ connectionString: admin });
-    await c.connect();
-    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await c.end();
-  });
   const url = new URL(admin);
   url.pathname = `/${name}`;
-  return url.toString();
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: admin });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+/**
+ * Which database the in-process test servers use: `VELLUM_TEST_DATABASE=postgres` runs them on
+ * PostgreSQL (a fresh database each), anything else on the embedded SQLite file.
+ */
+export function testDatabase(): 'sqlite' | 'postgres' {
+  return process.env.VELLUM_TEST_DATABASE === 'postgres' ? 'postgres' : 'sqlite';
 }

@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { Test } from 'tap';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createVellum, type Vellum } from '../../src/server.ts';
+import { createDatabase, testDatabase } from './postgres.ts';
 
 export const FHIR_JSON = 'application/fhir+json';
 
@@ -33,10 +34,21 @@ export async function startTestServer(t: Test, env: Record<string, string> = {})
   // Anchoring is off unless a test asks for it (VELLUM_CHAIN=embedded): HTTP-semantics tests do not
   // need a chain, and the anchoring tests and every `npm start`-style process test run the default.
   // Authorization and the audit trail are off too: their own tests turn them on.
-  const config = loadConfig({ VELLUM_DATA_DIR: dataDir, PORT: '8080', VELLUM_CHAIN: 'off', VELLUM_AUTH: 'off', VELLUM_AUDIT: 'off', ...env });
+  // VELLUM_TEST_DATABASE=postgres: the same server on a fresh PostgreSQL database (helpers/postgres.ts).
+  const database = testDatabase() === 'postgres' && env.VELLUM_DATABASE_URL === undefined ? await createDatabase() : undefined;
+  const config = loadConfig({
+    VELLUM_DATA_DIR: dataDir,
+    PORT: '8080',
+    VELLUM_CHAIN: 'off',
+    VELLUM_AUTH: 'off',
+    VELLUM_AUDIT: 'off',
+    ...(database ? { VELLUM_DATABASE_URL: database.url } : {}),
+    ...env,
+  });
   const vellum = await createVellum(config, { logger: false });
   t.teardown(async () => {
     await vellum.close();
+    await database?.drop();
     if (owned) fs.rmSync(dataDir, { recursive: true, force: true });
   });
   return {

@@ -89,7 +89,7 @@ t.test('shredded scope → VLM_CIPHER_KEY_SHREDDED (gone), other scopes unaffect
   const other: EnvelopeBinding = { ...binding, keyScope: keyScopeFor(master, 'Patient/456') };
   const env = await cipher.seal(payload, binding);
   const envOther = await cipher.seal(payload, other);
-  cipher.shred(scope);
+  await cipher.shred(scope);
   await t.rejects(cipher.open(env, binding), { code: 'VLM_CIPHER_KEY_SHREDDED', category: 'gone' });
   t.ok(await cipher.open(envOther, other));
 

@@ -52,10 +52,12 @@ export async function openEmbeddedAuth(options: {
   log?: { info(obj: object, msg: string): void };
   patientExists?: (id: string) => Promise<boolean>;
   now?: () => number;
+  /** Where clients, users, codes and refresh tokens live (default: `auth.db` in the data dir). */
+  store?: AuthStore;
 }): Promise<EmbeddedAuth> {
   const { dataDir, config } = options;
   const urls = authUrls(config.authUrl, config.audience);
-  const store = SqliteAuthStore.open(join(dataDir, 'auth.db'));
+  const store = options.store ?? SqliteAuthStore.open(join(dataDir, 'auth.db'));
   try {
     const keys = await SigningKeys.open(join(dataDir, 'auth', 'signing-keys.json'), {
       // A retired key must outlive every token it signed (access and id tokens share the TTL).

@@ -12,21 +12,19 @@ import { keccakReady } from '../../chain/keccak.ts';
 import type { BlobStore } from '../../storage/blob-store.ts';
 import { JweCipher } from '../../storage/jwe-cipher.ts';
 import { KEY_PURPOSE, deriveKey } from '../../storage/keys.ts';
-import { KuboBlobStore } from '../../storage/kubo-blob-store.ts';
 import { Repository } from '../../storage/repository.ts';
-import { SqliteBlobStore } from '../../storage/sqlite/sqlite-blob-store.ts';
-import { SqliteIndexStore } from '../../storage/sqlite/sqlite-index.ts';
+import { openStorage, type StorageLocation } from '../../storage/open.ts';
 import { PartBuilder, type Elements, type EncodeItem, type Flushed, type PartJob } from './encoder.ts';
 import { ExportFiles } from './files.ts';
 
 export interface ExportWorkerData {
   exportWorker: true;
-  databasePath: string;
+  /** Where index and blocks are (the thread opens its own connections: a small pool on PostgreSQL). */
+  storage: StorageLocation;
   exportsDir: string;
   masterKey: Uint8Array;
   /** Write proofs (the ledger is on). */
   anchoring: boolean;
-  ipfsUrl?: string;
 }
 
 /** The part builder as the runner uses it, wherever it runs. */
@@ -92,8 +90,7 @@ export function startExportWorker(data: Omit<ExportWorkerData, 'exportWorker'>):
 
 async function runThread(port: MessagePort, data: ExportWorkerData): Promise<void> {
   await keccakReady;
-  const index = SqliteIndexStore.open(data.databasePath);
-  const blobs: BlobStore = data.ipfsUrl ? await KuboBlobStore.open({ url: data.ipfsUrl }) : SqliteBlobStore.open(data.databasePath);
+  const { index, blobs } = await openStorage({ ...data.storage, databasePoolMax: 2 });
   const masterKey = new Uint8Array(data.masterKey);
   const repository = new Repository({ blobs, index, cipher: new JweCipher(masterKey, index.dataKeys), cacheEntries: 0 });
   const builder = new PartBuilder({

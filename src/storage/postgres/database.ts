@@ -9,6 +9,7 @@
  */
 import pg from 'pg';
 import { storageError } from '../errors.ts';
+import { INDEX_SCHEMA } from './pg-schema.ts';
 
 export interface PostgresOptions {
   /** postgres://user:password@host:port/database */
@@ -77,14 +78,26 @@ export const MIGRATIONS: readonly Migration[] = [
       value BYTEA NOT NULL
     )`,
   },
+  {
+    version: 3,
+    name: 'index',
+    sql: INDEX_SCHEMA,
+  },
 ];
+
+/** BIGINT (sequence numbers, rids, times in ms: all below 2^53) read as numbers, not strings. */
+const INT8_OID = 20;
+const TYPES = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary' ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
 
 /** Key of the advisory lock migrations run under ('vellum migrations'). */
 const MIGRATION_LOCK = 0x76656c6c;
 
 /** Open a pool; fails with `VLM_DB_UNAVAILABLE` (unavailable) when the server cannot be reached. */
 export async function openPostgres(options: PostgresOptions): Promise<pg.Pool> {
-  const pool = new pg.Pool({ connectionString: options.url, max: options.maxConnections ?? 10, connectionTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({ connectionString: options.url, max: options.maxConnections ?? 10, connectionTimeoutMillis: 10_000, types: TYPES });
   // An idle client that loses its connection (the server restarted) is dropped from the pool, not thrown.
   pool.on('error', () => undefined);
   try {

@@ -202,6 +202,46 @@ export type SearchPlan = 'auto' | 'filter' | 'walk';
  */
 export const PAGE_PLAN_LIMIT = 2000;
 
+/**
+ * What differs between the SQL the planner writes for SQLite and for PostgreSQL
+ * (src/storage/postgres/pg-index.ts runs the same plans there). SQLite has no statistics, so the
+ * plans carry its access paths (`INDEXED BY`, unary `+` to keep a column off an index, `CROSS JOIN`
+ * to fix the join order); PostgreSQL's planner chooses with statistics and gets none of them.
+ */
+export interface SqlDialect {
+  /** The n-th (1-based) bound parameter. */
+  placeholder(n: number): string;
+  /** ` INDEXED BY <index>`, or nothing. */
+  indexedBy(index: string): string;
+  /** Prefix that keeps a column's index out of a predicate or an ORDER BY ('+'), or nothing. */
+  readonly hint: '' | '+';
+  /** A join whose left side is read first. */
+  readonly orderedJoin: string;
+  /** Null-safe equality. */
+  readonly isNotDistinct: string;
+  /** A physical row id, for ties between rows of one table. */
+  readonly rowid: string;
+  readonly true: string;
+  readonly false: string;
+  /** The highest code point as a one-character string (prefix ranges: `x < p || it`). */
+  readonly maxCharacter: string;
+  /** A bound JSON array as the table `j` with a column `value`: its strings (`text`), or its elements as JSON. */
+  jsonRows(bound: string, text: boolean): string;
+}
+
+export const SQLITE: SqlDialect = {
+  placeholder: () => '?',
+  indexedBy: (index) => ` INDEXED BY ${index}`,
+  hint: '+',
+  orderedJoin: 'CROSS JOIN',
+  isNotDistinct: 'IS',
+  rowid: 'rowid',
+  true: '1',
+  false: '0',
+  maxCharacter: `char(${0x10ffff})`,
+  jsonRows: (bound) => `json_each(${bound}) j`,
+};
+
 /** A planned statement: SQL text plus its bound values, in order. */
 export interface PlannedSql {
   readonly sql: string;
@@ -255,42 +295,26 @@ export class SearchSql {
   search(q: IndexQuery, plan: SearchPlan = 'auto'): SearchHit[] {
     try {
       if (q.count <= 0) return [];
-      const walk = plan === 'filter' ? undefined : planWalk(q);
-      const hits = walk !== undefined && (plan === 'walk' || this.#prefersWalk(q)) ? this.#walk(q, walk) : this.#rows(planSearch(q), q);
+      const page = planPage(q, plan);
+      const walk = page.probe === undefined ? page.walk : this.#count(page.probe) >= PAGE_PLAN_LIMIT ? page.walk : undefined;
+      const hits = walk !== undefined ? this.#walk(q, walk) : this.#rows(planSearch(q), q);
       return q.keyset?.direction === 'before' ? hits.reverse() : hits;
     } catch (err) {
       throw queryLimitError(err) ?? err;
     }
   }
 
-  /**
-   * Whether an ordered walk (`planWalk`) beats the filter plan. The default order from an equality
-   * driver's index never costs more than filtering and sorting the same candidates; otherwise the
-   * driver's candidates are counted up to PAGE_PLAN_LIMIT: fewer, and the filter plan sorts them
-   * (bounded work, and no walk over a sparse order); as many, and the walk's page is cheaper.
-   */
-  #prefersWalk(q: IndexQuery): boolean {
-    if (q.sort.length === 0 && q.resourceType !== null && orderedDriver(q) !== undefined) return true;
-    // Few candidates by construction: ids (the `(type, id)` index seeks each), and linked searches
-    // (chains, `_has`, reverse includes), which drive from their nested search's few results —
-    // counting those would run the nested search twice.
-    if (hasIdClause(q.where)) return false;
-    const driver = chooseDriver(q.where);
-    if (driver >= 0 && q.where[driver]!.anyOf.some(isLinkedCondition)) return false;
-    const probe = planDriverCount(q, PAGE_PLAN_LIMIT);
-    if (probe === undefined) return true;
-    return Number(this.#statement(probe.sql).get(...probe.params)?.['n'] ?? 0) >= PAGE_PLAN_LIMIT;
+  #count(planned: PlannedSql): number {
+    return Number(this.#statement(planned.sql).get(...planned.params)?.['n'] ?? 0);
   }
 
   /** Read a walk's segments in turn (reversed for `before`) until the page is full. */
   #walk(q: IndexQuery, segments: PlannedSql[]): SearchHit[] {
     const hits: SearchHit[] = [];
-    for (const segment of q.keyset?.direction === 'before' ? [...segments].reverse() : segments) {
+    for (const segment of walkOrder(q, segments)) {
       const wanted = q.count - hits.length;
       if (wanted <= 0) break;
-      // The LIMIT is the segment's last bound value.
-      const params = [...segment.params.slice(0, -1), wanted];
-      hits.push(...this.#rows({ sql: segment.sql, params }, q));
+      hits.push(...this.#rows(withLimit(segment, wanted), q));
     }
     return hits;
   }
@@ -331,6 +355,38 @@ export class SearchSql {
     }
     return stmt;
   }
+}
+
+/**
+ * How a page is read: an ordered walk (`planWalk`), the filter plan (`planSearch`, when `walk` is
+ * absent), or — when `probe` is given — the walk if the probe counts PAGE_PLAN_LIMIT candidates or
+ * more, else the filter plan. The default order from an equality driver's index never costs more
+ * than filtering and sorting the same candidates; otherwise the driver's candidates are counted up
+ * to PAGE_PLAN_LIMIT: fewer, and the filter plan sorts them (bounded work, and no walk over a sparse
+ * order); as many, and the walk's page is cheaper.
+ */
+export function planPage(q: IndexQuery, plan: SearchPlan, d: SqlDialect = SQLITE): { walk?: PlannedSql[]; probe?: PlannedSql } {
+  const walk = plan === 'filter' ? undefined : planWalk(q, d);
+  if (walk === undefined) return {};
+  if (plan === 'walk' || (q.sort.length === 0 && q.resourceType !== null && orderedDriver(q) !== undefined)) return { walk };
+  // Few candidates by construction: ids (the `(type, id)` index seeks each), and linked searches
+  // (chains, `_has`, reverse includes), which drive from their nested search's few results —
+  // counting those would run the nested search twice.
+  if (hasIdClause(q.where)) return {};
+  const driver = chooseDriver(q.where);
+  if (driver >= 0 && q.where[driver]!.anyOf.some(isLinkedCondition)) return {};
+  const probe = planDriverCount(q, PAGE_PLAN_LIMIT, d);
+  return probe === undefined ? { walk } : { walk, probe };
+}
+
+/** A walk's segments in reading order: reversed for a page `before` a position. */
+export function walkOrder(q: IndexQuery, segments: readonly PlannedSql[]): readonly PlannedSql[] {
+  return q.keyset?.direction === 'before' ? [...segments].reverse() : segments;
+}
+
+/** A walk segment with its LIMIT (its last bound value) set to `limit`. */
+export function withLimit(segment: PlannedSql, limit: number): PlannedSql {
+  return { sql: segment.sql, params: [...segment.params.slice(0, -1), limit] };
 }
 
 /** SQLITE_ERROR and SQLITE_TOOBIG (primary result codes; node:sqlite reports them as `errcode`). */
@@ -427,7 +483,7 @@ function compositeColumns(p: BasicRow): SQLInputValue[] {
 
 const COMPOSITE_COLUMNS = ['norm', 'exact', 'system', 'code', 'text', 'low', 'high', 'target_type', 'target_id', 'url', 'value', 'unit'];
 
-function toHit(row: Record<string, unknown>, sortKeys: number): SearchHit {
+export function toHit(row: Record<string, unknown>, sortKeys: number): SearchHit {
   const key: SortValue[] = [];
   for (let i = 0; i < sortKeys; i++) {
     const v = row[`k${i}`];
@@ -465,8 +521,8 @@ function toHit(row: Record<string, unknown>, sortKeys: number): SearchHit {
  * the reversed order (so LIMIT takes the nearest ones), reversed back to the query's order by
  * `SearchSql.search`.
  */
-export function planSearch(q: IndexQuery): PlannedSql {
-  const b = new Binder(q.linkScopes);
+export function planSearch(q: IndexQuery, d: SqlDialect = SQLITE): PlannedSql {
+  const b = new Binder(q.linkScopes, d);
   const keys = q.sort.map((s) => sortKey(s, b));
   const where = whereSql(q, b);
   const columns = keys.map((k, i) => `${k.expr} AS k${i}`);
@@ -475,12 +531,12 @@ export function planSearch(q: IndexQuery): PlannedSql {
   const names = keys.map((_, i) => `k${i}`);
   // With a driving clause, `+rid` keeps SQLite from walking the rowid in order (every resource,
   // probing the driver for each) instead of reading the driver's few rows and sorting them.
-  const rid = chooseDriver(q.where) >= 0 || dateRangeGroup(q.where) !== undefined || hasIdClause(q.where) ? '+rid' : 'rid';
+  const rid = chooseDriver(q.where) >= 0 || dateRangeGroup(q.where) !== undefined || hasIdClause(q.where) ? `${d.hint}rid` : 'rid';
   const position = q.keyset?.key ? keysetSql(keys, names, rid, q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b) : undefined;
   const order = orderSql(keys, names, rid, reverse);
   const outerColumns = ['rid', 'type', 'id', 'version', 'cid', 'last_updated', ...names].join(', ');
   const sql =
-    `SELECT ${outerColumns} FROM (${inner})${position ? ` WHERE ${position}` : ''} ` +
+    `SELECT ${outerColumns} FROM (${inner}) AS q${position ? ` WHERE ${position}` : ''} ` +
     `ORDER BY ${order} LIMIT ${b.bind(q.count)} OFFSET ${b.bind(q.offset)}`;
   return { sql, params: b.params };
 }
@@ -510,16 +566,16 @@ function orderSql(keys: readonly SortKey[], names: readonly string[], rid: strin
  * - `_id` and `_lastUpdated` first: the `(type, id)` and `(type, last_updated)` indexes.
  * Further sort keys order the ties of the first (SQLite sorts each run of equal first keys).
  */
-export function planWalk(q: IndexQuery): PlannedSql[] | undefined {
+export function planWalk(q: IndexQuery, d: SqlDialect = SQLITE): PlannedSql[] | undefined {
   if (q.offset > 0) return undefined;
   const first = q.sort[0];
-  if (first === undefined) return [q.resourceType !== null && orderedDriver(q) !== undefined ? walkDriver(q) : walkType(q)];
+  if (first === undefined) return [q.resourceType !== null && orderedDriver(q) !== undefined ? walkDriver(q, d) : walkType(q, d)];
   if (first.of === 'reference') return undefined;
   if (first.of === 'id' || first.of === 'lastUpdated') {
     if (q.resourceType === null) return undefined;
-    return [walkResources(q, first.of === 'id' ? 'r.id' : 'r.last_updated')];
+    return [walkResources(q, first.of === 'id' ? 'r.id' : 'r.last_updated', d)];
   }
-  return walkValues(q, first.of, first.param);
+  return walkValues(q, first.of, first.param, d);
 }
 
 /** A clause of ids only (`_id=a,b`): the `(type, id)` index finds its few matches directly. */
@@ -564,53 +620,56 @@ const VALUE_INDEX: Record<'token' | 'reference' | 'uri', string> = {
 const HIT_COLUMNS = 'r.rid, r.type, r.id, r.version, r.cid, r.last_updated';
 
 /** Default order from an equality driver's index; a resource with the value twice is read once (its first row). */
-function walkDriver(q: IndexQuery): PlannedSql {
-  const b = new Binder(q.linkScopes);
+function walkDriver(q: IndexQuery, d: SqlDialect): PlannedSql {
+  const b = new Binder(q.linkScopes, d);
   const driver = orderedDriver(q)!;
   const table = driver.table as 'token' | 'reference' | 'uri';
   const index = 'url' in (q.where[driver.index]!.anyOf[0] as object) ? 'search_reference_url' : VALUE_INDEX[table];
   const reverse = q.keyset?.direction === 'before';
   const parts = [`s.param = ${b.bind(driver.param)}`, driver.match(b)];
-  parts.push(`NOT EXISTS (SELECT 1 FROM search_${table} x INDEXED BY search_${table}_rid WHERE x.rid = s.rid AND x.param = s.param AND ${sameRow(table)} AND x.rowid < s.rowid)`);
+  parts.push(
+    `NOT EXISTS (SELECT 1 FROM search_${table} x${d.indexedBy(`search_${table}_rid`)} WHERE x.rid = s.rid AND x.param = s.param AND ${sameRow(table, d)} AND x.${d.rowid} < s.${d.rowid})`,
+  );
   parts.push('r.deleted = 0', `r.type = ${b.bind(q.resourceType!)}`);
   q.where.forEach((clause, i) => {
     if (i !== driver.index) parts.push(clauseSql(clause, false, b));
   });
   if (q.keyset?.key) parts.push(keysetSql([], [], 's.rid', q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b));
   const sql =
-    `SELECT ${HIT_COLUMNS} FROM search_${table} s INDEXED BY ${index} CROSS JOIN resources r ON r.rid = s.rid ` +
+    `SELECT ${HIT_COLUMNS} FROM search_${table} s${d.indexedBy(index)} ${d.orderedJoin} resources r ON r.rid = s.rid ` +
     `WHERE ${nest(parts, 'AND')} ORDER BY s.rid ${reverse ? 'DESC' : 'ASC'} LIMIT ${b.bind(q.count)}`;
   return { sql, params: b.params };
 }
 
 /** Two rows of one resource carrying the same value of the driving parameter. */
-function sameRow(table: 'token' | 'reference' | 'uri'): string {
+function sameRow(table: 'token' | 'reference' | 'uri', d: SqlDialect): string {
+  const is = d.isNotDistinct;
   switch (table) {
     case 'token':
-      return 'x.code IS s.code AND x.system IS s.system';
+      return `x.code ${is} s.code AND x.system ${is} s.system`;
     case 'reference':
-      return 'x.target_id IS s.target_id AND x.target_type IS s.target_type AND x.url IS s.url';
+      return `x.target_id ${is} s.target_id AND x.target_type ${is} s.target_type AND x.url ${is} s.url`;
     case 'uri':
-      return 'x.value IS s.value';
+      return `x.value ${is} s.value`;
   }
 }
 
 /** Default order over the type's live resources (or every resource at system level), in rid order. */
-function walkType(q: IndexQuery): PlannedSql {
-  const b = new Binder(q.linkScopes);
+function walkType(q: IndexQuery, d: SqlDialect): PlannedSql {
+  const b = new Binder(q.linkScopes, d);
   const reverse = q.keyset?.direction === 'before';
   const parts = ['r.deleted = 0'];
   if (q.resourceType !== null) parts.push(`r.type = ${b.bind(q.resourceType)}`);
   q.where.forEach((clause) => parts.push(clauseSql(clause, false, b)));
   if (q.keyset?.key) parts.push(keysetSql([], [], 'r.rid', q.keyset.key, q.keyset.direction, q.keyset.inclusive === true, b));
-  const from = q.resourceType !== null ? 'resources r INDEXED BY search_resources_type' : 'resources r';
+  const from = q.resourceType !== null ? `resources r${d.indexedBy('search_resources_type')}` : 'resources r';
   const sql = `SELECT ${HIT_COLUMNS} FROM ${from} WHERE ${nest(parts, 'AND')} ORDER BY r.rid ${reverse ? 'DESC' : 'ASC'} LIMIT ${b.bind(q.count)}`;
   return { sql, params: b.params };
 }
 
 /** First sort key `_id` or `_lastUpdated`: the `(type, id)` or `(type, last_updated)` index, in order. */
-function walkResources(q: IndexQuery, column: 'r.id' | 'r.last_updated'): PlannedSql {
-  const b = new Binder(q.linkScopes);
+function walkResources(q: IndexQuery, column: 'r.id' | 'r.last_updated', d: SqlDialect): PlannedSql {
+  const b = new Binder(q.linkScopes, d);
   const keys = q.sort.map((s, i) => (i === 0 ? { expr: column, descending: s.descending, nullable: false } : sortKey(s, b)));
   return walkSegment(q, keys, 'resources r', ['r.deleted = 0', `r.type = ${b.bind(q.resourceType!)}`], b);
 }
@@ -648,30 +707,30 @@ const SORT_INDEX: Record<Exclude<SearchKind, 'reference'>, (descending: boolean)
  * their lowest value ascending, highest descending (ties between equal rows by rowid) — in the
  * value index's order; (2) resources without one (NULLS LAST), in rid order.
  */
-function walkValues(q: IndexQuery, kind: Exclude<SearchKind, 'reference'>, param: string): PlannedSql[] {
+function walkValues(q: IndexQuery, kind: Exclude<SearchKind, 'reference'>, param: string, d: SqlDialect): PlannedSql[] {
   const first = q.sort[0]!;
   const { index, column } = SORT_INDEX[kind](first.descending);
   const x = column.replace('s.', 'x.');
   const better = first.descending ? '>' : '<';
   const withValue = (() => {
-    const b = new Binder(q.linkScopes);
+    const b = new Binder(q.linkScopes, d);
     const keys = q.sort.map((s, i) => (i === 0 ? { expr: column, descending: s.descending, nullable: false } : sortKey(s, b)));
     const parts = [
       `s.param = ${b.bind(param)}`,
-      `NOT EXISTS (SELECT 1 FROM search_${kind} x INDEXED BY search_${kind}_rid WHERE x.rid = s.rid AND x.param = s.param ` +
-        `AND (${x} ${better} ${column} OR (${x} = ${column} AND x.rowid < s.rowid)))`,
+      `NOT EXISTS (SELECT 1 FROM search_${kind} x${d.indexedBy(`search_${kind}_rid`)} WHERE x.rid = s.rid AND x.param = s.param ` +
+        `AND (${x} ${better} ${column} OR (${x} = ${column} AND x.${d.rowid} < s.${d.rowid})))`,
       'r.deleted = 0',
     ];
     if (q.resourceType !== null) parts.push(`r.type = ${b.bind(q.resourceType)}`);
-    return walkSegment(q, keys, `search_${kind} s INDEXED BY ${index} CROSS JOIN resources r ON r.rid = s.rid`, parts, b);
+    return walkSegment(q, keys, `search_${kind} s${d.indexedBy(index)} ${d.orderedJoin} resources r ON r.rid = s.rid`, parts, b);
   })();
   const withoutValue = (() => {
-    const b = new Binder(q.linkScopes);
+    const b = new Binder(q.linkScopes, d);
     const keys = q.sort.map((s, i) => (i === 0 ? { expr: 'NULL', descending: s.descending, nullable: true } : sortKey(s, b)));
     const parts = ['r.deleted = 0'];
     if (q.resourceType !== null) parts.push(`r.type = ${b.bind(q.resourceType)}`);
-    parts.push(`NOT EXISTS (SELECT 1 FROM ${perResource(kind)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)})`);
-    return walkSegment(q, keys, q.resourceType !== null ? 'resources r INDEXED BY search_resources_type' : 'resources r', parts, b);
+    parts.push(`NOT EXISTS (SELECT 1 FROM ${perResource(kind, b)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)})`);
+    return walkSegment(q, keys, q.resourceType !== null ? `resources r${d.indexedBy('search_resources_type')}` : 'resources r', parts, b);
   })();
   return [withValue, withoutValue];
 }
@@ -681,13 +740,13 @@ function walkValues(q: IndexQuery, kind: Exclude<SearchKind, 'reference'>, param
  * how the planner tells few matches (filter plan) from many (ordered walk) without statistics.
  * Undefined when the search has no driving clause.
  */
-export function planDriverCount(q: IndexQuery, limit: number): PlannedSql | undefined {
-  const b = new Binder(q.linkScopes);
+export function planDriverCount(q: IndexQuery, limit: number, d: SqlDialect = SQLITE): PlannedSql | undefined {
+  const b = new Binder(q.linkScopes, d);
   const driver = driverSql(q, b);
   if (driver === undefined) return undefined;
   // The driver's index rows alone (no lookup of each resource): a parameter shared by several types
   // may count a few of another type, which only tips a borderline search to the walk.
-  return { sql: `SELECT COUNT(*) AS n FROM (${driver} LIMIT ${b.bind(limit)})`, params: b.params };
+  return { sql: `SELECT COUNT(*) AS n FROM (${driver} LIMIT ${b.bind(limit)}) AS q`, params: b.params };
 }
 
 /** A sort key of the page query: its SQL value, its direction, and whether it can be NULL. */
@@ -733,7 +792,7 @@ function keysetSql(
     const { column, k, value } = parts[i]!;
     if (value === null) {
       // NULLs sort last in both directions: after NULL only NULLs (ties) follow; before it, every value.
-      const beyond = after ? '0' : `${column} IS NOT NULL`;
+      const beyond = after ? b.dialect.false : `${column} IS NOT NULL`;
       return `(${beyond} OR (${column} IS NULL AND ${render(i + 1)}))`;
     }
     const op = (k.descending !== !after) ? '<' : '>';
@@ -746,12 +805,12 @@ function keysetSql(
 }
 
 /** Plan the total of a search: `SELECT COUNT(*) AS n …` over the same filter (ignores sort and paging). */
-export function planCount(q: IndexQuery, limit?: number): PlannedSql {
-  const b = new Binder(q.linkScopes);
+export function planCount(q: IndexQuery, limit?: number, d: SqlDialect = SQLITE): PlannedSql {
+  const b = new Binder(q.linkScopes, d);
   const sql =
     limit === undefined
       ? `SELECT COUNT(*) AS n FROM resources r WHERE ${whereSql(q, b)}`
-      : `SELECT COUNT(*) AS n FROM (SELECT 1 FROM resources r WHERE ${whereSql(q, b)} LIMIT ${b.bind(limit)})`;
+      : `SELECT COUNT(*) AS n FROM (SELECT 1 FROM resources r WHERE ${whereSql(q, b)} LIMIT ${b.bind(limit)}) AS q`;
   return { sql, params: b.params };
 }
 
@@ -762,12 +821,14 @@ export function planCount(q: IndexQuery, limit?: number): PlannedSql {
 class Binder {
   readonly params: SQLInputValue[] = [];
   readonly linkScopes: Readonly<Record<string, KeyScopeFilter>> | undefined;
-  constructor(linkScopes?: Readonly<Record<string, KeyScopeFilter>>) {
+  readonly dialect: SqlDialect;
+  constructor(linkScopes: Readonly<Record<string, KeyScopeFilter>> | undefined, dialect: SqlDialect) {
     this.linkScopes = linkScopes;
+    this.dialect = dialect;
   }
   bind(value: SQLInputValue): string {
     this.params.push(value);
-    return '?';
+    return this.dialect.placeholder(this.params.length);
   }
 }
 
@@ -795,7 +856,7 @@ function whereSql(q: SubQuery | IndexQuery, b: Binder): string {
   if (byRange) driver = -1;
   // With a driving clause, `+` keeps SQLite from walking the (type, id) index and probing the
   // IN list for every resource of the type: rows come from the driver by rowid instead.
-  if (q.resourceType !== null) parts.push(`${driver >= 0 || byRange ? '+' : ''}r.type = ${b.bind(q.resourceType)}`);
+  if (q.resourceType !== null) parts.push(`${driver >= 0 || byRange ? b.dialect.hint : ''}r.type = ${b.bind(q.resourceType)}`);
   // The range's clauses still probe each resource: the driver only narrows the candidates.
   if (byRange) parts.push(`r.rid IN (${dateRangeDriver(range, b)})`);
   q.where.forEach((clause, i) => parts.push(clauseSql(clause, i === driver, b)));
@@ -907,12 +968,12 @@ function highBound(c: DateCondition): number {
 function dateRangeDriver(g: DateRangeGroup, b: Binder): string {
   const match = () => g.conditions.map((c) => rangeSql(c.prefix, 's.low', 's.high', c.low, c.high, b)).join(' AND ');
   const short =
-    `SELECT s.rid FROM search_date s INDEXED BY search_date_low WHERE s.param = ${b.bind(g.param)} ` +
+    `SELECT s.rid FROM search_date s${b.dialect.indexedBy('search_date_low')} WHERE s.param = ${b.bind(g.param)} ` +
     `AND s.low >= ${b.bind(g.lower)} AND s.low <= ${b.bind(g.upper)} AND s.high - s.low <= ${SHORT_DATE_MS} AND ${match()}`;
   const wide =
-    `SELECT s.rid FROM search_date s INDEXED BY search_date_wide WHERE s.param = ${b.bind(g.param)} ` +
+    `SELECT s.rid FROM search_date s${b.dialect.indexedBy('search_date_wide')} WHERE s.param = ${b.bind(g.param)} ` +
     `AND s.high - s.low > ${SHORT_DATE_MS} AND s.low <= ${b.bind(g.upper)} AND ${match()}`;
-  const spans = `SELECT s.rid FROM search_date s INDEXED BY search_date_low WHERE s.param = ${b.bind(`${g.param}${SPAN_SUFFIX}`)} AND s.low <= ${b.bind(g.upper)}`;
+  const spans = `SELECT s.rid FROM search_date s${b.dialect.indexedBy('search_date_low')} WHERE s.param = ${b.bind(`${g.param}${SPAN_SUFFIX}`)} AND s.low <= ${b.bind(g.upper)}`;
   return `${short} UNION ALL ${wide} UNION ALL ${spans}`;
 }
 
@@ -946,7 +1007,7 @@ function unionAll(selects: readonly string[]): string {
   if (selects.length <= COMPOUND_TERMS) return selects.join(' UNION ALL ');
   const chunks: string[] = [];
   for (let i = 0; i < selects.length; i += COMPOUND_TERMS) {
-    chunks.push(`SELECT rid FROM (${selects.slice(i, i + COMPOUND_TERMS).join(' UNION ALL ')})`);
+    chunks.push(`SELECT rid FROM (${selects.slice(i, i + COMPOUND_TERMS).join(' UNION ALL ')}) AS u`);
   }
   return unionAll(chunks);
 }
@@ -1006,7 +1067,7 @@ function chooseDriver(clauses: readonly IndexClause[]): number {
 }
 
 function clauseSql(clause: IndexClause, driving: boolean, b: Binder): string {
-  if (clause.anyOf.length === 0) return clause.negate ? '1' : '0';
+  if (clause.anyOf.length === 0) return clause.negate ? b.dialect.true : b.dialect.false;
   // chooseDriver only picks clauses made of row and linked conditions.
   const sql = driving
     ? `r.rid IN (${unionAll([
@@ -1030,7 +1091,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
       return {
         drive: () => `SELECT s.rid FROM search_reference s WHERE s.param = ${b.bind(c.param)} AND (s.target_id, s.target_type) IN (${targets()})`,
         probe: () =>
-          `EXISTS (SELECT 1 FROM ${perResource('reference')} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)} ` +
+          `EXISTS (SELECT 1 FROM ${perResource('reference', b)} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)} ` +
           `AND (s.target_id, s.target_type) IN (${targets()}))`,
       };
     }
@@ -1041,7 +1102,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
           `SELECT t.rid FROM search_reference s JOIN resources t ON t.type = s.target_type AND t.id = s.target_id ` +
           `WHERE s.param = ${b.bind(c.param)} AND s.rid IN (${sources()})`,
         probe: () =>
-          `EXISTS (SELECT 1 FROM search_reference s INDEXED BY search_reference_target WHERE s.param = ${b.bind(c.param)} ` +
+          `EXISTS (SELECT 1 FROM search_reference s${b.dialect.indexedBy('search_reference_target')} WHERE s.param = ${b.bind(c.param)} ` +
           `AND s.target_id = r.id AND s.target_type = r.type AND s.rid IN (${sources()}))`,
       };
     }
@@ -1051,7 +1112,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
         c.components
           .map((comp) => {
             const groups = groupsOf(comp.kind, comp.param, [comp]);
-            const from = perRid ? 'search_composite s INDEXED BY search_composite_rid' : 'search_composite s';
+            const from = perRid ? `search_composite s${b.dialect.indexedBy('search_composite_rid')}` : 'search_composite s';
             const rid = perRid ? 's.rid = r.rid AND ' : '';
             // Bound in text order: the parameter, then the predicate's values.
             const param = b.bind(comp.param);
@@ -1060,7 +1121,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
           })
           .join(' INTERSECT ');
       return {
-        drive: () => `SELECT rid FROM (${arms('s.rid, s.grp', false)})`,
+        drive: () => `SELECT rid FROM (${arms('s.rid, s.grp', false)}) AS c`,
         probe: () => `EXISTS (${arms('s.grp', true)})`,
       };
     }
@@ -1093,13 +1154,13 @@ function anyOfSql(conditions: readonly IndexCondition[], b: Binder): string {
   for (const c of conditions) {
     if (c.kind === 'lastUpdated') terms.push(rangeSql(c.prefix, 'r.last_updated', 'r.last_updated', c.low, c.high, b));
     else if (c.kind === 'missing') {
-      const exists = `EXISTS (SELECT 1 FROM ${perResource(c.of)} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)})`;
+      const exists = `EXISTS (SELECT 1 FROM ${perResource(c.of, b)} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)})`;
       terms.push(c.missing ? `NOT ${exists}` : exists);
     }
   }
   for (const { table, param, groups } of groupByParam(rowGroups(conditions.filter(isRowCondition)))) {
     terms.push(
-      `EXISTS (SELECT 1 FROM ${perResource(table)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)} AND ${or(groups.map((g) => g.probe(b)))})`,
+      `EXISTS (SELECT 1 FROM ${perResource(table, b)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)} AND ${or(groups.map((g) => g.probe(b)))})`,
     );
   }
   for (const c of conditions.filter(isLinkedCondition)) terms.push(linkedSql(c, b).probe());
@@ -1111,8 +1172,8 @@ function anyOfSql(conditions: readonly IndexCondition[], b: Binder): string {
  * statistics SQLite may otherwise pick the covering value index and scan every row of the
  * parameter for each resource (measured: minutes instead of milliseconds at 100k rows).
  */
-function perResource(kind: SearchKind | 'composite'): string {
-  return `search_${kind} s INDEXED BY search_${kind}_rid`;
+function perResource(kind: SearchKind | 'composite', b: Binder): string {
+  return `search_${kind} s${b.dialect.indexedBy(`search_${kind}_rid`)}`;
 }
 
 const ROW_KINDS = new Set<string>(KINDS);
@@ -1156,13 +1217,13 @@ function predicateGroup(table: SearchKind, param: string, pred: (b: Binder, seek
     table,
     param,
     drive: (b) => `SELECT s.rid FROM search_${table} s WHERE s.param = ${b.bind(param)} AND ${pred(b, '')}`,
-    probe: (b) => pred(b, '+'),
+    probe: (b) => pred(b, b.dialect.hint),
     match: (b) => pred(b, ''),
   };
 }
 
 /**
- * Rows whose `column` starts with one of `prefixes` (`x >= p AND x < p || U+10FFFF`, see MAX_CODE_POINT).
+ * Rows whose `column` starts with one of `prefixes` (`x >= p AND x < p || U+10FFFF`, see SqlDialect.maxCharacter).
  * Driving, the JSON list is the outer loop and each prefix one range of the value index; probing,
  * the candidate's row is tested against the list. An empty prefix matches any value.
  */
@@ -1171,26 +1232,31 @@ function prefixGroups(table: SearchKind, param: string, column: string, prefixes
   if (prefixes.includes('')) groups.push(predicateGroup(table, param, () => `s.${column} IS NOT NULL`));
   const values = prefixes.filter((p) => p !== '');
   if (values.length === 0) return groups;
-  const inRange = `s.${column} >= j.value AND s.${column} < j.value || char(${MAX_CODE_POINT})`;
+  const inRange = (b: Binder) => `s.${column} >= j.value AND s.${column} < j.value || ${b.dialect.maxCharacter}`;
   groups.push({
     table,
     param,
     drive: (b) =>
-      `SELECT s.rid FROM json_each(${bindJson(values, b)}) j CROSS JOIN search_${table} s WHERE s.param = ${b.bind(param)} AND ${inRange}`,
-    probe: (b) => `EXISTS (SELECT 1 FROM json_each(${bindJson(values, b)}) j WHERE ${inRange})`,
-    match: (b) => `EXISTS (SELECT 1 FROM json_each(${bindJson(values, b)}) j WHERE ${inRange})`,
+      `SELECT s.rid FROM ${jsonTable(values, b)} ${b.dialect.orderedJoin} search_${table} s ON s.param = ${b.bind(param)} AND ${inRange(b)}`,
+    probe: (b) => `EXISTS (SELECT 1 FROM ${jsonTable(values, b)} WHERE ${inRange(b)})`,
+    match: (b) => `EXISTS (SELECT 1 FROM ${jsonTable(values, b)} WHERE ${inRange(b)})`,
   });
   return groups;
 }
 
-/** `(SELECT value FROM json_each(?))`: a list of strings as one bound parameter. */
+/** `(SELECT j.value FROM json_each(?) j)`: a list of strings as one bound parameter. */
 function jsonList(values: readonly string[], b: Binder): string {
-  return `(SELECT value FROM json_each(${bindJson(values, b)}))`;
+  return `(SELECT j.value FROM ${jsonTable(values, b)})`;
 }
 
 /** `(SELECT j.value->>0, j.value->>1 FROM json_each(?) j)`: a list of string pairs as one bound parameter. */
 function jsonPairs(pairs: readonly (readonly [string, string])[], b: Binder): string {
-  return `(SELECT j.value->>0, j.value->>1 FROM json_each(${bindJson(pairs, b)}) j)`;
+  return `(SELECT j.value->>0, j.value->>1 FROM ${b.dialect.jsonRows(bindJson(pairs, b), false)})`;
+}
+
+/** A list of strings as a table `j` with one column `value`, from one bound JSON array. */
+function jsonTable(values: readonly string[], b: Binder): string {
+  return b.dialect.jsonRows(bindJson(values, b), true);
 }
 
 /** Bind a JSON array of distinct values (by their JSON text). */
@@ -1236,7 +1302,7 @@ function groupsOf(kind: SearchKind, param: string, conditions: readonly RowCondi
       const exact = cs.filter((c) => c.op === 'exact').map((c) => [normalizeSearchText(c.value), c.value] as const);
       if (exact.length) list((b, p) => `(${p}s.norm, ${p}s.exact) IN ${jsonPairs(exact, b)}`);
       const contains = cs.filter((c) => c.op === 'contains').map((c) => `%${escapeLike(c.value)}%`);
-      if (contains.length) list((b) => `EXISTS (SELECT 1 FROM json_each(${bindJson(contains, b)}) j WHERE s.norm LIKE j.value ESCAPE '\\')`);
+      if (contains.length) list((b) => `EXISTS (SELECT 1 FROM ${jsonTable(contains, b)} WHERE s.norm LIKE j.value ESCAPE '\\')`);
       break;
     }
     case 'token': {
@@ -1309,9 +1375,6 @@ function groupsOf(kind: SearchKind, param: string, conditions: readonly RowCondi
   return groups;
 }
 
-/** Highest code point: `x >= p AND x < p || char(U+10FFFF)` selects every x starting with p on an index. */
-const MAX_CODE_POINT = 0x10ffff;
-
 function escapeLike(value: string): string {
   return value.replace(/[\\%_]/g, (ch) => `\\${ch}`);
 }
@@ -1377,7 +1440,7 @@ function sortKey(s: IndexSort, b: Binder): SortKey {
   const agg = s.descending ? 'MAX' : 'MIN';
   const value = SORT_VALUE[s.of](s.descending);
   return {
-    expr: `(SELECT ${agg}(${value}) FROM ${perResource(s.of)} WHERE s.rid = r.rid AND s.param = ${b.bind(s.param)})`,
+    expr: `(SELECT ${agg}(${value}) FROM ${perResource(s.of, b)} WHERE s.rid = r.rid AND s.param = ${b.bind(s.param)})`,
     descending: s.descending,
     nullable: true,
   };

@@ -396,7 +396,7 @@ t.test('a version that cannot be read (its patient crypto-shredded) is an error 
   // Restarted (so no version is in the repository's memory), p2's data key deleted.
   const s = await startTestServer(t, { VELLUM_DATA_DIR: dataDir });
   servers.push(s);
-  s.services.repository.index.dataKeys.deleteWrappedKey(s.services.bulk!.patientScope('p2'));
+  await s.services.repository.index.dataKeys.deleteWrappedKey(s.services.bulk!.patientScope('p2'));
   t.equal((await s.fhir('GET', 'Patient/p2')).status >= 400, true, 'p2 cannot be read any more');
   const e = await runExport(t, s, '$export?_type=Patient,Observation');
   t.same(refs(e.byType.Patient), ['Patient/p1']);
