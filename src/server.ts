@@ -48,6 +48,7 @@ import { Repository } from './storage/repository.ts';
 import type { ReferenceRow } from './storage/search-types.ts';
 import { openStorage, type StorageLocation } from './storage/open.ts';
 import { PgAuthStore } from './storage/postgres/pg-auth-store.ts';
+import { PgLease } from './storage/postgres/pg-lease.ts';
 import { SqliteAuditQueue } from './storage/sqlite/audit-queue.ts';
 
 export interface Vellum {
@@ -117,6 +118,8 @@ export async function createVellum(config: Config, options: { logger?: boolean }
         ledger,
         intervalMs: config.chain.anchorIntervalMs,
         maxLeaves: config.chain.anchorMaxLeaves,
+        // Several nodes on one PostgreSQL: one batcher at a time (storage/postgres/pg-lease.ts).
+        ...(config.databaseUrl ? { lease: new PgLease(config.databaseUrl) } : {}),
         onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code } }, 'anchoring round failed; will retry'),
       })
     : undefined;

@@ -73,6 +73,17 @@ export interface BatcherOptions {
   maxLeaves: number;
   /** Called with every failed round (the chain may be down: the batcher retries with backoff). */
   onError?: (err: unknown) => void;
+  /**
+   * Several nodes on one index: only the holder of this lease batches and anchors (one batcher
+   * at a time; src/storage/postgres/pg-lease.ts). The others settle their waiters from the index.
+   */
+  lease?: BatcherLease;
+}
+
+/** Who may batch now: `hold()` keeps (or takes) the lease and says whether this node has it. */
+export interface BatcherLease {
+  hold(): Promise<boolean>;
+  release(): Promise<void>;
 }
 
 export const MANIFEST_TYPE = 'vellum.anchor.batch.v1';
@@ -133,6 +144,7 @@ export class AnchorBatcher {
     this.#abort.abort();
     this.#wake?.();
     await this.#running;
+    await this.#options.lease?.release();
     for (const [, waiters] of this.#waiters) for (const w of waiters) w.reject(new Error('VLM_ANCHOR_STOPPED'));
     this.#waiters.clear();
   }
@@ -159,7 +171,12 @@ export class AnchorBatcher {
 
   /** One round: resume planned batches, then batch and anchor up to `maxLeaves` pending leaves. Returns leaves anchored. */
   async runOnce(signal?: AbortSignal): Promise<number> {
-    const { queue, manifests, maxLeaves } = this.#options;
+    const { queue, manifests, maxLeaves, lease } = this.#options;
+    if (lease && !(await lease.hold())) {
+      // Another node anchors: settle the writes waiting here once their leaves are anchored.
+      for (const seq of [...this.#waiters.keys()]) if ((await queue.anchorOf(seq))?.status === 'anchored') this.#settle([seq]);
+      return 0;
+    }
     let anchored = 0;
     for (const batch of await queue.plannedBatches()) anchored += await this.#send(batch, signal);
     this.#queuedSinceRound = 0;

@@ -65,6 +65,8 @@ export async function createDatabase(): Promise<{ url: string; drop(): Promise<v
   return {
     url: url.toString(),
     async drop() {
+      // VELLUM_TEST_KEEP_DATABASES=1 leaves them for inspection with psql.
+      if (process.env.VELLUM_TEST_KEEP_DATABASES === '1') return;
       const c = new pg.Client({ connectionString: admin });
       await c.connect();
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);

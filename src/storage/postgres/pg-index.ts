@@ -43,6 +43,12 @@ import type { IndexQuery } from '../search-types.ts';
 import { PgSearch, type Queryable } from './pg-search.ts';
 import { PgStore } from './pg-store.ts';
 
+/** Versions written before the first statistics refresh (`#maybeAnalyze`). */
+const ANALYZE_FIRST = 100;
+
+/** The tables searches read. */
+const ANALYZED_TABLES = ['resources', 'versions', ...['string', 'token', 'date', 'reference', 'number', 'quantity', 'uri', 'composite'].map((k) => `search_${k}`)];
+
 /** Key of the advisory lock every commit holds ('vellum commit'). */
 const COMMIT_LOCK = 0x76636f6d;
 
@@ -123,6 +129,10 @@ export class PgIndexStore extends PgStore implements IndexStore {
   #filtersByType = new Map<string, EventFilter[]>();
   readonly #search: PgSearch;
   readonly #batches = new Map<number, PlannedBatch>();
+  /** Versions this node committed, and at how many it next refreshes the planner's statistics (see `#maybeAnalyze`). */
+  #written = 0;
+  #analyzeAt = ANALYZE_FIRST;
+  #analyzing: Promise<void> | undefined;
 
   /** An index on a migrated pool (database.ts `openPostgres` + `migrate`); `ownsPool`: `close()` ends it. */
   constructor(pool: pg.Pool, options: { ownsPool?: boolean } = {}) {
@@ -343,7 +353,31 @@ export class PgIndexStore extends PgStore implements IndexStore {
       return out;
     }, true);
     for (const subscription of dirty) this.subscriptions.dirty.add(subscription);
+    this.#written += records.length;
+    this.#maybeAnalyze();
     return records;
+  }
+
+  /**
+   * Refresh the planner's statistics each time this node's writes double (100, 200, 400, …
+   * versions): autovacuum analyzes a table after a tenth of it changed and up to a minute later,
+   * and until then a freshly loaded index is planned as the nearly empty one it was. Runs beside
+   * requests (ANALYZE blocks neither reads nor writes), one at a time.
+   */
+  #maybeAnalyze(): void {
+    if (this.#written < this.#analyzeAt || this.#analyzing || this.closed) return;
+    this.#analyzeAt = this.#written * 2;
+    this.#analyzing = this.pool
+      .query(`ANALYZE ${ANALYZED_TABLES.join(', ')}`)
+      .then(() => undefined, () => undefined)
+      .finally(() => {
+        this.#analyzing = undefined;
+      });
+  }
+
+  override async close(): Promise<void> {
+    await this.#analyzing;
+    await super.close();
   }
 
   async flush(): Promise<void> {

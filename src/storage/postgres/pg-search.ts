@@ -32,6 +32,7 @@ export const POSTGRES: SqlDialect = {
   true: 'TRUE',
   false: 'FALSE',
   maxCharacter: `chr(${0x10ffff})`,
+  fence: ' OFFSET 0',
   jsonRows: (bound, text) => `${text ? 'json_array_elements_text' : 'json_array_elements'}(${bound}::json) AS j(value)`,
 };
 

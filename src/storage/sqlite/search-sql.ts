@@ -225,6 +225,14 @@ export interface SqlDialect {
   readonly false: string;
   /** The highest code point as a one-character string (prefix ranges: `x < p || it`). */
   readonly maxCharacter: string;
+  /**
+   * Ends a per-candidate probe (`EXISTS (… <fence>)`) so that it stays a probe of each candidate
+   * rather than being rewritten into a join: PostgreSQL's ` OFFSET 0`. The probes then cost what
+   * they cost on SQLite (an index lookup per candidate of a page), a search of many AND-ed
+   * parameters plans in linear time (joins are planned in far worse than linear), and a plan does
+   * not depend on statistics that lag behind a fresh load.
+   */
+  readonly fence: string;
   /** A bound JSON array as the table `j` with a column `value`: its strings (`text`), or its elements as JSON. */
   jsonRows(bound: string, text: boolean): string;
 }
@@ -239,6 +247,7 @@ export const SQLITE: SqlDialect = {
   true: '1',
   false: '0',
   maxCharacter: `char(${0x10ffff})`,
+  fence: '',
   jsonRows: (bound) => `json_each(${bound}) j`,
 };
 
@@ -1092,7 +1101,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
         drive: () => `SELECT s.rid FROM search_reference s WHERE s.param = ${b.bind(c.param)} AND (s.target_id, s.target_type) IN (${targets()})`,
         probe: () =>
           `EXISTS (SELECT 1 FROM ${perResource('reference', b)} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)} ` +
-          `AND (s.target_id, s.target_type) IN (${targets()}))`,
+          `AND (s.target_id, s.target_type) IN (${targets()})${b.dialect.fence})`,
       };
     }
     case 'has': {
@@ -1103,7 +1112,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
           `WHERE s.param = ${b.bind(c.param)} AND s.rid IN (${sources()})`,
         probe: () =>
           `EXISTS (SELECT 1 FROM search_reference s${b.dialect.indexedBy('search_reference_target')} WHERE s.param = ${b.bind(c.param)} ` +
-          `AND s.target_id = r.id AND s.target_type = r.type AND s.rid IN (${sources()}))`,
+          `AND s.target_id = r.id AND s.target_type = r.type AND s.rid IN (${sources()})${b.dialect.fence})`,
       };
     }
     case 'composite': {
@@ -1134,7 +1143,7 @@ function linkedSql(c: LinkedCondition, b: Binder): { drive(): string; probe(): s
           `WHERE s.rid IN (${sources()}) AND s.param IN ${jsonList(c.params, b)}`,
         probe: () =>
           `(r.type, r.id) IN (SELECT s.target_type, s.target_id FROM search_reference s ` +
-          `WHERE s.rid IN (${sources()}) AND s.param IN ${jsonList(c.params, b)})`,
+          `WHERE s.rid IN (${sources()}) AND s.param IN ${jsonList(c.params, b)}${b.dialect.fence})`,
       };
     }
   }
@@ -1154,13 +1163,13 @@ function anyOfSql(conditions: readonly IndexCondition[], b: Binder): string {
   for (const c of conditions) {
     if (c.kind === 'lastUpdated') terms.push(rangeSql(c.prefix, 'r.last_updated', 'r.last_updated', c.low, c.high, b));
     else if (c.kind === 'missing') {
-      const exists = `EXISTS (SELECT 1 FROM ${perResource(c.of, b)} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)})`;
+      const exists = `EXISTS (SELECT 1 FROM ${perResource(c.of, b)} WHERE s.rid = r.rid AND s.param = ${b.bind(c.param)}${b.dialect.fence})`;
       terms.push(c.missing ? `NOT ${exists}` : exists);
     }
   }
   for (const { table, param, groups } of groupByParam(rowGroups(conditions.filter(isRowCondition)))) {
     terms.push(
-      `EXISTS (SELECT 1 FROM ${perResource(table, b)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)} AND ${or(groups.map((g) => g.probe(b)))})`,
+      `EXISTS (SELECT 1 FROM ${perResource(table, b)} WHERE s.rid = r.rid AND s.param = ${b.bind(param)} AND ${or(groups.map((g) => g.probe(b)))}${b.dialect.fence})`,
     );
   }
   for (const c of conditions.filter(isLinkedCondition)) terms.push(linkedSql(c, b).probe());
