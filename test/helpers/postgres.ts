@@ -22,7 +22,17 @@ function binaries(): string {
   return path.join(root, versions.sort((a, b) => Number(b) - Number(a))[0]!, 'bin');
 }
 
-async function startCluster(): Promise<string> {
+/** A throwaway cluster of one's own: its admin URL, and stop/start for fault tests. */
+export interface Cluster {
+  url: string;
+  /** Stop the server (`-m fast`: connections are closed); the data stays. */
+  stop(): void;
+  /** Start it again on the same port. */
+  start(): void;
+}
+
+/** Start a throwaway cluster (stopped and removed when this process exits). */
+export async function launchCluster(): Promise<Cluster> {
   const bin = binaries();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-pg-'));
   fs.chmodSync(dir, 0o777);
@@ -33,7 +43,18 @@ async function startCluster(): Promise<string> {
   };
   asPostgres('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync']);
   const port = await freePort();
-  asPostgres('pg_ctl', ['-D', data, '-w', '-l', path.join(dir, 'log'), '-o', `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off`, 'start']);
+  const start = () =>
+    asPostgres('pg_ctl', [
+      '-D',
+      data,
+      '-w',
+      '-l',
+      path.join(dir, 'log'),
+      '-o',
+      `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300`,
+      'start',
+    ]);
+  start();
   process.once('exit', () => {
     spawnSync('runuser', ['-u', 'postgres', '--', path.join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', 'stop']);
     try {
@@ -42,7 +63,16 @@ async function startCluster(): Promise<string> {
       // best effort
     }
   });
-  return `postgres://postgres@127.0.0.1:${port}/postgres`;
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    stop: () => asPostgres('pg_ctl', ['-D', data, '-w', '-m', 'fast', 'stop']),
+    start,
+  };
+}
+
+/** Start a throwaway cluster (stopped and removed when this process exits); its admin URL. */
+export async function startCluster(): Promise<string> {
+  return (await launchCluster()).url;
 }
 
 /** The URL of a fresh, empty database (dropped when `t` ends). */
