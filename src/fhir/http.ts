@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { VersionRecord } from '../storage/index-store.ts';
+import { isStorageError } from '../storage/errors.ts';
 import { FhirError, fhirError, operationOutcome, toFhirError } from './errors.ts';
 import { elementsList, isXml, negotiate, subset, summaryMode, type Summary } from './format.ts';
 import { hasInexactNumbers, mayNeedExactNumbers, parseExact } from './json.ts';
@@ -71,7 +72,7 @@ const storageFull = new WeakSet<object>();
 
 /** Send an error as an OperationOutcome (faults are logged with details, answered generically). */
 export function sendError(reply: FastifyReply, request: FastifyRequest, err: unknown): FastifyReply {
-  const { error, fault, full } = toFhirError(err);
+  const { error, fault, full } = toFhirError(lostRace(request, err));
   if (fault) request.log.error({ err }, 'request failed');
   if (full && !storageFull.has(request.server)) {
     storageFull.add(request.server);
@@ -80,6 +81,16 @@ export function sendError(reply: FastifyReply, request: FastifyRequest, err: unk
   reply.code(error.status);
   for (const [name, value] of Object.entries(error.headers)) reply.header(name, value);
   return reply.type('application/fhir+json; charset=utf-8').send(JSON.stringify(operationOutcome(error.issues)));
+}
+
+/**
+ * A write that lost a race with another node's write of the same resource (both read version n;
+ * the other committed n + 1 first): with If-Match, the precondition no longer holds — 412, as if it
+ * had been checked after the other write; without, 409 (the index's VLM_INDEX_VERSION_CONFLICT).
+ */
+function lostRace(request: FastifyRequest, err: unknown): unknown {
+  if (!isStorageError(err, 'VLM_INDEX_VERSION_CONFLICT') || request.headers['if-match'] === undefined) return err;
+  return fhirError(412, 'conflict', 'VLM_FHIR_VERSION_MISMATCH', 'If-Match no longer names the current version: another writer changed it');
 }
 
 function fastifyErrorToFhir(err: { code?: string; statusCode?: number; message?: string }): FhirError | undefined {

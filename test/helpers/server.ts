@@ -34,8 +34,9 @@ export async function startTestServer(t: Test, env: Record<string, string> = {})
   // Anchoring is off unless a test asks for it (VELLUM_CHAIN=embedded): HTTP-semantics tests do not
   // need a chain, and the anchoring tests and every `npm start`-style process test run the default.
   // Authorization and the audit trail are off too: their own tests turn them on.
-  // VELLUM_TEST_DATABASE=postgres: the same server on a fresh PostgreSQL database (helpers/postgres.ts).
-  const database = testDatabase() === 'postgres' && env.VELLUM_DATABASE_URL === undefined ? await createDatabase() : undefined;
+  // VELLUM_TEST_DATABASE=postgres: the same server on a fresh PostgreSQL database (helpers/postgres.ts),
+  // one per data dir: a server restarted on a data dir finds its database again.
+  const database = testDatabase() === 'postgres' && env.VELLUM_DATABASE_URL === undefined ? await databaseOf(dataDir) : undefined;
   const config = loadConfig({
     VELLUM_DATA_DIR: dataDir,
     PORT: '8080',
@@ -48,7 +49,7 @@ export async function startTestServer(t: Test, env: Record<string, string> = {})
   const vellum = await createVellum(config, { logger: false });
   t.teardown(async () => {
     await vellum.close();
-    await database?.drop();
+    await database?.release();
     if (owned) fs.rmSync(dataDir, { recursive: true, force: true });
   });
   return {
@@ -69,6 +70,28 @@ export async function startTestServer(t: Test, env: Record<string, string> = {})
         json = undefined;
       }
       return { status: res.statusCode, headers: res.headers, json, text: res.body };
+    },
+  };
+}
+
+/** PostgreSQL databases of the data dirs in use, dropped when the last server on one ends. */
+const databases = new Map<string, { url: Promise<{ url: string; drop(): Promise<void> }>; users: number }>();
+
+async function databaseOf(dataDir: string): Promise<{ url: string; release(): Promise<void> }> {
+  let entry = databases.get(dataDir);
+  if (!entry) {
+    entry = { url: createDatabase(), users: 0 };
+    databases.set(dataDir, entry);
+  }
+  entry.users++;
+  const created = await entry.url;
+  const held = entry;
+  return {
+    url: created.url,
+    async release() {
+      if (--held.users > 0) return;
+      databases.delete(dataDir);
+      await created.drop();
     },
   };
 }

@@ -12,6 +12,11 @@ import type { BatcherLease } from '../../chain/batcher.ts';
 /** Key of the anchoring lease ('vellum anchor'). */
 const ANCHOR_LEASE = 0x76616e63;
 
+/** The lease connection's `application_name`: which process holds it. */
+export function leaseName(pid = process.pid): string {
+  return `vellum anchor lease ${pid}`;
+}
+
 export class PgLease implements BatcherLease {
   readonly #url: string;
   readonly #key: number;
@@ -26,7 +31,8 @@ export class PgLease implements BatcherLease {
   async hold(): Promise<boolean> {
     try {
       if (!this.#client) {
-        const client = new pg.Client({ connectionString: this.#url, keepAlive: true, connectionTimeoutMillis: 5_000 });
+        // Named, so an operator (and the fault tests) can see which node holds it in pg_stat_activity.
+        const client = new pg.Client({ connectionString: this.#url, keepAlive: true, connectionTimeoutMillis: 5_000, application_name: leaseName() });
         client.on('error', () => this.#drop(client));
         client.on('end', () => this.#drop(client));
         await client.connect();
