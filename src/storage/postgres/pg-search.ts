@@ -33,8 +33,18 @@ export const POSTGRES: SqlDialect = {
   false: 'FALSE',
   maxCharacter: `chr(${0x10ffff})`,
   fence: ' OFFSET 0',
+  text: pgText,
   jsonRows: (bound, text) => `${text ? 'json_array_elements_text' : 'json_array_elements'}(${bound}::json) AS j(value)`,
 };
+
+/**
+ * PostgreSQL's text cannot hold U+0000: in search rows and search values it becomes U+FFFD (the
+ * replacement character), on both sides, so a value with NUL still finds itself. The resource
+ * itself is stored in its envelope, unchanged.
+ */
+export function pgText(value: string): string {
+  return value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value;
+}
 
 /** Something that runs a statement: the pool, or the client of a transaction. */
 export type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>;
@@ -123,7 +133,7 @@ export class PgSearch {
       else byKind.set(kind, [values]);
     };
     for (const row of rows) {
-      const values = rowValues(rid, row);
+      const values = rowValues(rid, row)?.map((v) => (typeof v === 'string' ? pgText(v) : v));
       if (values) add(row.kind, values);
     }
     // A span row per date parameter with several values (search-sql.ts SEARCH_DDL, dateRangeDriver).

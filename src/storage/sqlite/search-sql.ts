@@ -233,6 +233,8 @@ export interface SqlDialect {
    * not depend on statistics that lag behind a fresh load.
    */
   readonly fence: string;
+  /** A string as the engine can store and compare it (PostgreSQL's text cannot hold U+0000). */
+  text(value: string): string;
   /** A bound JSON array as the table `j` with a column `value`: its strings (`text`), or its elements as JSON. */
   jsonRows(bound: string, text: boolean): string;
 }
@@ -248,6 +250,7 @@ export const SQLITE: SqlDialect = {
   false: '0',
   maxCharacter: `char(${0x10ffff})`,
   fence: '',
+  text: (value) => value,
   jsonRows: (bound) => `json_each(${bound}) j`,
 };
 
@@ -836,6 +839,10 @@ class Binder {
     this.dialect = dialect;
   }
   bind(value: SQLInputValue): string {
+    return this.bindRaw(typeof value === 'string' ? this.dialect.text(value) : value);
+  }
+  /** Bind a value as it is (a JSON list whose strings `bindJson` already passed through `text`). */
+  bindRaw(value: SQLInputValue): string {
     this.params.push(value);
     return this.dialect.placeholder(this.params.length);
   }
@@ -1270,7 +1277,8 @@ function jsonTable(values: readonly string[], b: Binder): string {
 
 /** Bind a JSON array of distinct values (by their JSON text). */
 function bindJson(values: readonly unknown[], b: Binder): string {
-  return b.bind(`[${[...new Set(values.map((v) => JSON.stringify(v)))].join(',')}]`);
+  const text = (v: unknown): unknown => (typeof v === 'string' ? b.dialect.text(v) : Array.isArray(v) ? v.map(text) : v);
+  return b.bindRaw(`[${[...new Set(values.map((v) => JSON.stringify(text(v))))].join(',')}]`);
 }
 
 /** Split row conditions into value groups, per (kind, param), in order of first appearance. */

@@ -1,14 +1,11 @@
-import path from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import t from 'tap';
-import { startTestServer, vellumCodes } from '../../helpers/server.ts';
+import { rawIndex, type RawSql } from '../../helpers/raw-index.ts';
+import { startTestServer, vellumCodes, type TestServer } from '../../helpers/server.ts';
 
 /** Change stored data behind the server's back (it is closed first), then start it again. */
-async function tamper(t: Tap, dataDir: string, sql: string, ...params: (string | number)[]) {
-  const db = new DatabaseSync(path.join(dataDir, 'vellum.db'));
-  db.prepare(sql).run(...params);
-  db.close();
-  return startTestServer(t, { VELLUM_DATA_DIR: dataDir });
+async function tamper(t: Tap, s: TestServer, sql: RawSql | string, ...params: (string | number)[]) {
+  await rawIndex(s, sql, ...params);
+  return startTestServer(t, { VELLUM_DATA_DIR: s.dataDir });
 }
 type Tap = Parameters<typeof startTestServer>[0];
 
@@ -16,17 +13,11 @@ t.test('a changed envelope byte, or swapped envelopes, never reach the client', 
   const s = await startTestServer(t);
   const a = (await s.fhir('POST', 'Patient', { resourceType: 'Patient', name: [{ family: 'Alpha' }] })).json;
   const b = (await s.fhir('POST', 'Patient', { resourceType: 'Patient', name: [{ family: 'Beta' }] })).json;
-  const cidOf = (id: string) => {
-    const db = new DatabaseSync(path.join(s.dataDir, 'vellum.db'));
-    const row = db.prepare('SELECT cid FROM versions WHERE id = ?').get(id) as { cid: string };
-    db.close();
-    return row.cid;
-  };
-  const cidB = cidOf(b.id);
+  const cidB = String((await rawIndex(s, 'SELECT cid FROM versions WHERE id = ?', b.id))[0]!.cid);
   await s.close();
 
   // 1. Swap: Patient A's index rows point at Patient B's envelope.
-  const swapped = await tamper(t, s.dataDir, 'UPDATE versions SET cid = ? WHERE id = ?', cidB, a.id);
+  const swapped = await tamper(t, s, 'UPDATE versions SET cid = ? WHERE id = ?', cidB, a.id);
   const readSwapped = await swapped.fhir('GET', `Patient/${a.id}/_history/1`);
   t.equal(readSwapped.status, 500, 'a swapped envelope is refused');
   t.same(vellumCodes(readSwapped.json), ['VLM_INTEGRITY']);
@@ -36,8 +27,11 @@ t.test('a changed envelope byte, or swapped envelopes, never reach the client', 
   // 2. One byte of B's envelope changed in the block store: its CID no longer matches.
   const flipped = await tamper(
     t,
-    s.dataDir,
-    "UPDATE blocks SET bytes = CAST(substr(bytes, 1, 40) || 'X' || substr(bytes, 42) AS BLOB) WHERE cid = ?",
+    s,
+    {
+      sqlite: "UPDATE blocks SET bytes = CAST(substr(bytes, 1, 40) || 'X' || substr(bytes, 42) AS BLOB) WHERE cid = ?",
+      postgres: "UPDATE blocks SET bytes = overlay(bytes placing 'X'::bytea from 41 for 1) WHERE cid = ?",
+    },
     cidB,
   );
   const readFlipped = await flipped.fhir('GET', `Patient/${b.id}`);

@@ -1,8 +1,9 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import t from 'tap';
+import { RANDOM_32, rawIndex, type RawSql } from '../../helpers/raw-index.ts';
 import { startTestServer, vellumCodes } from '../../helpers/server.ts';
+
+/** A statement with 32 random bytes at `%R`, in both dialects. */
+const sqlWith = (sql: string): RawSql => ({ sqlite: sql.replace('%R', RANDOM_32.sqlite), postgres: sql.replace('%R', RANDOM_32.postgres) });
 
 const param = (p: any, name: string) => p.parameter.find((x: any) => x.name === name);
 const params = (p: any, name: string) => p.parameter.filter((x: any) => x.name === name);
@@ -53,9 +54,7 @@ t.test('every version gets a proof the contract accepts; tampering is detected',
 
   // Tamper with the index: another leaf → the recomputed leaf no longer matches.
   await s.close();
-  const db = new DatabaseSync(path.join(s.dataDir, 'vellum.db'));
-  db.prepare("UPDATE anchor_leaves SET leaf = randomblob(32) WHERE seq = (SELECT seq FROM versions WHERE id = ? AND version = 2)").run(id);
-  db.close();
+  await rawIndex(s, sqlWith('UPDATE anchor_leaves SET leaf = %R WHERE seq = (SELECT seq FROM versions WHERE id = ? AND version = 2)'), id);
   const again = await startTestServer(t, { VELLUM_CHAIN: 'embedded', VELLUM_DATA_DIR: s.dataDir });
   const tampered = await again.fhir('GET', `Observation/${id}/_history/2/$verify`);
   t.equal(param(tampered.json, 'verified').valueBoolean, false, 'a changed index row is detected');
@@ -97,12 +96,10 @@ t.test('proofs are rebuilt from the batch leaves: a changed neighbour breaks the
   await s.close();
 
   // Another leaf of the batch changed in the index: the tree rebuilt from the leaves no longer gives the anchored root.
-  const db = new DatabaseSync(path.join(s.dataDir, 'vellum.db'));
-  const seqOf = (id: string) => (db.prepare('SELECT seq FROM versions WHERE id = ?').get(id) as { seq: number }).seq;
-  db.prepare('UPDATE anchor_leaves SET leaf = randomblob(32) WHERE seq = ?').run(seqOf(ids[0]!));
+  const seqOf = async (id: string) => Number((await rawIndex(s, 'SELECT seq FROM versions WHERE id = ?', id))[0]!.seq);
+  await rawIndex(s, sqlWith('UPDATE anchor_leaves SET leaf = %R WHERE seq = ?'), await seqOf(ids[0]!));
   // A proof stored by an earlier version of Vellum is used as it is (here: a wrong one).
-  db.prepare('UPDATE anchor_leaves SET proof = randomblob(32) WHERE seq = ?').run(seqOf(ids[2]!));
-  db.close();
+  await rawIndex(s, sqlWith('UPDATE anchor_leaves SET proof = %R WHERE seq = ?'), await seqOf(ids[2]!));
   const again = await startTestServer(t, { VELLUM_CHAIN: 'embedded', VELLUM_DATA_DIR: s.dataDir });
   const problemsOf = async (id: string) => params((await again.fhir('GET', `Patient/${id}/$verify`)).json, 'problem').map((p: any) => p.valueCode);
   t.ok((await problemsOf(ids[0]!)).includes('leaf'), 'the changed leaf itself is reported');
