@@ -4,7 +4,11 @@
  * shared/bench script) at concurrency 8, sample the server's RSS, and write the figures to
  * `bench/results/latest.json` and `bench/results/latest.md`.
  *
- * Extra arguments are passed to fhir-load (e.g. `npm run bench -- --patients=2000`).
+ * `--database postgres`: the same with the index, blocks and auth store on PostgreSQL (a throwaway
+ * local cluster from Debian's packages, as the tests start one; or VELLUM_BENCH_DATABASE_URL), the
+ * figures in `bench/results/postgres.{json,md}`.
+ *
+ * Other arguments are passed to fhir-load (e.g. `npm run bench -- --patients=2000`).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,7 +42,19 @@ async function measureAnchorLatency(base: string, token: string | undefined, sam
 }
 
 async function main(): Promise<void> {
-  const server = await startServer();
+  const args = process.argv.slice(2);
+  const at = args.findIndex((a) => a === '--database' || a.startsWith('--database='));
+  const database = at < 0 ? 'sqlite' : args[at]!.includes('=') ? args[at]!.split('=')[1]! : args[at + 1]!;
+  if (at >= 0) args.splice(at, args[at]!.includes('=') ? 1 : 2);
+  if (database !== 'sqlite' && database !== 'postgres') throw new Error('--database is sqlite or postgres');
+  const env: Record<string, string> = {};
+  if (database === 'postgres') {
+    const { createDatabase } = await import('../test/helpers/postgres.ts');
+    if (process.env.VELLUM_BENCH_DATABASE_URL) process.env.VELLUM_TEST_DATABASE_URL = process.env.VELLUM_BENCH_DATABASE_URL;
+    env.VELLUM_DATABASE_URL = (await createDatabase()).url;
+  }
+  const name = database === 'postgres' ? 'postgres' : 'latest';
+  const server = await startServer(env);
   const { origin, startupMs } = server;
   // Resident memory once ready and settled (2 s), before the workload's first request (aim: bench/baseline/medplum.json).
   await new Promise((resolve) => setTimeout(resolve, 2000));
@@ -46,7 +62,7 @@ async function main(): Promise<void> {
   let peakRss = 0;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server.child.pid!))), 200);
   try {
-    const { code, summary } = await runLoad(`${origin}/fhir`, process.argv.slice(2), true, server.token);
+    const { code, summary } = await runLoad(`${origin}/fhir`, args, true, server.token);
     const anchorLatency = await measureAnchorLatency(`${origin}/fhir`, server.token);
     console.log(
       `anchor latency (commit → mined, Prefer: anchor=wait, ${anchorLatency.samples} writes, 1 s window): ` +
@@ -54,17 +70,19 @@ async function main(): Promise<void> {
     );
     const result = {
       ...summary,
+      database,
       anchor_latency: anchorLatency,
       server: { startup_ms: startupMs, idle_rss_mib: Math.round(idleRss / 1024), peak_rss_mib: Math.round(peakRss / 1024), rss_end_mib: Math.round(rssKiB(server.child.pid!) / 1024) },
     };
     const baseline = loadBaseline();
     const comparison = comparisonTable(summary, baseline);
     fs.mkdirSync(path.join(root, 'bench/results'), { recursive: true });
-    fs.writeFileSync(path.join(root, 'bench/results/latest.json'), JSON.stringify(result, null, 2) + '\n');
+    fs.writeFileSync(path.join(root, `bench/results/${name}.json`), JSON.stringify(result, null, 2) + '\n');
     const rows = summary.phases.map((p) => `| ${p.phase} | ${p.ops} | ${p.ops_per_s} | ${p.p50_ms} | ${p.p95_ms} | ${p.p99_ms} | ${p.errors} |`);
     const s = summary as any;
     const md = [
-      `Run ${s.started_at} on ${s.machine.cpus} cores, Node ${s.machine.node}, concurrency ${s.settings.concurrency}, ${s.settings.patients} patients; server peak RSS ${result.server.peak_rss_mib} MiB.`,
+      `Run ${s.started_at} on ${s.machine.cpus} cores, Node ${s.machine.node}, concurrency ${s.settings.concurrency}, ${s.settings.patients} patients, ` +
+        `${database === 'postgres' ? 'index on PostgreSQL (same machine)' : 'embedded SQLite'}; server peak RSS ${result.server.peak_rss_mib} MiB.`,
       '',
       '| phase | ops | ops/s | p50 ms | p95 ms | p99 ms | errors |',
       '|---|---:|---:|---:|---:|---:|---:|',
@@ -80,8 +98,8 @@ async function main(): Promise<void> {
         `${result.server.peak_rss_mib} MiB at most under the workload (aim ≤ ${baseline.aims.rss_under_load_mib}; Medplum ${baseline.first_round.rss_mib}).`,
     ].join('\n');
     console.log(`\n${comparison.rows.join('\n')}`);
-    fs.writeFileSync(path.join(root, 'bench/results/latest.md'), md + '\n');
-    console.log(`\nserver: startup ${startupMs} ms, idle RSS ${result.server.idle_rss_mib} MiB, peak RSS ${result.server.peak_rss_mib} MiB; figures written to bench/results/latest.{json,md}`);
+    fs.writeFileSync(path.join(root, `bench/results/${name}.md`), md + '\n');
+    console.log(`\nserver: startup ${startupMs} ms, idle RSS ${result.server.idle_rss_mib} MiB, peak RSS ${result.server.peak_rss_mib} MiB; figures written to bench/results/${name}.{json,md}`);
     process.exitCode = code;
   } finally {
     clearInterval(sampler);
