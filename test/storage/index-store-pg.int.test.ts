@@ -18,26 +18,10 @@ import { PgIndexStore } from '../../src/storage/postgres/pg-index.ts';
 import { PgSearch } from '../../src/storage/postgres/pg-search.ts';
 import type { IndexQuery } from '../../src/storage/search-types.ts';
 import { freshDatabase, launchCluster } from '../helpers/postgres.ts';
+import { R4_EXAMPLES, loadSearchCases } from '../helpers/search-cases.ts';
 
-const EXAMPLES = path.resolve(import.meta.dirname, '../../../shared/corpora/r4-examples');
-const FIXTURE = path.resolve(import.meta.dirname, '../fixtures/search-cases.json');
-
-interface SearchCase {
-  name: string;
-  type: string | null;
-  query: string;
-  expect: string[];
-  ordered?: boolean;
-  total?: number;
-}
-
-const fixture = JSON.parse(fs.readFileSync(FIXTURE, 'utf8')) as {
-  baseUrl: string;
-  now: string;
-  defaultLastUpdated: string;
-  resources: { file: string; lastUpdated?: string; deleted?: boolean }[];
-  cases: SearchCase[];
-};
+const EXAMPLES = R4_EXAMPLES;
+const fixture = loadSearchCases();
 const registry = createSearchRegistry(R4_RESOURCE_TYPES);
 const extractor = createExtractor(registry, { baseUrl: fixture.baseUrl });
 

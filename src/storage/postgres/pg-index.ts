@@ -13,7 +13,20 @@
 import type pg from 'pg';
 import type { DataKeyStore } from '../cipher.ts';
 import { isStorageError, storageError, type StorageError } from '../errors.ts';
-import { decideByRows } from '../event-match.ts';
+import {
+  ANCHOR_SELECT,
+  VERSION_COLUMNS,
+  filterDecision,
+  filtersByType,
+  toAnchorRecord,
+  toEvent,
+  toJob,
+  toRecord,
+  type AnchorRow,
+  type EventRow,
+  type ExportJobDbRow,
+  type VersionRow,
+} from '../index-rows.ts';
 import type {
   AnchorRecord,
   BatchReceipt,
@@ -36,7 +49,6 @@ import type {
   SubscriptionState,
   SubscriptionStore,
   VersionRecord,
-  WriteMethod,
 } from '../index-store.ts';
 import { SHARED_SCOPE } from '../keys.ts';
 import type { IndexQuery } from '../search-types.ts';
@@ -51,56 +63,6 @@ const ANALYZED_TABLES = ['resources', 'versions', ...['string', 'token', 'date',
 
 /** Key of the advisory lock every commit holds ('vellum commit'). */
 const COMMIT_LOCK = 0x76636f6d;
-
-const VERSION_COLUMNS = 'v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v.created, v.method, v.cid, v.key_scope';
-
-interface VersionRow {
-  seq: number;
-  type: string;
-  id: string;
-  version: number;
-  last_updated: number;
-  deleted: number;
-  created: number;
-  method: string;
-  cid: string;
-  key_scope: string;
-}
-
-function toRecord(row: VersionRow): VersionRecord {
-  return {
-    seq: Number(row.seq),
-    type: row.type,
-    id: row.id,
-    versionId: Number(row.version),
-    lastUpdated: Number(row.last_updated),
-    deleted: Number(row.deleted) === 1,
-    created: Number(row.created) === 1,
-    method: row.method as WriteMethod,
-    cid: row.cid,
-    keyScope: row.key_scope,
-  };
-}
-
-interface AnchorRow {
-  seq: number;
-  leaf: Buffer;
-  salt: Buffer;
-  batch_id: number | null;
-  leaf_index: number | null;
-  proof: Buffer | null;
-  status: string | null;
-  chain_batch_id: number | null;
-  tx_hash: string | null;
-  block_number: number | null;
-  block_timestamp: number | null;
-  chain_id: number | null;
-  contract: string | null;
-}
-
-const ANCHOR_SELECT = `SELECT l.seq, l.leaf, l.salt, l.batch_id, l.leaf_index, l.proof, b.status, b.chain_batch_id, b.tx_hash, b.block_number,
-       b.block_timestamp, b.chain_id, b.contract
-       FROM anchor_leaves l LEFT JOIN anchor_batches b ON b.id = l.batch_id`;
 
 /** PostgreSQL SQLSTATEs and socket errors that mean the server cannot be reached now (→ 503). */
 function isUnavailable(err: unknown): boolean {
@@ -157,9 +119,7 @@ export class PgIndexStore extends PgStore implements IndexStore {
       (sql, params) => this.#query(sql, params),
       (work) => this.#transaction(work),
       (filters) => {
-        const byType = new Map<string, EventFilter[]>();
-        for (const filter of filters) byType.set(filter.type, [...(byType.get(filter.type) ?? []), filter]);
-        this.#filtersByType = byType;
+        this.#filtersByType = filtersByType(filters);
       },
       (client, subscriptions, seq, at) => this.#events(client, subscriptions, seq, at),
     );
@@ -179,18 +139,26 @@ export class PgIndexStore extends PgStore implements IndexStore {
   }
 
   /** Run `work` in one transaction (rolled back when it throws); `lock`: under the commit lock. */
-  async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>, lock = false): Promise<T> {
+  #transaction<T>(work: (client: pg.PoolClient) => Promise<T>, lock = false): Promise<T> {
+    return this.#inTransaction(lock ? ['BEGIN', 'SELECT pg_advisory_xact_lock($1)'] : ['BEGIN'], work, 'VLM_INDEX_COMMIT', 'index commit failed');
+  }
+
+  /** Several reads from one snapshot (a read-only REPEATABLE READ transaction). */
+  #snapshot<T>(work: (db: Queryable) => Promise<T>): Promise<T> {
+    return this.#inTransaction(['BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY'], work, 'VLM_INDEX_QUERY', 'index query failed');
+  }
+
+  async #inTransaction<T>(begin: readonly string[], work: (client: pg.PoolClient) => Promise<T>, code: string, message: string): Promise<T> {
     this.#check();
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (err) {
-      throw dbError(err, 'VLM_INDEX_COMMIT', 'index transaction failed');
+      throw dbError(err, code, message);
     }
     let broken = false;
     try {
-      await client.query('BEGIN');
-      if (lock) await client.query('SELECT pg_advisory_xact_lock($1)', [COMMIT_LOCK]);
+      for (const statement of begin) await client.query(statement, statement.includes('$1') ? [COMMIT_LOCK] : []);
       const result = await work(client);
       await client.query('COMMIT');
       return result;
@@ -198,7 +166,7 @@ export class PgIndexStore extends PgStore implements IndexStore {
       await client.query('ROLLBACK').catch(() => {
         broken = true;
       });
-      throw dbError(err, 'VLM_INDEX_COMMIT', 'index commit failed');
+      throw dbError(err, code, message);
     } finally {
       client.release(broken);
     }
@@ -259,31 +227,6 @@ export class PgIndexStore extends PgStore implements IndexStore {
       const total = (await this.#query(`SELECT COUNT(*) AS n FROM versions v ${clause}`, countParams, db)).rows[0] as { n: number };
       return { records: rows.map(toRecord), total: Number(total.n) };
     });
-  }
-
-  /** Several reads from one snapshot (a read-only REPEATABLE READ transaction). */
-  async #snapshot<T>(work: (db: Queryable) => Promise<T>): Promise<T> {
-    this.#check();
-    let client: pg.PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (err) {
-      throw dbError(err, 'VLM_INDEX_QUERY', 'index query failed');
-    }
-    let broken = false;
-    try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      const result = await work(client);
-      await client.query('COMMIT');
-      return result;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {
-        broken = true;
-      });
-      throw dbError(err, 'VLM_INDEX_QUERY', 'index query failed');
-    } finally {
-      client.release(broken);
-    }
   }
 
   async commit(writes: IndexWrite[]): Promise<VersionRecord[]> {
@@ -390,22 +333,8 @@ export class PgIndexStore extends PgStore implements IndexStore {
     const filters = this.#filtersByType.get(w.type);
     if (!filters) return out;
     for (const filter of filters) {
-      if (filter.interactions && !filter.interactions.includes(interaction)) continue;
-      const decided = interaction === 'delete' ? undefined : decideByRows(filter.where, w.id, w.searchRows);
-      if (decided === false) continue;
-      if (decided === true) {
-        out.push(filter.subscription);
-        continue;
-      }
-      const hits = await search.search({
-        resourceType: w.type,
-        where: [...filter.where, { negate: false, anyOf: [{ kind: 'id', id: w.id }] }],
-        sort: [],
-        count: 1,
-        offset: 0,
-        wantTotal: false,
-      });
-      if (hits.length) out.push(filter.subscription);
+      const decision = filterDecision(filter, w, interaction);
+      if (decision === true || (decision !== false && (await search.search(decision)).length > 0)) out.push(filter.subscription);
     }
     return out;
   }
@@ -592,32 +521,7 @@ export class PgIndexStore extends PgStore implements IndexStore {
   }
 
   async #anchorRecord(row: AnchorRow): Promise<AnchorRecord> {
-    const record: AnchorRecord = { seq: Number(row.seq), leaf: bytes(row.leaf), salt: bytes(row.salt), status: 'pending' };
-    if (row.batch_id === null) return record;
-    let proof: Uint8Array[] | undefined;
-    if (row.proof !== null) {
-      proof = [];
-      for (let i = 0; i < row.proof.length; i += 32) proof.push(bytes(row.proof.subarray(i, i + 32)));
-    }
-    record.status = row.status === 'anchored' ? 'anchored' : 'planned';
-    record.batch = {
-      ...(await this.#batch(Number(row.batch_id))),
-      leafIndex: Number(row.leaf_index),
-      ...(proof ? { proof } : {}),
-      ...(row.status === 'anchored'
-        ? {
-            receipt: {
-              chainBatchId: Number(row.chain_batch_id),
-              txHash: row.tx_hash!,
-              blockNumber: Number(row.block_number),
-              blockTimestamp: Number(row.block_timestamp),
-              chainId: Number(row.chain_id),
-              contract: row.contract!,
-            },
-          }
-        : {}),
-    };
-    return record;
+    return toAnchorRecord(row, row.batch_id === null ? undefined : await this.#batch(Number(row.batch_id)));
   }
 
   async backlog(): Promise<number> {
@@ -634,28 +538,6 @@ export class PgIndexStore extends PgStore implements IndexStore {
 }
 
 type Query = (sql: string, params: unknown[]) => Promise<pg.QueryResult>;
-
-interface ExportJobDbRow {
-  id: string;
-  owner: string;
-  status: ExportJobRow['status'];
-  created_at: number;
-  expires_at: number | null;
-  spec: string;
-  progress: string;
-}
-
-function toJob(row: ExportJobDbRow): ExportJobRow {
-  return {
-    id: row.id,
-    owner: row.owner,
-    status: row.status,
-    createdAt: Number(row.created_at),
-    ...(row.expires_at === null ? {} : { expiresAt: Number(row.expires_at) }),
-    spec: JSON.parse(row.spec),
-    progress: JSON.parse(row.progress),
-  };
-}
 
 /** Export jobs (table `export_jobs`), as sqlite-index.ts keeps them. */
 class PgExportJobs implements ExportJobStore {
@@ -706,17 +588,6 @@ class PgExportJobs implements ExportJobStore {
   async remove(id: string): Promise<void> {
     await this.#query('DELETE FROM export_jobs WHERE id = $1', [id]);
   }
-}
-
-interface EventRow {
-  number: number;
-  seq: number;
-  at: number;
-  notified: number | null;
-}
-
-function toEvent(row: EventRow): SubscriptionEvent {
-  return { number: Number(row.number), seq: Number(row.seq), at: Number(row.at), ...(row.notified !== null ? { notified: Number(row.notified) } : {}) };
 }
 
 /** Subscription events and delivery state (tables `subscription_events`, `subscription_state`), as sqlite-index.ts keeps them. */

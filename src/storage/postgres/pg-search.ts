@@ -10,6 +10,8 @@ import { storageError, type StorageError } from '../errors.ts';
 import type { BasicRow, IndexQuery, SearchRow } from '../search-types.ts';
 import {
   PAGE_PLAN_LIMIT,
+  compositeColumns,
+  insertValues,
   planCount,
   planPage,
   planSearch,
@@ -157,59 +159,19 @@ export class PgSearch {
   }
 }
 
-/** A row's column values in COLUMNS order; undefined for a row PostgreSQL does not index (see compositeValues). */
+/** A row's column values in COLUMNS order (as on SQLite); undefined for a row PostgreSQL does not index (see compositeValues). */
 function rowValues(rid: number, row: SearchRow): unknown[] | undefined {
-  switch (row.kind) {
-    case 'string':
-      return [rid, row.param, row.norm, row.exact];
-    case 'token':
-      return [rid, row.param, row.system, row.code, row.text];
-    case 'date':
-      return [rid, row.param, row.low, row.high];
-    case 'reference':
-      return [rid, row.param, row.targetType, row.targetId, row.url];
-    case 'number':
-      return [rid, row.param, row.value];
-    case 'quantity':
-      return [rid, row.param, row.value, row.system, row.code, row.unit];
-    case 'uri':
-      return [rid, row.param, row.value];
-    case 'composite': {
-      const values = compositeValues(row.part);
-      return values && [rid, row.part.param, row.group, ...values];
-    }
-  }
+  if (row.kind !== 'composite') return insertValues(rid, row);
+  const values = compositeValues(row.part);
+  return values && [rid, row.part.param, row.group, ...values];
 }
 
 /**
- * A component's values in search_composite's columns (norm … unit). `value` is a number column
- * here (SQLite's is untyped): a uri component — no R4 composite has one — is not indexed.
+ * A component's values in search_composite's columns (norm … unit), as on SQLite — but `value` is
+ * a number column here (SQLite's is untyped): a uri component (no R4 composite has one) is not indexed.
  */
 function compositeValues(p: BasicRow): unknown[] | undefined {
-  const c: Record<string, unknown> = {};
-  switch (p.kind) {
-    case 'string':
-      Object.assign(c, { norm: p.norm, exact: p.exact });
-      break;
-    case 'token':
-      Object.assign(c, { system: p.system, code: p.code, text: p.text });
-      break;
-    case 'date':
-      Object.assign(c, { low: p.low, high: p.high });
-      break;
-    case 'reference':
-      Object.assign(c, { target_type: p.targetType, target_id: p.targetId, url: p.url });
-      break;
-    case 'number':
-      c['value'] = p.value;
-      break;
-    case 'uri':
-      return undefined;
-    case 'quantity':
-      Object.assign(c, { value: p.value, system: p.system, code: p.code, unit: p.unit });
-      break;
-  }
-  return COLUMNS.composite.slice(3).map((name) => c[name] ?? null);
+  return p.kind === 'uri' ? undefined : compositeColumns(p);
 }
 
 /**

@@ -445,7 +445,8 @@ export function deleteSearchRows(db: DatabaseSync, rid: number): void {
   new SearchSql(db).deleteRows(rid);
 }
 
-function insertValues(rid: number, row: SearchRow): SQLInputValue[] {
+/** A search row's column values in its table's column order (INSERT_SQL). */
+export function insertValues(rid: number, row: SearchRow): SQLInputValue[] {
   switch (row.kind) {
     case 'string':
       return [rid, row.param, row.norm, row.exact];
@@ -467,7 +468,7 @@ function insertValues(rid: number, row: SearchRow): SQLInputValue[] {
 }
 
 /** A component's values in search_composite's columns (norm … unit). */
-function compositeColumns(p: BasicRow): SQLInputValue[] {
+export function compositeColumns(p: BasicRow): SQLInputValue[] {
   const c: Record<string, SQLInputValue> = {};
   switch (p.kind) {
     case 'string':

@@ -29,10 +29,22 @@ import type {
   SubscriptionState,
   SubscriptionStore,
   VersionRecord,
-  WriteMethod,
 } from '../index-store.ts';
 import type { IndexQuery } from '../search-types.ts';
-import { decideByRows } from '../event-match.ts';
+import {
+  ANCHOR_SELECT,
+  VERSION_COLUMNS,
+  filterDecision,
+  filtersByType,
+  toAnchorRecord,
+  toEvent,
+  toJob,
+  toRecord,
+  type AnchorRow,
+  type EventRow,
+  type ExportJobDbRow,
+  type VersionRow,
+} from '../index-rows.ts';
 import { WalSync, autoCheckpointPages } from './wal-sync.ts';
 import { SEARCH_DDL, SearchSql } from './search-sql.ts';
 
@@ -126,56 +138,6 @@ CREATE TABLE IF NOT EXISTS meta (
 
 const SCHEMA_VERSION = '1';
 
-interface VersionRow {
-  seq: number;
-  type: string;
-  id: string;
-  version: number;
-  last_updated: number;
-  deleted: number;
-  created: number;
-  method: string;
-  cid: string;
-  key_scope: string;
-}
-
-function toRecord(row: VersionRow): VersionRecord {
-  return {
-    seq: Number(row.seq),
-    type: row.type,
-    id: row.id,
-    versionId: Number(row.version),
-    lastUpdated: Number(row.last_updated),
-    deleted: row.deleted === 1,
-    created: row.created === 1,
-    method: row.method as WriteMethod,
-    cid: row.cid,
-    keyScope: row.key_scope,
-  };
-}
-
-const ANCHOR_SELECT = `SELECT l.seq, l.leaf, l.salt, l.batch_id, l.leaf_index, l.proof, b.status, b.chain_batch_id, b.tx_hash, b.block_number,
-       b.block_timestamp, b.chain_id, b.contract
-       FROM anchor_leaves l LEFT JOIN anchor_batches b ON b.id = l.batch_id`;
-
-interface AnchorRow {
-  seq: number;
-  leaf: Uint8Array;
-  salt: Uint8Array;
-  batch_id: number | null;
-  leaf_index: number | null;
-  proof: Uint8Array | null;
-  status: string | null;
-  chain_batch_id: number | null;
-  tx_hash: string | null;
-  block_number: number | null;
-  block_timestamp: number | null;
-  chain_id: number | null;
-  contract: string | null;
-}
-
-const VERSION_COLUMNS = 'v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v.created, v.method, v.cid, v.key_scope';
-
 export class SqliteIndexStore implements IndexStore {
   readonly dataKeys: DataKeyStore;
   readonly exportJobs: ExportJobStore;
@@ -216,9 +178,7 @@ export class SqliteIndexStore implements IndexStore {
         return stmt(sql);
       },
       (filters) => {
-        const byType = new Map<string, EventFilter[]>();
-        for (const filter of filters) byType.set(filter.type, [...(byType.get(filter.type) ?? []), filter]);
-        this.#filtersByType = byType;
+        this.#filtersByType = filtersByType(filters);
       },
       (work) => {
         this.#check();
@@ -468,22 +428,8 @@ export class SqliteIndexStore implements IndexStore {
     const filters = this.#filtersByType.get(w.type);
     if (!filters) return out;
     for (const filter of filters) {
-      if (filter.interactions && !filter.interactions.includes(interaction)) continue;
-      const decided = interaction === 'delete' ? undefined : decideByRows(filter.where, w.id, w.searchRows);
-      if (decided === false) continue;
-      if (decided === true) {
-        out.push(filter.subscription);
-        continue;
-      }
-      const hits = this.#search.search({
-        resourceType: w.type,
-        where: [...filter.where, { negate: false, anyOf: [{ kind: 'id', id: w.id }] }],
-        sort: [],
-        count: 1,
-        offset: 0,
-        wantTotal: false,
-      });
-      if (hits.length) out.push(filter.subscription);
+      const decision = filterDecision(filter, w, interaction);
+      if (decision === true || (decision !== false && this.#search.search(decision).length > 0)) out.push(filter.subscription);
     }
     return out;
   }
@@ -689,32 +635,7 @@ export class SqliteIndexStore implements IndexStore {
   }
 
   #anchorRecord(row: AnchorRow): AnchorRecord {
-    const record: AnchorRecord = { seq: Number(row.seq), leaf: row.leaf, salt: row.salt, status: 'pending' };
-    if (row.batch_id === null) return record;
-    let proof: Uint8Array[] | undefined;
-    if (row.proof !== null) {
-      proof = [];
-      for (let i = 0; i < row.proof.length; i += 32) proof.push(row.proof.subarray(i, i + 32));
-    }
-    record.status = row.status === 'anchored' ? 'anchored' : 'planned';
-    record.batch = {
-      ...this.#batch(Number(row.batch_id)),
-      leafIndex: Number(row.leaf_index),
-      ...(proof ? { proof } : {}),
-      ...(row.status === 'anchored'
-        ? {
-            receipt: {
-              chainBatchId: Number(row.chain_batch_id),
-              txHash: row.tx_hash!,
-              blockNumber: Number(row.block_number),
-              blockTimestamp: Number(row.block_timestamp),
-              chainId: Number(row.chain_id),
-              contract: row.contract!,
-            },
-          }
-        : {}),
-    };
-    return record;
+    return toAnchorRecord(row, row.batch_id === null ? undefined : this.#batch(Number(row.batch_id)));
   }
 
   async backlog(): Promise<number> {
@@ -739,28 +660,6 @@ export class SqliteIndexStore implements IndexStore {
     this.#statements.clear();
     this.#db.close();
   }
-}
-
-interface ExportJobDbRow {
-  id: string;
-  owner: string;
-  status: ExportJobRow['status'];
-  created_at: number;
-  expires_at: number | null;
-  spec: string;
-  progress: string;
-}
-
-function toJob(row: ExportJobDbRow): ExportJobRow {
-  return {
-    id: row.id,
-    owner: row.owner,
-    status: row.status,
-    createdAt: Number(row.created_at),
-    ...(row.expires_at === null ? {} : { expiresAt: Number(row.expires_at) }),
-    spec: JSON.parse(row.spec),
-    progress: JSON.parse(row.progress),
-  };
 }
 
 /** Export jobs in the index database (table `export_jobs`). */
@@ -919,15 +818,4 @@ class SqliteSubscriptions implements SubscriptionStore {
       ).run(subscription);
     });
   }
-}
-
-interface EventRow {
-  number: number;
-  seq: number;
-  at: number;
-  notified: number | null;
-}
-
-function toEvent(row: EventRow): SubscriptionEvent {
-  return { number: Number(row.number), seq: Number(row.seq), at: Number(row.at), ...(row.notified !== null ? { notified: Number(row.notified) } : {}) };
 }

@@ -21,9 +21,9 @@ import {
   planCount,
   planSearch,
 } from '../../../src/storage/sqlite/search-sql.ts';
+import { R4_EXAMPLES, loadSearchCases, type SearchCase } from '../../helpers/search-cases.ts';
 
-const EXAMPLES = path.resolve(import.meta.dirname, '../../../../shared/corpora/r4-examples');
-const FIXTURE = path.resolve(import.meta.dirname, '../../fixtures/search-cases.json');
+const EXAMPLES = R4_EXAMPLES;
 
 const RESOURCES_DDL = `
 CREATE TABLE resources (
@@ -35,28 +35,6 @@ CREATE TABLE resources (
   cid TEXT,
   UNIQUE(type, id)
 );`;
-
-interface SearchCase {
-  name: string;
-  type: string | null;
-  query: string;
-  expect: string[];
-  ordered?: boolean;
-  total?: number;
-}
-
-interface SearchCases {
-  baseUrl: string;
-  now: string;
-  defaultLastUpdated: string;
-  resources: { file: string; lastUpdated?: string; deleted?: boolean }[];
-  cases: SearchCase[];
-}
-
-/** The one loader of the search-case fixture. */
-function loadSearchCases(): SearchCases {
-  return JSON.parse(fs.readFileSync(FIXTURE, 'utf8')) as SearchCases;
-}
 
 const fixture = loadSearchCases();
 const registry = createSearchRegistry(R4_RESOURCE_TYPES);
