@@ -16,6 +16,7 @@
  * | `VELLUM_AUTH_CLOCK_SKEW` | `30` | tolerated clock difference when checking `exp` / `nbf`, seconds |
  */
 import { ConfigError } from '../../config.ts';
+import { resolve } from 'node:path';
 
 export type AuthMode = 'embedded' | 'external' | 'off';
 
@@ -31,6 +32,13 @@ export interface AuthConfig {
   refreshTokenTtl: number;
   codeTtl: number;
   clockSkew: number;
+  /**
+   * The token signing key ring (VELLUM_AUTH_KEYS_FILE; default `<data dir>/auth/signing-keys.json`)
+   * and the administrator client's credentials (VELLUM_ADMIN_CLIENT_FILE; default
+   * `<data dir>/admin-client.json`): several nodes on one database share both (docs/deploy.md).
+   */
+  keysFile?: string;
+  adminClientFile?: string;
 }
 
 const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
@@ -79,6 +87,10 @@ export function loadAuthConfig(env: NodeJS.ProcessEnv, fhirBaseUrl: string): Aut
     codeTtl: seconds(env, 'VELLUM_AUTH_CODE_TTL', 60, 10, 600),
     clockSkew: seconds(env, 'VELLUM_AUTH_CLOCK_SKEW', 30, 0, 300),
   };
+  const keysFile = env.VELLUM_AUTH_KEYS_FILE?.trim();
+  if (keysFile) config.keysFile = resolve(keysFile);
+  const adminClientFile = env.VELLUM_ADMIN_CLIENT_FILE?.trim();
+  if (adminClientFile) config.adminClientFile = resolve(adminClientFile);
   if (mode === 'external') {
     const issuer = env.VELLUM_OAUTH_ISSUER?.trim();
     if (!issuer) throw new ConfigError('VELLUM_OAUTH_ISSUER', 'is required when VELLUM_AUTH=external');

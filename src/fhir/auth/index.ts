@@ -59,12 +59,12 @@ export async function openEmbeddedAuth(options: {
   const urls = authUrls(config.authUrl, config.audience);
   const store = options.store ?? SqliteAuthStore.open(join(dataDir, 'auth.db'));
   try {
-    const keys = await SigningKeys.open(join(dataDir, 'auth', 'signing-keys.json'), {
+    const keys = await SigningKeys.open(config.keysFile ?? join(dataDir, 'auth', 'signing-keys.json'), {
       // A retired key must outlive every token it signed (access and id tokens share the TTL).
       retainSeconds: config.accessTokenTtl + config.clockSkew + 60,
       ...(options.now ? { now: options.now } : {}),
     });
-    const adminClientFile = join(dataDir, 'admin-client.json');
+    const adminClientFile = config.adminClientFile ?? join(dataDir, 'admin-client.json');
     await bootstrapAdminClient({ store, file: adminClientFile, tokenUrl: urls.token, ...(options.log ? { log: options.log } : {}), ...(options.now ? { now: options.now } : {}) });
     const verifier = createAuthVerifier({ ...config, mode: 'embedded' }, keys, options.now)!;
     const pluginOptions: AuthPluginOptions = {
