@@ -48,7 +48,7 @@ import { Repository } from './storage/repository.ts';
 import type { ReferenceRow } from './storage/search-types.ts';
 import { openStorage, type StorageLocation } from './storage/open.ts';
 import { PgAuthStore } from './storage/postgres/pg-auth-store.ts';
-import { PgLease } from './storage/postgres/pg-lease.ts';
+import { PgLease, SUBSCRIPTION_LEASE } from './storage/postgres/pg-lease.ts';
 import { SqliteAuditQueue } from './storage/sqlite/audit-queue.ts';
 
 export interface Vellum {
@@ -168,6 +168,8 @@ export async function createVellum(config: Config, options: { logger?: boolean }
     busy: () => requestsInFlight > 1,
     audit: (input) => audit?.record(input) ?? Promise.resolve(),
     onError: (err) => app.log.warn({ err: { code: (err as { code?: string }).code, name: (err as Error)?.name } }, 'subscription delivery failed; will retry'),
+    // Several nodes on one PostgreSQL: one delivers the rest-hooks (storage/postgres/pg-lease.ts).
+    ...(config.databaseUrl ? { lease: new PgLease(config.databaseUrl, SUBSCRIPTION_LEASE) } : {}),
   });
   const writer: Writer = new Writer({
     leafKey,

@@ -270,6 +270,21 @@ export interface SubscriptionStore {
   owners(): Promise<Map<string, unknown>>;
   /** Forget a subscription's events and delivery state (it was deleted); its owner is kept. */
   remove(subscription: string): Promise<void>;
+  /**
+   * Several nodes on one index: tell `watcher` of what other nodes commit — events (the
+   * subscriptions that got them) and Subscription resources written — and when the watch was
+   * interrupted (anything may have been missed). A commit that follows another node's Subscription
+   * write waits for `subscriptions` (the filters it sets are the ones the commit applies). Absent on
+   * a single-node store.
+   */
+  watch?(watcher: SubscriptionWatcher): Promise<void>;
+}
+
+export interface SubscriptionWatcher {
+  events(subscriptions: readonly string[]): void;
+  subscriptions(ids: readonly string[]): Promise<void>;
+  /** The watch was down and is back: look at everything again. */
+  resync(): void;
 }
 
 export interface Page<T> {

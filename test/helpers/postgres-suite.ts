@@ -8,10 +8,9 @@
 import { spawnSync } from 'node:child_process';
 import { startCluster } from './postgres.ts';
 
+/** The suites that run on either engine (the PostgreSQL-only tests are in the first run already). */
 export const POSTGRES_SUITE = [
-  'test/storage/pg-*.int.test.ts',
-  'test/storage/index-store-pg.int.test.ts',
-  'test/cli/migrate.int.test.ts',
+  'test/storage/repository.test.ts',
   'test/fhir/interactions/*.test.ts',
   'test/fhir/search/*.test.ts',
   'test/fhir/consent/*.test.ts',
@@ -21,7 +20,6 @@ export const POSTGRES_SUITE = [
   'test/fhir/subscriptions/*.test.ts',
   'test/fhir/bundles/*.test.ts',
   'test/fhir/operations/*.test.ts',
-  'test/int/postgres-*.int.test.ts',
 ];
 
 const url = process.env.VELLUM_TEST_DATABASE_URL ?? (await startCluster());

@@ -28,6 +28,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import type { SubscriptionState } from '../../storage/index-store.ts';
+import type { BatcherLease } from '../../chain/batcher.ts';
 import { SHARED_SCOPE } from '../../storage/keys.ts';
 import { matchingRequest, screenRecords, visible } from '../access.ts';
 import type { AuditInput } from '../audit.ts';
@@ -60,7 +61,15 @@ export interface SubscriptionOptions {
   audit?: (input: AuditInput) => Promise<void>;
   onError?: (err: unknown) => void;
   now?: () => number;
+  /**
+   * Several nodes on one database: only the holder of this lease delivers rest-hook subscriptions
+   * (websocket ones are delivered by the node their sockets are bound to).
+   */
+  lease?: BatcherLease;
 }
+
+/** How often a node without the delivery lease asks for it while rest-hook subscriptions exist. */
+const LEASE_RETRY_MS = 1_000;
 
 /** The agent of the versions the server writes itself (status changes). */
 export const SUBSCRIPTION_AGENT = 'Vellum subscriptions';
@@ -109,6 +118,8 @@ export class SubscriptionService {
   #sliceStart: number | undefined;
   /** Whether the next round visits every live subscription (else: those with new events). */
   #full = true;
+  /** Whether this node held the delivery lease at its last round. */
+  #leader = false;
   readonly #rounds: Rounds;
   #closed = false;
 
@@ -142,6 +153,45 @@ export class SubscriptionService {
       }
       if (page.length < 500) break;
       afterRid = page[page.length - 1]!.rid;
+    }
+    this.#filters();
+    // Other nodes' events and Subscription writes (several nodes on one database).
+    await index.subscriptions.watch?.({
+      events: () => this.kick(false),
+      subscriptions: (ids) => this.#reload(ids),
+      resync: () => void this.#reload(undefined).catch((err: unknown) => this.#o.onError?.(err)),
+    });
+    this.kick();
+  }
+
+  /**
+   * Subscriptions another node wrote (`ids`), or all of them (`undefined`: the watch was down):
+   * read again, tracked as they are now, and their filters set. A client's change made elsewhere
+   * makes a delivery in progress here stale, as one made here does.
+   */
+  async #reload(ids: readonly string[] | undefined): Promise<void> {
+    const services = this.#o.services();
+    const index = services.repository.index;
+    const all: string[] = ids === undefined ? [...this.#live.keys(), ...(await index.subscriptions.owners()).keys()] : [...ids];
+    for (let afterRid = 0; ids === undefined; ) {
+      const page = await index.currentResources({ afterRid, limit: 500, types: ['Subscription'] });
+      all.push(...page.map((p) => p.record.id));
+      if (page.length < 500) break;
+      afterRid = page[page.length - 1]!.rid;
+    }
+    for (const id of new Set(all)) {
+      const record = await index.current('Subscription', id);
+      this.#generations.set(id, this.#generation(id) + 1);
+      const state = await index.subscriptions.state(id);
+      if (state?.owner !== undefined && !this.#owners.has(id)) this.#owners.set(id, ownerKey(state.owner as StoredPrincipal));
+      if (!record || record.deleted) {
+        this.#live.delete(id);
+        this.#deleted.add(id);
+        continue;
+      }
+      this.#deleted.delete(id);
+      const resource = await services.loadResource(record).catch(() => undefined);
+      if (resource) this.#track(resource);
     }
     this.#filters();
     this.kick();
@@ -385,11 +435,16 @@ export class SubscriptionService {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
     await this.#rounds.close();
+    await this.#o.lease?.release();
   }
 
   /** One pass over the live subscriptions (or those with new events); schedules the next for retries, heartbeats and ends. */
   async #round(): Promise<void> {
-    const full = this.#full;
+    // Several nodes: rest-hooks are this node's to deliver only while it holds the lease; the round
+    // that takes the lease over visits them all (their events may be another node's).
+    const leader = this.#o.lease ? await this.#o.lease.hold().catch(() => false) : true;
+    const full = this.#full || (leader && !this.#leader);
+    this.#leader = leader;
     this.#full = false;
     const dirty = this.#o.services().repository.index.subscriptions.takeDirty();
     const now = this.#now();
@@ -420,7 +475,10 @@ export class SubscriptionService {
     // Subscriptions are delivered side by side (each one's events in order). A round ends when its
     // slowest subscription is done: an endpoint that answers just inside its timeout delays the
     // next round's notifications of the others (docs/subscriptions.md, "Not yet").
-    const queue = [...this.#live.values()].filter((sub) => full || dirty.has(sub.id));
+    const mine = (sub: ParsedSubscription) => leader || sub.channel !== 'rest-hook';
+    const queue = [...this.#live.values()].filter((sub) => mine(sub) && (full || dirty.has(sub.id)));
+    // Without the lease, ask for it again soon while there are rest-hooks to deliver.
+    if (!leader && [...this.#live.values()].some((sub) => sub.channel === 'rest-hook')) next = Math.min(next, now + LEASE_RETRY_MS);
     const worker = async () => {
       for (let sub = queue.shift(); sub; sub = queue.shift()) {
         await this.#pace();

@@ -10,7 +10,8 @@
  * rely on that), and two nodes updating one resource see each other's version (one gets
  * VLM_INDEX_VERSION_CONFLICT). Reads need no lock. A commit is durable when it returns.
  */
-import type pg from 'pg';
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import type { DataKeyStore } from '../cipher.ts';
 import { isStorageError, storageError, type StorageError } from '../errors.ts';
 import {
@@ -48,6 +49,7 @@ import type {
   SubscriptionEvent,
   SubscriptionState,
   SubscriptionStore,
+  SubscriptionWatcher,
   VersionRecord,
 } from '../index-store.ts';
 import { SHARED_SCOPE } from '../keys.ts';
@@ -122,6 +124,7 @@ export class PgIndexStore extends PgStore implements IndexStore {
         this.#filtersByType = filtersByType(filters);
       },
       (client, subscriptions, seq, at) => this.#events(client, subscriptions, seq, at),
+      pool.options.connectionString,
     );
   }
 
@@ -231,9 +234,12 @@ export class PgIndexStore extends PgStore implements IndexStore {
 
   async commit(writes: IndexWrite[]): Promise<VersionRecord[]> {
     const dirty: string[] = [];
+    const changedSubscriptions: string[] = [];
     const records = await this.#transaction(async (client) => {
       const out: VersionRecord[] = [];
       const search = new PgSearch(client);
+      // Subscriptions another node wrote since this node's filters were set: set them again first.
+      await this.subscriptions.syncFilters(client);
       for (const w of writes) {
         const existing = (await client.query('SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2', [w.type, w.id])).rows[0] as
           | { rid: number; version: number; deleted: number }
@@ -280,6 +286,10 @@ export class PgIndexStore extends PgStore implements IndexStore {
         const matched = w.deleted ? deletedMatches : await this.#matching(search, w, created ? 'create' : 'update');
         await this.#events(client, matched, seq, w.lastUpdated);
         dirty.push(...matched);
+        if (w.type === 'Subscription') {
+          changedSubscriptions.push(w.id);
+          this.subscriptions.own(seq);
+        }
         out.push({
           seq,
           type: w.type,
@@ -293,6 +303,8 @@ export class PgIndexStore extends PgStore implements IndexStore {
           keyScope: w.keyScope,
         });
       }
+      // Other nodes hear of it when this commits (LISTEN/NOTIFY: delivered at commit, dropped on rollback).
+      await this.subscriptions.notify(client, dirty, changedSubscriptions);
       return out;
     }, true);
     for (const subscription of dirty) this.subscriptions.dirty.add(subscription);
@@ -320,6 +332,7 @@ export class PgIndexStore extends PgStore implements IndexStore {
 
   override async close(): Promise<void> {
     await this.#analyzing;
+    await this.subscriptions.unwatch();
     await super.close();
   }
 
@@ -590,6 +603,26 @@ class PgExportJobs implements ExportJobStore {
   }
 }
 
+/** The channel on which nodes tell each other of events and Subscription writes. */
+const WATCH_CHANNEL = 'vellum_subscriptions';
+/** NOTIFY payloads must stay below 8,000 bytes: ids are sent in chunks. */
+const NOTIFY_IDS = 60;
+/** How long a broken watch waits before it connects again. */
+const WATCH_RETRY_MS = 1_000;
+
+interface Watch {
+  client: pg.Client | undefined;
+  watcher: SubscriptionWatcher;
+  closed: boolean;
+  retry?: NodeJS.Timeout;
+}
+
+interface WatchMessage {
+  node: string;
+  events: string[];
+  subscriptions: string[];
+}
+
 /** Subscription events and delivery state (tables `subscription_events`, `subscription_state`), as sqlite-index.ts keeps them. */
 class PgSubscriptions implements SubscriptionStore {
   readonly #query: Query;
@@ -600,16 +633,115 @@ class PgSubscriptions implements SubscriptionStore {
   /** Filled by the events this node writes (a hint for the dispatcher; other nodes' events are found by its sweep). */
   readonly dirty = new Set<string>();
 
+  readonly #url: string | undefined;
+  /** Who this store is, so that it ignores its own notifications. */
+  readonly #node = randomUUID();
+  #watch: Watch | undefined;
+
   constructor(
     query: Query,
     transaction: <T>(work: (client: pg.PoolClient) => Promise<T>) => Promise<T>,
     setFilters: (filters: readonly EventFilter[]) => void,
     events: (client: pg.PoolClient, subscriptions: readonly string[], seq: number, at: number) => Promise<void>,
+    url: string | undefined,
   ) {
     this.#query = query;
     this.#transaction = transaction;
     this.#setFilters = setFilters;
     this.#events = events;
+    this.#url = url;
+  }
+
+  /** Subscription versions up to this seq are reflected in the filters (see `syncFilters`); undefined: not watching. */
+  #filtersSeq: number | undefined;
+  /** This node's own Subscription versions above `#filtersSeq` (its filters follow them already). */
+  readonly #ownSeqs = new Set<number>();
+
+  /** A Subscription version this node is committing. */
+  own(seq: number): void {
+    if (this.#filtersSeq !== undefined) this.#ownSeqs.add(seq);
+  }
+
+  /**
+   * Inside a commit, under the commit lock: the Subscriptions other nodes committed since the
+   * filters were last set are read again (the watcher's `subscriptions`, awaited) before this
+   * commit matches its versions — so a write made after a Subscription was created on any node is
+   * an event of it, as on one node.
+   */
+  async syncFilters(client: pg.PoolClient): Promise<void> {
+    const watcher = this.#watch?.watcher;
+    if (!watcher || this.#filtersSeq === undefined) return;
+    const { rows } = await client.query("SELECT id, seq FROM versions WHERE type = 'Subscription' AND seq > $1 ORDER BY seq", [this.#filtersSeq]);
+    if (rows.length === 0) return;
+    const foreign = (rows as { id: string; seq: number }[]).filter((r) => !this.#ownSeqs.delete(Number(r.seq))).map((r) => r.id);
+    if (foreign.length) await watcher.subscriptions([...new Set(foreign)]);
+    this.#filtersSeq = Number((rows[rows.length - 1] as { seq: number }).seq);
+  }
+
+  /** Inside a transaction: tell the other nodes (at commit) which subscriptions got events and which were written. */
+  async notify(client: pg.PoolClient, events: readonly string[], subscriptions: readonly string[]): Promise<void> {
+    const ids = [...new Set(events)];
+    const written = [...new Set(subscriptions)];
+    for (let i = 0; i < Math.max(ids.length, written.length); i += NOTIFY_IDS) {
+      const message: WatchMessage = { node: this.#node, events: ids.slice(i, i + NOTIFY_IDS), subscriptions: written.slice(i, i + NOTIFY_IDS) };
+      await client.query('SELECT pg_notify($1, $2)', [WATCH_CHANNEL, JSON.stringify(message)]);
+    }
+  }
+
+  /**
+   * Listen for other nodes' events and Subscription writes on a connection of its own; a broken
+   * connection is opened again (after WATCH_RETRY_MS) and the watcher told to look at everything.
+   */
+  async watch(watcher: SubscriptionWatcher): Promise<void> {
+    if (!this.#url || this.#watch) return;
+    const watch: Watch = { client: undefined, watcher, closed: false };
+    this.#watch = watch;
+    // The filters the watcher set reflect every Subscription committed so far.
+    const { rows } = await this.#query("SELECT COALESCE(MAX(seq), 0) AS seq FROM versions WHERE type = 'Subscription'", []);
+    this.#filtersSeq = Number((rows[0] as { seq: number }).seq);
+    const connect = async (again: boolean): Promise<void> => {
+      if (watch.closed) return;
+      const client = new pg.Client({ connectionString: this.#url, keepAlive: true, application_name: 'vellum subscription watch' });
+      const retry = () => {
+        if (watch.client !== client) return;
+        watch.client = undefined;
+        client.end().catch(() => undefined);
+        if (!watch.closed) watch.retry = setTimeout(() => void connect(true), WATCH_RETRY_MS).unref();
+      };
+      client.on('error', retry);
+      client.on('end', retry);
+      client.on('notification', (n) => {
+        let message: WatchMessage;
+        try {
+          message = JSON.parse(n.payload ?? '') as WatchMessage;
+        } catch {
+          return;
+        }
+        if (message.node === this.#node) return;
+        for (const id of message.events) this.dirty.add(id);
+        if (message.subscriptions.length) watch.watcher.subscriptions(message.subscriptions).catch(() => undefined);
+        if (message.events.length) watch.watcher.events(message.events);
+      });
+      watch.client = client;
+      try {
+        await client.connect();
+        await client.query(`LISTEN ${WATCH_CHANNEL}`);
+        if (again) watch.watcher.resync();
+      } catch {
+        retry();
+      }
+    };
+    void connect(false);
+  }
+
+  async unwatch(): Promise<void> {
+    const watch = this.#watch;
+    if (!watch) return;
+    watch.closed = true;
+    if (watch.retry) clearTimeout(watch.retry);
+    const client = watch.client;
+    watch.client = undefined;
+    await client?.end().catch(() => undefined);
   }
 
   setFilters(filters: readonly EventFilter[]): void {
@@ -682,7 +814,10 @@ class PgSubscriptions implements SubscriptionStore {
 
   async emit(subscriptions: readonly string[], seq: number, at: number): Promise<void> {
     if (subscriptions.length === 0) return;
-    await this.#transaction((client) => this.#events(client, subscriptions, seq, at));
+    await this.#transaction(async (client) => {
+      await this.#events(client, subscriptions, seq, at);
+      await this.notify(client, subscriptions, []);
+    });
     for (const subscription of subscriptions) this.dirty.add(subscription);
   }
 
