@@ -1,12 +1,12 @@
 /**
- * `npm run test:postgres` (the second half of `npm test`): the storage, interaction, search,
+ * `npm run test:postgres` (the second half of `npm test`; not under test/, where tap would run it as a test): the storage, interaction, search,
  * consent, auth, audit, bulk and subscription tests again, with every in-process test server on
- * PostgreSQL (`VELLUM_TEST_DATABASE=postgres`, helpers/server.ts) — one throwaway cluster for the
+ * PostgreSQL (`VELLUM_TEST_DATABASE=postgres`, test/helpers/server.ts) — one throwaway cluster for the
  * whole run (or VELLUM_TEST_DATABASE_URL), a fresh database per server. Extra arguments are passed
  * to tap (e.g. a subset of files).
  */
 import { spawnSync } from 'node:child_process';
-import { startCluster } from './postgres.ts';
+import { startCluster } from '../test/helpers/postgres.ts';
 
 /** The suites that run on either engine (the PostgreSQL-only tests are in the first run already). */
 export const POSTGRES_SUITE = [
