@@ -84,7 +84,7 @@ export async function freshDatabase(t: Test): Promise<string> {
 
 /** A fresh, empty database and how to drop it (for callers that must close their pools first). */
 export async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const admin = process.env.VELLUM_TEST_DATABASE_URL ?? (await (cluster ??= startCluster()));
+  const admin = process.env.VELLUM_TEST_DATABASE_URL || (await (cluster ??= startCluster()));
   const name = `vellum_test_${process.pid}_${++databases}`;
   const client = new pg.Client({ connectionString: admin });
   await client.connect();
