@@ -28,6 +28,26 @@ export function rssKiB(pid: number): number {
   }
 }
 
+/** CPU time (ms) used so far by every process of a user (PostgreSQL's server processes run as `postgres`). */
+export function userCpuMs(user: string): number {
+  let uid: number | undefined;
+  try {
+    uid = Number(/^[^:]+:[^:]*:(\d+):/m.exec(fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${user}:`)) ?? '')?.[1]);
+  } catch {
+    return 0;
+  }
+  let total = 0;
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (fs.statSync(`/proc/${entry}`).uid === uid) total += cpuMs(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
+}
+
 export async function waitReady(base: string, deadline: number): Promise<void> {
   while (Date.now() < deadline) {
     try {

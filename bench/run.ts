@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { comparisonTable, loadBaseline, root, rssKiB, runLoad, startServer } from './lib.ts';
+import { comparisonTable, cpuMs, loadBaseline, root, rssKiB, runLoad, startServer, userCpuMs } from './lib.ts';
 
 /**
  * Commit → mined latency: writes sent with `Prefer: anchor=wait` (8 in flight, like the workload),
@@ -62,7 +62,14 @@ async function main(): Promise<void> {
   let peakRss = 0;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server.child.pid!))), 200);
   try {
+    const cpuBefore = { vellum: cpuMs(server.child.pid!), postgres: database === 'postgres' ? userCpuMs('postgres') : 0 };
     const { code, summary } = await runLoad(`${origin}/fhir`, args, true, server.token);
+    const ops = (summary.phases as { ops: number }[]).reduce((n, p) => n + p.ops, 0);
+    const cpu = {
+      vellum_ms_per_op: Number(((cpuMs(server.child.pid!) - cpuBefore.vellum) / ops).toFixed(2)),
+      ...(database === 'postgres' ? { postgres_ms_per_op: Number(((userCpuMs('postgres') - cpuBefore.postgres) / ops).toFixed(2)) } : {}),
+    };
+    console.log(`server CPU per operation: Vellum ${cpu.vellum_ms_per_op} ms${'postgres_ms_per_op' in cpu ? `, PostgreSQL ${cpu.postgres_ms_per_op} ms` : ''}`);
     const anchorLatency = await measureAnchorLatency(`${origin}/fhir`, server.token);
     console.log(
       `anchor latency (commit → mined, Prefer: anchor=wait, ${anchorLatency.samples} writes, 1 s window): ` +
@@ -72,6 +79,7 @@ async function main(): Promise<void> {
       ...summary,
       database,
       anchor_latency: anchorLatency,
+      cpu,
       server: { startup_ms: startupMs, idle_rss_mib: Math.round(idleRss / 1024), peak_rss_mib: Math.round(peakRss / 1024), rss_end_mib: Math.round(rssKiB(server.child.pid!) / 1024) },
     };
     const baseline = loadBaseline();
@@ -87,6 +95,8 @@ async function main(): Promise<void> {
       '| phase | ops | ops/s | p50 ms | p95 ms | p99 ms | errors |',
       '|---|---:|---:|---:|---:|---:|---:|',
       ...rows,
+      '',
+      `Server CPU per operation of the workload: Vellum ${cpu.vellum_ms_per_op} ms${'postgres_ms_per_op' in cpu ? `, PostgreSQL ${cpu.postgres_ms_per_op} ms (every process of the \`postgres\` user)` : ''}.`,
       '',
       `Anchor latency (commit → batch mined, \`Prefer: anchor=wait\`, ${anchorLatency.samples} writes at 8 in flight, 1 s batch window): p50 ${anchorLatency.p50_ms} ms, p99 ${anchorLatency.p99_ms} ms, max ${anchorLatency.max_ms} ms.`,
       '',
