@@ -12,7 +12,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { comparisonTable, cpuMs, loadBaseline, root, rssKiB, runLoad, startServer, userCpuMs } from './lib.ts';
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
+import { adminToken, comparisonTable, cpuMs, loadBaseline, root, rssKiB, runLoad, startServer, userCpuMs } from './lib.ts';
 
 /**
  * Commit → mined latency: writes sent with `Prefer: anchor=wait` (8 in flight, like the workload),
@@ -47,26 +49,27 @@ async function main(): Promise<void> {
   const database = at < 0 ? 'sqlite' : args[at]!.includes('=') ? args[at]!.split('=')[1]! : args[at + 1]!;
   if (at >= 0) args.splice(at, args[at]!.includes('=') ? 1 : 2);
   if (database !== 'sqlite' && database !== 'postgres') throw new Error('--database is sqlite or postgres');
-  const env: Record<string, string> = {};
-  if (database === 'postgres') {
-    const { createDatabase } = await import('../test/helpers/postgres.ts');
-    if (process.env.VELLUM_BENCH_DATABASE_URL) process.env.VELLUM_TEST_DATABASE_URL = process.env.VELLUM_BENCH_DATABASE_URL;
-    env.VELLUM_DATABASE_URL = (await createDatabase()).url;
-  }
-  const name = database === 'postgres' ? 'postgres' : 'latest';
-  const server = await startServer(env);
+  const n = args.findIndex((a) => a === '--nodes' || a.startsWith('--nodes='));
+  const nodes = n < 0 ? 1 : Number(args[n]!.includes('=') ? args[n]!.split('=')[1] : args[n + 1]);
+  if (n >= 0) args.splice(n, args[n]!.includes('=') ? 1 : 2);
+  if (!Number.isInteger(nodes) || nodes < 1 || (nodes > 1 && database !== 'postgres')) throw new Error('--nodes (1 to 8) needs --database postgres');
+  const name = database === 'postgres' ? (nodes > 1 ? `postgres-${nodes}-nodes` : 'postgres') : 'latest';
+  const server = database === 'postgres' ? await startStack(nodes) : await startServer().then((s) => ({ ...s, pids: [s.child.pid!] }));
   const { origin, startupMs } = server;
+  const pids: number[] = server.pids;
+  const rss = () => pids.reduce((sum, pid) => sum + rssKiB(pid), 0);
   // Resident memory once ready and settled (2 s), before the workload's first request (aim: bench/baseline/medplum.json).
   await new Promise((resolve) => setTimeout(resolve, 2000));
-  const idleRss = rssKiB(server.child.pid!);
+  const idleRss = rss();
   let peakRss = 0;
-  const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server.child.pid!))), 200);
+  const sampler = setInterval(() => (peakRss = Math.max(peakRss, rss())), 200);
+  const vellumCpu = () => pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
   try {
-    const cpuBefore = { vellum: cpuMs(server.child.pid!), postgres: database === 'postgres' ? userCpuMs('postgres') : 0 };
+    const cpuBefore = { vellum: vellumCpu(), postgres: database === 'postgres' ? userCpuMs('postgres') : 0 };
     const { code, summary } = await runLoad(`${origin}/fhir`, args, true, server.token);
     const ops = (summary.phases as { ops: number }[]).reduce((n, p) => n + p.ops, 0);
     const cpu = {
-      vellum_ms_per_op: Number(((cpuMs(server.child.pid!) - cpuBefore.vellum) / ops).toFixed(2)),
+      vellum_ms_per_op: Number(((vellumCpu() - cpuBefore.vellum) / ops).toFixed(2)),
       ...(database === 'postgres' ? { postgres_ms_per_op: Number(((userCpuMs('postgres') - cpuBefore.postgres) / ops).toFixed(2)) } : {}),
     };
     console.log(`server CPU per operation: Vellum ${cpu.vellum_ms_per_op} ms${'postgres_ms_per_op' in cpu ? `, PostgreSQL ${cpu.postgres_ms_per_op} ms` : ''}`);
@@ -80,7 +83,8 @@ async function main(): Promise<void> {
       database,
       anchor_latency: anchorLatency,
       cpu,
-      server: { startup_ms: startupMs, idle_rss_mib: Math.round(idleRss / 1024), peak_rss_mib: Math.round(peakRss / 1024), rss_end_mib: Math.round(rssKiB(server.child.pid!) / 1024) },
+      nodes,
+      server: { startup_ms: startupMs, idle_rss_mib: Math.round(idleRss / 1024), peak_rss_mib: Math.round(peakRss / 1024), rss_end_mib: Math.round(rss() / 1024) },
     };
     const baseline = loadBaseline();
     const comparison = comparisonTable(summary, baseline);
@@ -90,7 +94,7 @@ async function main(): Promise<void> {
     const s = summary as any;
     const md = [
       `Run ${s.started_at} on ${s.machine.cpus} cores, Node ${s.machine.node}, concurrency ${s.settings.concurrency}, ${s.settings.patients} patients, ` +
-        `${database === 'postgres' ? 'index on PostgreSQL (same machine)' : 'embedded SQLite'}; server peak RSS ${result.server.peak_rss_mib} MiB.`,
+        `${database === 'postgres' ? `${nodes === 1 ? 'one node' : `${nodes} nodes behind the stack's balancer`} on PostgreSQL and \`hardhat node\` (\`npm run stack\`, same machine)` : 'embedded SQLite'}; server peak RSS ${result.server.peak_rss_mib} MiB${nodes > 1 ? ' (all nodes)' : ''}.`,
       '',
       '| phase | ops | ops/s | p50 ms | p95 ms | p99 ms | errors |',
       '|---|---:|---:|---:|---:|---:|---:|',
@@ -115,6 +119,33 @@ async function main(): Promise<void> {
     clearInterval(sampler);
     await server.stop();
   }
+}
+
+/**
+ * The production topology (`npm run stack --no-ipfs --nodes n`: PostgreSQL, `hardhat node`, n
+ * nodes and the balancer) in a temporary dir; one node is measured directly, several through the
+ * balancer.
+ */
+async function startStack(nodes: number): Promise<{ origin: string; pids: number[]; startupMs: number; token: string; stop(): Promise<void> }> {
+  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-bench-stack-')), 'stack');
+  fs.chmodSync(path.dirname(dir), 0o755);
+  const stack = (extra: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'scripts/stack.ts', '--dir', dir, ...extra], { cwd: root, encoding: 'utf8' });
+  const started = Date.now();
+  let result = stack(['--no-ipfs', '--nodes', String(nodes), '--port', String(20_000 + Math.floor(Math.random() * 30_000))]);
+  if (result.status !== 0) result = stack(['--no-ipfs', '--nodes', String(nodes), '--port', String(20_000 + Math.floor(Math.random() * 30_000))]);
+  if (result.status !== 0) throw new Error(`npm run stack failed:\n${result.stdout}${result.stderr}`);
+  const state = JSON.parse(fs.readFileSync(path.join(dir, 'stack.json'), 'utf8')) as { pids: Record<string, number>; urls: Record<string, string> };
+  const origin = nodes === 1 ? state.urls.node1! : state.urls.fhir!.replace(/\/fhir$/, '');
+  return {
+    origin,
+    pids: Object.entries(state.pids).filter(([k]) => k.startsWith('node')).map(([, pid]) => pid),
+    startupMs: Date.now() - started,
+    token: await adminToken(dir),
+    async stop() {
+      stack(['--stop']);
+      fs.rmSync(path.dirname(dir), { recursive: true, force: true });
+    },
+  };
 }
 
 main().catch((err: unknown) => {

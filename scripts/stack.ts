@@ -6,9 +6,9 @@
  * `npm run stack -- --stop` ends it and removes its state (the chain lives in memory, so the rest
  * cannot outlive it).
  *
- * Options: `--no-ipfs` (blocks in PostgreSQL), `--dir <dir>` (state, default `.stack`),
- * `--port <n>` (the balancer; the others follow: n+1, n+2 the nodes, n+3 PostgreSQL, n+4 the chain,
- * n+5 IPFS; default 8080).
+ * Options: `--no-ipfs` (blocks in PostgreSQL), `--nodes <n>` (Vellum nodes, default 2),
+ * `--dir <dir>` (state, default `.stack`), `--port <n>` (the balancer; the others follow: the nodes
+ * from n+1, then PostgreSQL, the chain and IPFS — with two nodes n+3, n+4, n+5; default 8080).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +27,7 @@ const { values } = parseArgs({
   options: {
     stop: { type: 'boolean', default: false },
     'no-ipfs': { type: 'boolean', default: false },
+    nodes: { type: 'string', default: '2' },
     dir: { type: 'string', default: path.join(ROOT, '.stack') },
     port: { type: 'string', default: '8080' },
   },
@@ -108,7 +109,10 @@ async function ok(url: string, init?: RequestInit): Promise<boolean> {
 async function start(): Promise<void> {
   if (fs.existsSync(stateFile)) throw new Error(`a stack is already running from ${dir} (npm run stack -- --stop)`);
   const base = Number(values.port);
-  const ports = { balancer: base, node1: base + 1, node2: base + 2, postgres: base + 3, chain: base + 4, ipfs: base + 5 };
+  const count = Number(values.nodes);
+  if (!Number.isInteger(count) || count < 1 || count > 8) throw new Error('--nodes is 1 to 8');
+  const nodePorts = Array.from({ length: count }, (_, i) => base + 1 + i);
+  const ports: Record<string, number> = { balancer: base, ...Object.fromEntries(nodePorts.map((p, i) => [`node${i + 1}`, p])), postgres: base + count + 1, chain: base + count + 2, ipfs: base + count + 3 };
   for (const [name, port] of Object.entries(ports)) {
     if (!(await portFree(port))) throw new Error(`port ${port} (${name}) is taken: choose another base with --port`);
   }
@@ -164,7 +168,7 @@ async function start(): Promise<void> {
       log(`IPFS         ${state.urls.ipfs} (Kubo RPC API)`);
     }
 
-    // Two Vellum nodes: one database, one chain, one master key, one token key ring, links through the balancer.
+    // The Vellum nodes: one database, one chain, one master key, one token key ring, links through the balancer.
     const publicBase = `http://127.0.0.1:${ports.balancer}/fhir`;
     const shared: NodeJS.ProcessEnv = {
       HOST: '127.0.0.1',
@@ -179,8 +183,8 @@ async function start(): Promise<void> {
       VELLUM_ADMIN_CLIENT_FILE: path.join(dir, 'admin-client.json'),
       ...(state.urls.ipfs ? { VELLUM_IPFS_URL: state.urls.ipfs } : {}),
     };
-    const startNode = async (n: 1 | 2, env: NodeJS.ProcessEnv) => {
-      const port = n === 1 ? ports.node1 : ports.node2;
+    const startNode = async (n: number, env: NodeJS.ProcessEnv) => {
+      const port = nodePorts[n - 1]!;
       state.pids[`node${n}`] = background(`node${n}`, ['--max-semi-space-size=8', '--import', 'tsx', 'src/main.ts'], {
         ...shared,
         ...env,
@@ -192,16 +196,18 @@ async function start(): Promise<void> {
       await until(`Vellum node ${n}`, () => ok(`http://127.0.0.1:${port}/ready`), state.pids[`node${n}`]);
       log(`Vellum node ${n} http://127.0.0.1:${port}`);
     };
-    // The first node deploys the registries; the second is given their addresses.
+    // The first node deploys the registries; the others are given their addresses.
     await startNode(1, {});
     const contracts = JSON.parse(fs.readFileSync(path.join(dir, 'node1', 'chain-contract.json'), 'utf8')) as { contract: string; consentContract?: string };
-    await startNode(2, { VELLUM_CHAIN_CONTRACT: contracts.contract, ...(contracts.consentContract ? { VELLUM_CONSENT_CONTRACT: contracts.consentContract } : {}) });
+    for (let n = 2; n <= count; n++) {
+      await startNode(n, { VELLUM_CHAIN_CONTRACT: contracts.contract, ...(contracts.consentContract ? { VELLUM_CONSENT_CONTRACT: contracts.consentContract } : {}) });
+    }
 
-    state.pids.balancer = background('balancer', ['--import', 'tsx', 'scripts/balancer.ts', '--port', String(ports.balancer), '--upstream', `127.0.0.1:${ports.node1}`, '--upstream', `127.0.0.1:${ports.node2}`]);
+    state.pids.balancer = background('balancer', ['--import', 'tsx', 'scripts/balancer.ts', '--port', String(ports.balancer), ...nodePorts.flatMap((p) => ['--upstream', `127.0.0.1:${p}`])]);
     state.urls.fhir = publicBase;
     save();
     await until('the load balancer', () => ok(`http://127.0.0.1:${ports.balancer}/ready`), state.pids.balancer);
-    log(`FHIR base    ${publicBase} (load balancer → nodes 1 and 2)`);
+    log(`FHIR base    ${publicBase} (load balancer → ${count === 1 ? 'node 1' : `nodes 1 to ${count}`})`);
     log(`admin client ${path.join(dir, 'admin-client.json')}`);
     log(`logs         ${dir}/*.log; stop with: npm run stack -- --stop`);
   } catch (err) {
@@ -218,7 +224,8 @@ async function stop(): Promise<void> {
   }
   const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as State;
   // The balancer and the nodes first (they drain), then what they use.
-  for (const name of ['balancer', 'node1', 'node2', 'ipfs', 'chain']) {
+  const nodes = Object.keys(state.pids).filter((name) => name.startsWith('node'));
+  for (const name of ['balancer', ...nodes, 'ipfs', 'chain']) {
     const pid = state.pids[name];
     if (pid === undefined || !alive(pid)) continue;
     process.kill(pid, 'SIGTERM');
