@@ -50,7 +50,9 @@ const server = http.createServer(async (req, res) => {
       res.end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'transient', diagnostics: 'No Vellum node answered' }] }));
       return;
     }
-    const upstream = http.request({ host: target.host, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+    // A connection per request (no keep-alive): a node that died is then refused, not a reused
+    // socket cut off — which would leave a POST in doubt.
+    const upstream = http.request({ host: target.host, port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false }, (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.headers);
       answer.pipe(res);
     });

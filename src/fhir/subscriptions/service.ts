@@ -118,6 +118,8 @@ export class SubscriptionService {
   #sliceStart: number | undefined;
   /** Whether the next round visits every live subscription (else: those with new events). */
   #full = true;
+  /** The version of each subscription this node last tracked (a version read again is no change). */
+  readonly #tracked = new Map<string, number>();
   /** Whether this node held the delivery lease at its last round. */
   #leader = false;
   readonly #rounds: Rounds;
@@ -146,6 +148,7 @@ export class SubscriptionService {
       for (const { record } of page) {
         const resource = await services.loadResource(record).catch(() => undefined);
         const state = await index.subscriptions.state(record.id);
+        this.#tracked.set(record.id, record.versionId);
         this.#deleted.delete(record.id);
         // A start retries at once what was waiting for a retry.
         if (state && state.retryAt > 0) await index.subscriptions.putState({ ...state, retryAt: 0 });
@@ -181,6 +184,9 @@ export class SubscriptionService {
     }
     for (const id of new Set(all)) {
       const record = await index.current('Subscription', id);
+      // Heard of twice (a notification and a commit's check) or written here: nothing new.
+      if ((record?.versionId ?? 0) === (this.#tracked.get(id) ?? 0)) continue;
+      this.#tracked.set(id, record?.versionId ?? 0);
       this.#generations.set(id, this.#generation(id) + 1);
       const state = await index.subscriptions.state(id);
       if (state?.owner !== undefined && !this.#owners.has(id)) this.#owners.set(id, ownerKey(state.owner as StoredPrincipal));
@@ -382,6 +388,7 @@ export class SubscriptionService {
         for (const { record, resource } of written) {
           if (record.type !== 'Subscription') continue;
           changed = true;
+          this.#tracked.set(record.id, record.versionId);
           if (record.deleted || !isSystem(context)) this.#generations.set(record.id, this.#generation(record.id) + 1);
           if (record.deleted) {
             this.#live.delete(record.id);
