@@ -20,6 +20,9 @@ export const POSTGRES_SUITE = [
   'test/fhir/subscriptions/*.test.ts',
   'test/fhir/bundles/*.test.ts',
   'test/fhir/operations/*.test.ts',
+  // Search on real data (Blaze's Synthea set, 92,114 resources) and the black-box conformance checks.
+  'test/corpora/blaze-search.int.test.ts',
+  'test/conformance.int.test.ts',
 ];
 
 const url = process.env.VELLUM_TEST_DATABASE_URL ?? (await startCluster());

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { adminToken } from './helpers/process-server.ts';
+import { freshDatabase, testDatabase } from './helpers/postgres.ts';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const READY_TIMEOUT_MS = 60_000;
@@ -69,12 +70,14 @@ async function startVellum(t: Test): Promise<{ baseUrl: string; token: string }>
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vellum-conformance-'));
   // Registered first, so it runs after the server's own teardown has stopped it.
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+  // The PostgreSQL pass (VELLUM_TEST_DATABASE=postgres): the same server on a fresh database.
+  const database = testDatabase() === 'postgres' ? await freshDatabase(t) : undefined;
   for (let attempt = 1; attempt <= 5; attempt++) {
     const port = await freePort();
     const server = start(
       t,
       ['--import', 'tsx', 'src/main.ts'],
-      childEnv({ HOST: '127.0.0.1', PORT: String(port), VELLUM_DATA_DIR: dataDir, VELLUM_LOG_LEVEL: 'warn' }),
+      childEnv({ HOST: '127.0.0.1', PORT: String(port), VELLUM_DATA_DIR: dataDir, VELLUM_LOG_LEVEL: 'warn', ...(database ? { VELLUM_DATABASE_URL: database } : {}) }),
     );
     let exitCode: number | null | undefined;
     void server.exited.then((code) => (exitCode = code));
